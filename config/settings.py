@@ -1,0 +1,355 @@
+"""Postflow settings: one module, driven by the environment (DESIGN.md §2).
+
+With no environment at all this runs the embedded default: SQLite and files under ``var/``,
+an in-process Dramatiq worker and the local AI provider. ``DATABASE_URL``, ``REDIS_URL`` and
+``S3_BUCKET`` switch each part to its production service.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("POSTFLOW_VAR_DIR", BASE_DIR / "var"))
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env(name)
+    if value is None:
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use true/false).")
+
+
+def env_int(name: str, default: int) -> int:
+    value = env(name)
+    try:
+        return default if value is None else int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number.") from None
+
+
+def env_float(name: str, default: float) -> float:
+    value = env(name)
+    try:
+        return default if value is None else float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in (env(name, default) or "").split(",") if item.strip()]
+
+
+TESTING = "pytest" in sys.modules or env_bool("POSTFLOW_TESTING", False)
+
+# --- Core -------------------------------------------------------------------------------------
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = env("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    # Development only: a per-machine key kept under var/ so sessions and signed URLs survive restarts.
+    _key_file = VAR_DIR / "secret_key"
+    try:
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        if not _key_file.exists():
+            _key_file.write_text(secrets.token_urlsafe(50))
+        SECRET_KEY = _key_file.read_text().strip()
+    except OSError:
+        SECRET_KEY = secrets.token_urlsafe(50)
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver" if DEBUG else "")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    # media first: its runserver (which also starts the embedded worker) wins over staticfiles'.
+    "media",
+    "content",
+    "moderation",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_dramatiq",
+    "imagekit",
+    "storages",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------
+DATABASE_URL = env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            # The embedded worker writes from other threads: wait for the lock instead of failing,
+            # and let readers go on while a writer works (WAL).
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+if TESTING:
+    # Hashing dominates a test suite that creates many users; real hashers stay in production.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files (served by WhiteNoise; no CDN needed, works offline) ---------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# --- Storage (DESIGN.md §2, media/storage.py is the only code that uses it) -----------------------
+S3_BUCKET = env("S3_BUCKET")
+S3_ENDPOINT_URL = env("S3_ENDPOINT_URL")
+S3_REGION = env("S3_REGION", "us-east-1")
+STORAGE_ROOT = Path(env("STORAGE_ROOT", str(VAR_DIR / "storage")))
+if S3_BUCKET:
+    _media_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": S3_ENDPOINT_URL,
+            "region_name": S3_REGION,
+            "access_key": env("S3_ACCESS_KEY_ID"),
+            "secret_key": env("S3_SECRET_ACCESS_KEY"),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "querystring_expire": env_int("MEDIA_URL_TTL_SECONDS", 3600),
+            "file_overwrite": True,
+            "addressing_style": env("S3_ADDRESSING_STYLE", "path"),
+            "signature_version": "s3v4",
+        },
+    }
+else:
+    _media_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": STORAGE_ROOT, "base_url": None, "file_permissions_mode": 0o640},
+    }
+STORAGES = {
+    "default": _media_storage,
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Signed media URLs: lifetime, and an optional separate host that serves user media (cookie-less).
+MEDIA_URL_TTL_SECONDS = env_int("MEDIA_URL_TTL_SECONDS", 3600)
+MEDIA_PUBLIC_BASE_URL = env("MEDIA_PUBLIC_BASE_URL")
+UPLOAD_URL_TTL_SECONDS = env_int("UPLOAD_URL_TTL_SECONDS", 3600)
+
+# --- Broker (Dramatiq) ----------------------------------------------------------------------------
+REDIS_URL = env("REDIS_URL")
+DRAMATIQ_WORKER_TIMEOUT_MS = env_int("DRAMATIQ_WORKER_TIMEOUT_MS", 100)
+_dramatiq_middleware = [
+    "dramatiq.middleware.AgeLimit",
+    "dramatiq.middleware.TimeLimit",
+    "dramatiq.middleware.ShutdownNotifications",
+    "dramatiq.middleware.Callbacks",
+    "dramatiq.middleware.Retries",
+    "dramatiq.middleware.CurrentMessage",
+    "django_dramatiq.middleware.DbConnectionsMiddleware",
+]
+if REDIS_URL and env_bool("DRAMATIQ_PROMETHEUS", False):
+    _dramatiq_middleware.insert(0, "dramatiq.middleware.prometheus.Prometheus")
+if REDIS_URL and not TESTING:
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        "OPTIONS": {"url": REDIS_URL, "namespace": env("DRAMATIQ_NAMESPACE", "postflow")},
+        "MIDDLEWARE": _dramatiq_middleware,
+    }
+    EMBEDDED_WORKER = False
+else:
+    # No Redis: messages go to an in-memory broker consumed by a worker inside the same process
+    # (see config/broker.py). Tests use the same StubBroker with an explicit worker fixture.
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.stub.StubBroker",
+        "OPTIONS": {},
+        "MIDDLEWARE": _dramatiq_middleware,
+    }
+    EMBEDDED_WORKER = not TESTING
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+# --- Cache (platform settings accessor, throttles, locks) -----------------------------------------
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- REST API ------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + ([] if not DEBUG else ["rest_framework.renderers.BrowsableAPIRenderer"]),
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env("THROTTLE_AUTH", "30/min"),
+        "uploads_hour": env("THROTTLE_UPLOADS_HOUR", "120/hour"),
+        "uploads_day": env("THROTTLE_UPLOADS_DAY", "1000/day"),
+        "reports": env("THROTTLE_REPORTS", "60/hour"),
+    },
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Postflow API",
+    "DESCRIPTION": "Creators post text, links, polls, images, video and audio; see DESIGN.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "ENUM_NAME_OVERRIDES": {},
+}
+# Bodies larger than this are refused before parsing (JSON); file uploads stream to disk.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+FILE_UPLOAD_TEMP_DIR = None
+
+# --- Platform settings defaults (the singleton row reads these when first created) ---------------
+MODERATION_MODE = env("MODERATION_MODE", "ai_prescreen")
+AI_PROVIDER = env("AI_PROVIDER", "local")
+AI_REVIEW_THRESHOLD = env_float("AI_REVIEW_THRESHOLD", 0.3)
+AI_REVOKE_THRESHOLD = env_float("AI_REVOKE_THRESHOLD", 0.7)
+REPORT_THRESHOLD = env_int("REPORT_THRESHOLD", 3)
+POST_PROCESSING_ENABLED = env_bool("POST_PROCESSING_ENABLED", True)
+PROCESSOR_EVENT_TRIGGER_MEDIA_ENABLED = env_bool("PROCESSOR_EVENT_TRIGGER_MEDIA_ENABLED", True)
+MEDIA_SWEEP_SCHEDULE_ENABLED = env_bool("MEDIA_SWEEP_SCHEDULE_ENABLED", False)
+MEDIA_SWEEP_CRON = env("MEDIA_SWEEP_CRON", "*/15 * * * *")
+PLATFORM_SETTINGS_CACHE_SECONDS = env_int("PLATFORM_SETTINGS_CACHE_SECONDS", 30)
+
+# --- Media limits ----------------------------------------------------------------------------------
+MB = 1024 * 1024
+MEDIA_MAX_BYTES = {
+    "image": env_int("MEDIA_MAX_IMAGE_BYTES", 25 * MB),
+    "video": env_int("MEDIA_MAX_VIDEO_BYTES", 1024 * MB),
+    "audio": env_int("MEDIA_MAX_AUDIO_BYTES", 200 * MB),
+}
+MEDIA_MAX_PER_POST = env_int("MEDIA_MAX_PER_POST", 10)
+MEDIA_USER_QUOTA_BYTES = env_int("MEDIA_USER_QUOTA_BYTES", 5 * 1024 * MB)
+MEDIA_MAX_ATTEMPTS = env_int("MEDIA_MAX_ATTEMPTS", 3)
+MEDIA_RETENTION_DAYS = env_int("MEDIA_RETENTION_DAYS", 30)
+IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
+IMAGE_JPEG_FALLBACK = env_bool("IMAGE_JPEG_FALLBACK", False)
+VIDEO_MAX_DURATION_SECONDS = env_int("VIDEO_MAX_DURATION_SECONDS", 2 * 3600)
+VIDEO_MAX_PIXELS = env_int("VIDEO_MAX_PIXELS", 3840 * 2160)
+VIDEO_CRF = env_int("VIDEO_CRF", 23)
+VIDEO_PRESET = env("VIDEO_PRESET", "veryfast")
+VIDEO_TIMEOUT_FACTOR = env_float("VIDEO_TIMEOUT_FACTOR", 4.0)
+AUDIO_MAX_DURATION_SECONDS = env_int("AUDIO_MAX_DURATION_SECONDS", 4 * 3600)
+FFMPEG_BINARY = env("FFMPEG_BINARY", "ffmpeg")
+FFPROBE_BINARY = env("FFPROBE_BINARY", "ffprobe")
+
+# --- AI prescreen ------------------------------------------------------------------------------------
+AI_VIDEO_FRAMES = env_int("AI_VIDEO_FRAMES", 8)
+HIVE_API_KEY = env("HIVE_API_KEY")
+HIVE_API_URL = env("HIVE_API_URL", "https://api.thehive.ai/api/v2/task/sync")
+HIVE_TIMEOUT_SECONDS = env_float("HIVE_TIMEOUT_SECONDS", 20.0)
+AI_STUB_SCORE = env_float("AI_STUB_SCORE", 0.0)
+if AI_PROVIDER and "stub" in AI_PROVIDER.split(",") and not DEBUG and not TESTING:
+    raise ImproperlyConfigured("AI_PROVIDER=stub is for tests only; it cannot run with DEBUG off.")
+
+# django-imagekit: variants are generated by our worker, never lazily inside a web request.
+IMAGEKIT_DEFAULT_CACHEFILE_STRATEGY = "imagekit.cachefiles.strategies.Optimistic"
+IMAGEKIT_DEFAULT_CACHEFILE_BACKEND = "imagekit.cachefiles.backends.Simple"
+
+# --- Security ---------------------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_REFERRER_POLICY = "same-origin"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"dramatiq": {"level": env("DRAMATIQ_LOG_LEVEL", "WARNING")}},
+}
