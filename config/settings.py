@@ -306,6 +306,7 @@ MEDIA_MAX_BYTES = {
 MEDIA_MAX_PER_POST = env_int("MEDIA_MAX_PER_POST", 10)
 MEDIA_USER_QUOTA_BYTES = env_int("MEDIA_USER_QUOTA_BYTES", 5 * 1024 * MB)
 MEDIA_MAX_ATTEMPTS = env_int("MEDIA_MAX_ATTEMPTS", 3)
+MEDIA_STUCK_MINUTES = env_int("MEDIA_STUCK_MINUTES", 30)
 MEDIA_RETENTION_DAYS = env_int("MEDIA_RETENTION_DAYS", 30)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
 IMAGE_JPEG_FALLBACK = env_bool("IMAGE_JPEG_FALLBACK", False)
@@ -320,6 +321,7 @@ FFPROBE_BINARY = env("FFPROBE_BINARY", "ffprobe")
 
 # --- AI prescreen ------------------------------------------------------------------------------------
 AI_VIDEO_FRAMES = env_int("AI_VIDEO_FRAMES", 8)
+AI_MAX_RETRIES = env_int("AI_MAX_RETRIES", 3)
 HIVE_API_KEY = env("HIVE_API_KEY")
 HIVE_API_URL = env("HIVE_API_URL", "https://api.thehive.ai/api/v2/task/sync")
 HIVE_TIMEOUT_SECONDS = env_float("HIVE_TIMEOUT_SECONDS", 20.0)

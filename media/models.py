@@ -1,3 +1,151 @@
-from django.db import models
+from __future__ import annotations
 
-# Create your models here.
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class MediaKind(models.TextChoices):
+    IMAGE = "image", "Image"
+    VIDEO = "video", "Video"
+    AUDIO = "audio", "Audio"
+    THUMBNAIL = "thumbnail", "Thumbnail"
+    TRANSCRIPT = "transcript", "Transcript"
+    LIVESTREAM_RECORDING = "livestream_recording", "Livestream recording"
+
+
+class ProcessingStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class UploadState(models.TextChoices):
+    PENDING = "pending", "Waiting for bytes"
+    RECEIVED = "received", "Received"
+    ATTACHED = "attached", "Attached"
+    EXPIRED = "expired", "Expired"
+
+
+class Upload(models.Model):
+    """A direct-to-storage upload: the client sends bytes to a signed URL, then attaches by id."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=100)
+    kind = models.CharField(max_length=24, choices=MediaKind.choices)
+    declared_size = models.PositiveBigIntegerField()
+    declared_sha256 = models.CharField(max_length=64, blank=True, default="")
+    storage_key = models.CharField(max_length=500, unique=True)
+    state = models.CharField(max_length=16, choices=UploadState.choices, default=UploadState.PENDING)
+    received_size = models.PositiveBigIntegerField(null=True, blank=True)
+    received_sha256 = models.CharField(max_length=64, blank=True, default="")
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "expires_at"], name="upload_expiry_idx")]
+
+    def __str__(self) -> str:
+        return f"upload {self.id} ({self.state})"
+
+
+class Media(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    post = models.ForeignKey("content.Post", on_delete=models.PROTECT, related_name="media", null=True, blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="media")
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="derived",
+        help_text="For derived media (a cover-art thumbnail), the medium it came from.",
+    )
+    kind = models.CharField(max_length=24, choices=MediaKind.choices)
+    is_primary = models.BooleanField(default=True)
+    position = models.PositiveSmallIntegerField(default=0)
+    processing_status = models.CharField(
+        max_length=16, choices=ProcessingStatus.choices, default=ProcessingStatus.PENDING
+    )
+    processing_error = models.TextField(blank=True, default="")
+    original_filename = models.CharField(max_length=255, blank=True, default="")
+    original_key = models.CharField(max_length=500)
+    mime_type = models.CharField(max_length=100)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    blurhash = models.CharField(max_length=100, blank=True, default="")
+    variants = models.JSONField(default=dict, blank=True)  # name -> {key, width, height, mime_type, size_bytes}
+    metadata = models.JSONField(default=dict, blank=True)
+    # Attempts are counted here, not only in the broker: a file that kills its worker is redelivered
+    # with the same retry count, so the runner gives up after MEDIA_MAX_ATTEMPTS claims.
+    attempts = models.PositiveIntegerField(default=0)
+    attempt_token = models.UUIDField(null=True, blank=True, help_text="Identifies the attempt that owns the row.")
+    processing_started_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    detached_at = models.DateTimeField(null=True, blank=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position", "created_at"]
+        verbose_name_plural = "media"
+        indexes = [
+            # The sweep's index: only unfinished rows are in it, so its cost follows what it matches.
+            models.Index(
+                fields=["processing_status", "updated_at"],
+                name="media_sweep_idx",
+                condition=Q(processing_status__in=["pending", "processing", "failed"]),
+            ),
+            models.Index(fields=["owner", "created_at"], name="media_owner_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.processing_status})"
+
+
+class RunResult(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    RETRYING = "retrying", "Failed, will retry"
+    SKIPPED = "skipped", "Skipped (nothing to do)"
+    BYPASSED = "bypassed", "Bypassed (processing disabled)"
+
+
+class ProcessorRun(models.Model):
+    """One processing attempt, for operators: what ran, where, how long, and what each step did."""
+
+    id = models.BigAutoField(primary_key=True)
+    media = models.ForeignKey(Media, on_delete=models.CASCADE, related_name="runs")
+    post = models.ForeignKey("content.Post", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    processor = models.CharField(max_length=40)
+    processor_class = models.CharField(max_length=200, blank=True, default="")
+    actor = models.CharField(max_length=80, blank=True, default="")
+    queue = models.CharField(max_length=80, blank=True, default="")
+    message_id = models.CharField(max_length=64, blank=True, default="")
+    attempt = models.PositiveIntegerField(default=0)
+    status_before = models.CharField(max_length=16, blank=True, default="")
+    status_after = models.CharField(max_length=16, blank=True, default="")
+    result = models.CharField(max_length=16, choices=RunResult.choices, default=RunResult.RUNNING)
+    duration_ms = models.FloatField(null=True, blank=True)
+    peak_memory_kb = models.PositiveBigIntegerField(null=True, blank=True)
+    error_class = models.CharField(max_length=200, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    steps = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["result", "started_at"], name="processor_run_result_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.processor} run #{self.attempt} on {self.media_id}: {self.result}"

@@ -1,3 +1,169 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-# Create your models here.
+
+class ModerationMode(models.TextChoices):
+    AI_PRESCREEN = "ai_prescreen", "AI prescreen: nothing goes public before the AI or a human clears it"
+    REACTIVE_ONLY = "reactive_only", "Reactive only: publish at once, act on reports"
+
+
+class BlockedMediaAction(models.TextChoices):
+    REFUSE = "refuse", "Refuse the upload (451)"
+    QUARANTINE = "quarantine", "Accept, but quarantine the post when it is published"
+
+
+def _unit_interval():
+    return [MinValueValidator(0.0), MaxValueValidator(1.0)]
+
+
+class PlatformSettings(models.Model):
+    """The one row of operator-tunable settings (DESIGN.md §6). Read it through
+    ``moderation.platform.get_platform_settings()``, which caches it."""
+
+    singleton_id = 1
+
+    moderation_mode = models.CharField(
+        max_length=16, choices=ModerationMode.choices, default=ModerationMode.AI_PRESCREEN
+    )
+    ai_review_threshold = models.FloatField(
+        default=0.3, validators=_unit_interval(),
+        help_text="AI scores at or above this wait for a human; below it the post is published.",
+    )
+    ai_revoke_threshold = models.FloatField(
+        default=0.7, validators=_unit_interval(),
+        help_text="AI scores at or above this quarantine the post at once.",
+    )
+    report_threshold = models.PositiveIntegerField(
+        default=3, validators=[MinValueValidator(1)],
+        help_text="Distinct reporters that send a published post back to review.",
+    )
+    post_processing_enabled = models.BooleanField(
+        default=True, help_text="Off: uploads are marked ready without processing (bypass)."
+    )
+    processor_event_trigger_media_enabled = models.BooleanField(
+        default=True, help_text="Off: nothing is queued on attach; media waits for the sweep."
+    )
+    media_sweep_schedule_enabled = models.BooleanField(default=False)
+    media_sweep_cron = models.CharField(max_length=100, default="*/15 * * * *")
+    trust_min_account_age_days = models.PositiveIntegerField(
+        default=0, help_text="reactive_only mode: accounts younger than this still go through the prescreen."
+    )
+    trust_min_approved_posts = models.PositiveIntegerField(
+        default=0, help_text="reactive_only mode: authors with fewer published posts still go through the prescreen."
+    )
+    blocked_media_action = models.CharField(
+        max_length=16, choices=BlockedMediaAction.choices, default=BlockedMediaAction.REFUSE
+    )
+    claim_minutes = models.PositiveIntegerField(default=15, help_text="How long a moderator's claim holds.")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = "platform settings"
+        verbose_name_plural = "platform settings"
+
+    def __str__(self) -> str:
+        return "Platform settings"
+
+    def clean(self) -> None:
+        if self.ai_review_threshold > self.ai_revoke_threshold:
+            raise ValidationError("The review threshold must not be above the revoke threshold.")
+
+    def save(self, *args, **kwargs):
+        self.pk = self.singleton_id
+        super().save(*args, **kwargs)
+
+
+class Decision(models.TextChoices):
+    PUBLISH = "publish", "Publish (AI clean)"
+    REVIEW = "review", "Hold for a human"
+    QUARANTINE = "quarantine", "Quarantine"
+    ERROR = "error", "Provider error"
+    STALE = "stale", "Stale (post changed)"
+
+
+class AiReview(models.Model):
+    post = models.ForeignKey("content.Post", on_delete=models.CASCADE, related_name="ai_reviews")
+    post_revision = models.PositiveIntegerField(default=0)
+    provider = models.CharField(max_length=60)
+    model = models.CharField(max_length=120, blank=True, default="")
+    scores = models.JSONField(default=dict, blank=True)
+    overall_score = models.FloatField(null=True, blank=True)
+    labels = models.JSONField(default=list, blank=True)
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    duration_ms = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    attempt = models.PositiveIntegerField(default=1)
+    raw = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "AI review"
+
+    def __str__(self) -> str:
+        return f"AI review of {self.post_id}: {self.decision} ({self.overall_score})"
+
+
+class ModerationAction(models.TextChoices):
+    APPROVE = "approve", "Approve"
+    REJECT = "reject", "Reject"
+    QUARANTINE = "quarantine", "Quarantine"
+    REPORTS_THRESHOLD = "reports", "Sent to review by reports"
+    CLAIM = "claim", "Claim"
+    RELEASE = "release", "Release claim"
+    SETTINGS = "settings", "Platform settings changed"
+
+
+class ModerationDecision(models.Model):
+    """The audit row of every human (or report-driven) decision. Never edited, never deleted."""
+
+    post = models.ForeignKey("content.Post", on_delete=models.CASCADE, related_name="decisions", null=True)
+    moderator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=ModerationAction.choices)
+    reason = models.TextField(blank=True, default="")
+    from_status = models.CharField(max_length=16, blank=True, default="")
+    to_status = models.CharField(max_length=16, blank=True, default="")
+    from_moderation_state = models.CharField(max_length=16, blank=True, default="")
+    to_moderation_state = models.CharField(max_length=16, blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.post_id} {self.from_status}→{self.to_status}"
+
+
+class BlockedMedia(models.Model):
+    """Known-bad bytes: a later upload with the same sha256 is refused or quarantined."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    reason = models.TextField(blank=True, default="")
+    source_post = models.ForeignKey("content.Post", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "blocked media"
+
+    def __str__(self) -> str:
+        return self.sha256
+
+
+class PostClaim(models.Model):
+    """A moderator's "I'm on it": others cannot act on the post until it expires or is taken over."""
+
+    post = models.OneToOneField("content.Post", on_delete=models.CASCADE, related_name="claim")
+    moderator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)

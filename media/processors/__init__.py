@@ -1,0 +1,23 @@
+"""Processors by media kind. Kinds without one (thumbnail, transcript, livestream_recording) are
+never queued: the sweep skips them."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from media.processors.base import Processor
+
+PROCESSOR_PATHS = {
+    "image": "media.processors.image.ImageProcessor",
+    "video": "media.processors.video.VideoProcessor",
+    "audio": "media.processors.audio.AudioProcessor",
+}
+
+
+def has_processor(kind: str) -> bool:
+    return kind in PROCESSOR_PATHS
+
+
+def get_processor(kind: str) -> Processor:
+    module, _, name = PROCESSOR_PATHS[kind].rpartition(".")
+    return getattr(import_module(module), name)()

@@ -1,0 +1,45 @@
+"""Liveness and readiness: ``/healthz`` answers while the process runs; ``/readyz`` checks the
+database, the broker and storage, and says which one failed."""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+from django.db import connection
+from django.http import JsonResponse
+
+from media import storage
+
+
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _check_broker() -> None:
+    broker = dramatiq.get_broker()
+    client = getattr(broker, "client", None)
+    if client is not None:
+        client.ping()
+
+
+def _check_storage() -> None:
+    storage.exists("healthz/probe")
+
+
+def readyz(request):
+    checks, ok = {}, True
+    for name, check in (("database", _check_database), ("broker", _check_broker), ("storage", _check_storage)):
+        started = time.perf_counter()
+        try:
+            check()
+            checks[name] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+        except Exception as exc:
+            ok = False
+            checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)

@@ -1,0 +1,216 @@
+"""Creators' REST API for accounts, posts, polls and reports: one view per operation; views parse
+and render, services decide."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate, get_user_model
+from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from config.api import NewestFirstCursorPagination, error_responses
+from config.errors import NotFound
+from content import selectors, services
+from content.api.serializers import (
+    PollOutSerializer,
+    PostCreateSerializer,
+    PostSerializer,
+    PostUpdateSerializer,
+    RegisteredSerializer,
+    RegisterSerializer,
+    ReportOutSerializer,
+    ReportSerializer,
+    TokenRequestSerializer,
+    TokenSerializer,
+    VoteSerializer,
+    poll_data,
+)
+from content.models import Post, PostStatus, PostType
+
+User = get_user_model()
+
+
+def _post_out(post_id, request) -> dict:
+    post = selectors.posts_visible_to(request.user).get(pk=post_id)
+    return PostSerializer(post, context={"request": request}).data
+
+
+class RegisterView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+    @extend_schema(
+        request=RegisterSerializer, responses={201: RegisteredSerializer, **error_responses(400, 429)},
+        tags=["auth"], summary="Create a creator account",
+    )
+    def post(self, request):
+        data = RegisterSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with transaction.atomic():
+            user = User.objects.create_user(
+                username=data.validated_data["username"], password=data.validated_data["password"],
+                email=data.validated_data.get("email", ""),
+            )
+            token, _ = Token.objects.get_or_create(user=user)
+        return Response({"id": user.pk, "username": user.username, "token": token.key}, status=201)
+
+
+class TokenView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+    @extend_schema(
+        request=TokenRequestSerializer,
+        responses={200: TokenSerializer, **error_responses(400, 429, e400="Wrong username or password (`invalid_credentials`).")},
+        tags=["auth"], summary="Get the API token",
+    )
+    def post(self, request):
+        data = TokenRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
+        if user is None or not user.is_active:
+            return Response({"code": "invalid_credentials", "detail": "Wrong username or password."}, status=400)
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+class PostListCreateView(generics.GenericAPIView):
+    serializer_class = PostSerializer
+    pagination_class = NewestFirstCursorPagination
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("type", OpenApiTypes.STR, enum=PostType.values, description="Only posts of this type."),
+            OpenApiParameter("author", OpenApiTypes.STR, description="Author username or id."),
+            OpenApiParameter("page_size", OpenApiTypes.INT, description="1–100, default 20."),
+        ],
+        responses={200: PostSerializer(many=True), **error_responses(400)},
+        tags=["posts"], summary="The published feed, newest first",
+    )
+    def get(self, request):
+        type_ = request.query_params.get("type") or None
+        if type_ and type_ not in PostType.values:
+            raise ValidationError({"type": [f"Unknown type; use one of {', '.join(PostType.values)}."]})
+        qs = selectors.post_feed(type=type_, author=request.query_params.get("author") or None)
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(PostSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        request=PostCreateSerializer, responses={201: PostSerializer, **error_responses(400, 401)},
+        tags=["posts"], summary="Create a draft",
+    )
+    def post(self, request):
+        data = PostCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        post = services.post_create(author=request.user, **data.validated_data)
+        return Response(_post_out(post.pk, request), status=201)
+
+
+class MyPostsView(generics.GenericAPIView):
+    permission_classes = [IsAuthenticated]
+    serializer_class = PostSerializer
+    pagination_class = NewestFirstCursorPagination
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=PostStatus.values)],
+        responses={200: PostSerializer(many=True), **error_responses(400, 401)},
+        tags=["posts"], summary="The caller's posts in every status",
+    )
+    def get(self, request):
+        status_ = request.query_params.get("status") or None
+        if status_ and status_ not in PostStatus.values:
+            raise ValidationError({"status": [f"Unknown status; use one of {', '.join(PostStatus.values)}."]})
+        self.paginator.ordering = ("-created_at", "-id")
+        page = self.paginate_queryset(selectors.posts_of(request.user, status=status_))
+        return self.get_paginated_response(PostSerializer(page, many=True, context={"request": request}).data)
+
+
+class PostDetailView(APIView):
+    @extend_schema(responses={200: PostSerializer, **error_responses(404)}, tags=["posts"], summary="Read a post")
+    def get(self, request, post_id):
+        try:
+            return Response(_post_out(post_id, request))
+        except (Post.DoesNotExist, ValueError):
+            raise NotFound("Post not found.") from None
+
+    @extend_schema(
+        request=PostUpdateSerializer, responses={200: PostSerializer, **error_responses(400, 401, 403, 404, 409)},
+        tags=["posts"], summary="Edit a draft",
+    )
+    def patch(self, request, post_id):
+        data = PostUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        services.post_update(post_id=post_id, actor=request.user, **data.validated_data)
+        return Response(_post_out(post_id, request))
+
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404)}, tags=["posts"], summary="Delete (soft)")
+    def delete(self, request, post_id):
+        services.post_delete(post_id=post_id, actor=request.user)
+        return Response(status=204)
+
+
+class PublishView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(PostSerializer, description="Published."),
+            202: OpenApiResponse(PostSerializer, description="Accepted: waiting for the AI prescreen "
+                                 "(`pending_review`) or for media processing (`publish_requested`)."),
+            **error_responses(400, 401, 403, 404, 409),
+        },
+        tags=["posts"], summary="Publish a draft",
+    )
+    def post(self, request, post_id):
+        post = services.post_publish(post_id=post_id, actor=request.user)
+        code = status.HTTP_200_OK if post.status == PostStatus.PUBLISHED else status.HTTP_202_ACCEPTED
+        return Response(_post_out(post.pk, request), status=code)
+
+
+class UnpublishView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: PostSerializer, **error_responses(401, 403, 404, 409)},
+                   tags=["posts"], summary="Back to draft")
+    def post(self, request, post_id):
+        post = services.post_unpublish(post_id=post_id, actor=request.user)
+        return Response(_post_out(post.pk, request))
+
+
+class PollVoteView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=VoteSerializer, responses={200: PollOutSerializer, **error_responses(400, 401, 404, 409)},
+                   tags=["polls"], summary="Vote; replaces the caller's earlier vote")
+    def post(self, request, post_id):
+        data = VoteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        poll = services.poll_vote(post_id=post_id, user=request.user, option_ids=data.validated_data["option_ids"])
+        return Response(poll_data(poll, request.user))
+
+
+class ReportView(APIView):
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "reports"
+
+    @extend_schema(request=ReportSerializer,
+                   responses={201: ReportOutSerializer, **error_responses(400, 401, 404, 409, 429)},
+                   tags=["posts"], summary="Report a published post")
+    def post(self, request, post_id):
+        data = ReportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        report = services.report_create(post_id=post_id, reporter=request.user, **data.validated_data)
+        return Response(ReportOutSerializer(report).data, status=201)

@@ -1,0 +1,349 @@
+"""Every write to posts, polls and reports. One function per state change (DESIGN.md §3).
+
+Each transition runs in a transaction, re-reads the post with ``select_for_update``, checks the
+allowed from-states and raises ``InvalidTransition`` otherwise. Follow-up work is sent on commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from config.errors import Conflict, InvalidTransition, MediaFailed, NotFound, PermissionDenied, ValidationFailed
+from content.models import (
+    ModerationState,
+    Poll,
+    PollOption,
+    PollVote,
+    Post,
+    PostStatus,
+    PostType,
+    Report,
+)
+from media.models import Media, MediaKind, ProcessingStatus
+
+logger = logging.getLogger(__name__)
+
+MEDIA_POST_TYPES = {PostType.IMAGE: MediaKind.IMAGE, PostType.VIDEO: MediaKind.VIDEO, PostType.AUDIO: MediaKind.AUDIO}
+EDITABLE_FIELDS = ("title", "body", "link_url")
+
+
+# --- locking and visibility ---------------------------------------------------------------------------
+
+
+def post_lock(*, post_id: UUID | str, actor: AbstractBaseUser | None = None, owner_only: bool = True) -> Post:
+    """Re-read a live post under a row lock. Posts the actor may not see are NotFound (never 403)."""
+    try:
+        post = Post.objects.select_for_update().get(pk=post_id, deleted_at__isnull=True)
+    except (Post.DoesNotExist, ValueError, TypeError):
+        raise NotFound("Post not found.") from None
+    if actor is not None:
+        _check_access(post, actor, owner_only=owner_only)
+    return post
+
+
+def can_view_post(post: Post, user: AbstractBaseUser | None) -> bool:
+    if post.deleted_at is not None:
+        return False
+    if post.status == PostStatus.PUBLISHED:
+        return True
+    if user is None or not user.is_authenticated:
+        return False
+    return user.is_staff or post.author_id == user.pk
+
+
+def _check_access(post: Post, actor: AbstractBaseUser, *, owner_only: bool) -> None:
+    if not can_view_post(post, actor):
+        raise NotFound("Post not found.")
+    if owner_only and post.author_id != actor.pk:
+        raise PermissionDenied("Only the author can change this post.")
+
+
+def _require_status(post: Post, allowed: Iterable[str], action: str) -> None:
+    allowed = tuple(allowed)
+    if post.status not in allowed:
+        raise InvalidTransition(
+            f"Cannot {action} a post that is {post.status}; allowed from: {', '.join(allowed)}.",
+            extra={"status": post.status},
+        )
+
+
+# --- create / edit / delete ------------------------------------------------------------------------------
+
+
+def _validate_content(*, type: str, title: str, body: str, link_url: str, poll: dict | None) -> None:
+    errors: dict[str, list[str]] = {}
+    if type == PostType.TEXT and not body.strip():
+        errors["body"] = ["A text post needs a body."]
+    if type == PostType.LINK:
+        if not link_url:
+            errors["link_url"] = ["A link post needs a link_url."]
+        elif not link_url.lower().startswith(("http://", "https://")):
+            errors["link_url"] = ["Only http and https links are allowed."]
+    if type == PostType.POLL and not poll:
+        errors["poll"] = ["A poll post needs a poll."]
+    if type != PostType.POLL and poll:
+        errors["poll"] = ["Only poll posts can have a poll."]
+    if type == PostType.LIVESTREAM and not title.strip():
+        errors["title"] = ["A livestream needs a title."]
+    if errors:
+        raise ValidationFailed(next(iter(errors.values()))[0], extra={"errors": errors})
+
+
+def _validate_poll(poll: dict[str, Any]) -> tuple[str, bool, list[str]]:
+    question = (poll.get("question") or "").strip()
+    options = [str(o).strip() for o in poll.get("options") or []]
+    errors: dict[str, list[str]] = {}
+    if not question:
+        errors["question"] = ["A poll needs a question."]
+    if not 2 <= len(options) <= 10:
+        errors["options"] = ["A poll needs between 2 and 10 options."]
+    elif any(not o for o in options):
+        errors["options"] = ["Poll options cannot be empty."]
+    elif len({o.casefold() for o in options}) != len(options):
+        errors["options"] = ["Poll options must be different from each other."]
+    if errors:
+        raise ValidationFailed(next(iter(errors.values()))[0], extra={"errors": {"poll": errors}})
+    return question, bool(poll.get("multiple_choice", False)), options
+
+
+@transaction.atomic
+def post_create(
+    *,
+    author: AbstractBaseUser,
+    type: str,
+    title: str = "",
+    body: str = "",
+    link_url: str = "",
+    poll: dict[str, Any] | None = None,
+) -> Post:
+    _validate_content(type=type, title=title, body=body, link_url=link_url, poll=poll)
+    post = Post.objects.create(
+        author=author, type=type, title=title, body=body, link_url=link_url,
+        status=PostStatus.DRAFT, moderation_state=ModerationState.UNREVIEWED,
+    )
+    if poll:
+        question, multiple, options = _validate_poll(poll)
+        poll_obj = Poll.objects.create(post=post, question=question, multiple_choice=multiple)
+        PollOption.objects.bulk_create(
+            PollOption(poll=poll_obj, text=text, position=i) for i, text in enumerate(options)
+        )
+    return post
+
+
+@transaction.atomic
+def post_update(*, post_id: UUID | str, actor: AbstractBaseUser, **changes: Any) -> Post:
+    """Edit a draft. Published posts must be unpublished first, so that edits are reviewed again."""
+    post = post_lock(post_id=post_id, actor=actor)
+    _require_status(post, [PostStatus.DRAFT], "edit")
+    unknown = set(changes) - set(EDITABLE_FIELDS) - {"poll"}
+    if unknown:
+        raise ValidationFailed(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+    for field in EDITABLE_FIELDS:
+        if field in changes:
+            setattr(post, field, changes[field])
+    poll = changes.get("poll")
+    if poll is not None and post.type != PostType.POLL:
+        raise ValidationFailed("Only poll posts can have a poll.", extra={"errors": {"poll": ["Not a poll post."]}})
+    _validate_content(
+        type=post.type, title=post.title, body=post.body, link_url=post.link_url,
+        poll=poll or ({"existing": True} if post.type == PostType.POLL else None),
+    )
+    if poll is not None:
+        question, multiple, options = _validate_poll(poll)
+        Poll.objects.filter(post=post).delete()  # a draft has no votes: polls only take votes once published
+        poll_obj = Poll.objects.create(post=post, question=question, multiple_choice=multiple)
+        PollOption.objects.bulk_create(
+            PollOption(poll=poll_obj, text=text, position=i) for i, text in enumerate(options)
+        )
+    post.revision += 1
+    post.save()
+    return post
+
+
+@transaction.atomic
+def post_delete(*, post_id: UUID | str, actor: AbstractBaseUser) -> None:
+    """Soft delete: gone from the API at once; media bytes and moderation evidence are kept."""
+    post = post_lock(post_id=post_id, actor=actor)
+    post.deleted_at = timezone.now()
+    post.publish_requested = False
+    post.save(update_fields=["deleted_at", "publish_requested", "updated_at"])
+
+
+# --- publishing ----------------------------------------------------------------------------------
+
+
+def _primary_media(post: Post) -> list[Media]:
+    return list(Media.objects.filter(post=post, is_primary=True, detached_at__isnull=True))
+
+
+@transaction.atomic
+def post_publish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
+    """Publish a draft (DESIGN.md §3). Returns the post; its status tells the caller what happened:
+    ``published``, ``pending_review`` (prescreen), or ``processing`` with ``publish_requested``."""
+    post = post_lock(post_id=post_id, actor=actor)
+    if post.status == PostStatus.PROCESSING:
+        if not post.publish_requested:
+            post.publish_requested = True
+            post.save(update_fields=["publish_requested", "updated_at"])
+        return post
+    _require_status(post, [PostStatus.DRAFT], "publish")
+    media = _primary_media(post)
+    if any(m.processing_status == ProcessingStatus.FAILED for m in media):
+        raise MediaFailed()
+    if any(m.processing_status in (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING) for m in media):
+        # Media is waiting for the sweep (trigger off) or a worker: publish when it is ready.
+        post.status = PostStatus.PROCESSING
+        post.publish_requested = True
+        post.save(update_fields=["status", "publish_requested", "updated_at"])
+        return post
+    _check_publishable(post, media)
+    return _submit(post)
+
+
+def _check_publishable(post: Post, media: list[Media]) -> None:
+    kind = MEDIA_POST_TYPES.get(post.type)
+    if kind and not any(m.kind == kind and m.processing_status == ProcessingStatus.READY for m in media):
+        raise ValidationFailed(
+            f"A {post.type} post needs at least one ready {kind} before it can be published.",
+            code="media_required",
+        )
+    _validate_content(
+        type=post.type, title=post.title, body=post.body, link_url=post.link_url,
+        poll={"existing": True} if hasattr(post, "poll") else None,
+    )
+
+
+def _submit(post: Post) -> Post:
+    """Draft → published or pending_review, by moderation mode and author trust."""
+    from moderation.services import needs_prescreen, send_ai_review  # moderation builds on content
+
+    now = timezone.now()
+    post.publish_requested = False
+    post.revision += 1
+    if needs_prescreen(post):
+        post.status = PostStatus.PENDING_REVIEW
+        post.moderation_state = ModerationState.UNDER_REVIEW
+        post.submitted_at = now
+        post.save()
+        send_ai_review(post)
+    else:
+        post.status = PostStatus.PUBLISHED
+        post.published_at = now
+        post.save()
+    return post
+
+
+@transaction.atomic
+def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
+    post = post_lock(post_id=post_id, actor=actor)
+    _require_status(post, [PostStatus.PUBLISHED], "unpublish")
+    post.status = PostStatus.DRAFT
+    post.moderation_state = ModerationState.UNREVIEWED
+    post.published_at = None
+    post.revision += 1
+    post.save()
+    return post
+
+
+@transaction.atomic
+def post_media_settled(*, post_id: UUID | str) -> Post | None:
+    """Called when a primary medium of the post finished (ready or failed). When none is still
+    pending or processing, the post leaves ``processing``: publish if asked, else back to draft."""
+    try:
+        post = post_lock(post_id=post_id)
+    except NotFound:
+        return None
+    if post.status != PostStatus.PROCESSING:
+        return post
+    media = _primary_media(post)
+    if any(m.processing_status in (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING) for m in media):
+        return post
+    post.status = PostStatus.DRAFT
+    failed = [m for m in media if m.processing_status == ProcessingStatus.FAILED]
+    if post.publish_requested and not failed:
+        try:
+            _check_publishable(post, media)
+        except ValidationFailed as exc:
+            post.publish_requested = False
+            post.metadata = {**post.metadata, "publish_error": exc.detail}
+        else:
+            return _submit(post)
+    if failed:
+        post.publish_requested = False
+        post.metadata = {**post.metadata, "publish_error": "A media file failed processing."}
+    post.save()
+    return post
+
+
+# --- polls ---------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def poll_vote(*, post_id: UUID | str, user: AbstractBaseUser, option_ids: list[int]) -> Poll:
+    """Vote; a new vote replaces the caller's old one. Counts are recomputed in the same transaction."""
+    post = post_lock(post_id=post_id, actor=user, owner_only=False)
+    if post.type != PostType.POLL:
+        raise NotFound("This post has no poll.")
+    if post.status != PostStatus.PUBLISHED:
+        raise InvalidTransition("Votes are only taken on published polls.")
+    poll = Poll.objects.select_for_update().get(post=post)
+    ids = list(dict.fromkeys(option_ids))
+    if not ids:
+        raise ValidationFailed("Choose at least one option.", extra={"errors": {"option_ids": ["Required."]}})
+    if not poll.multiple_choice and len(ids) > 1:
+        raise ValidationFailed(
+            "This poll takes one choice.", extra={"errors": {"option_ids": ["Only one option may be chosen."]}}
+        )
+    options = {o.id: o for o in poll.options.all()}
+    unknown = [i for i in ids if i not in options]
+    if unknown:
+        raise ValidationFailed(
+            "Unknown option for this poll.", extra={"errors": {"option_ids": [f"Not an option: {unknown}."]}}
+        )
+    PollVote.objects.filter(poll=poll, user=user).delete()
+    PollVote.objects.bulk_create(PollVote(poll=poll, option_id=i, user=user) for i in ids)
+    _poll_recount(poll)
+    return poll
+
+
+def _poll_recount(poll: Poll) -> None:
+    counts = dict(
+        PollVote.objects.filter(poll=poll).values("option_id").annotate(n=Count("id")).values_list("option_id", "n")
+    )
+    for option in poll.options.all():
+        new = counts.get(option.id, 0)
+        if option.votes != new:
+            option.votes = new
+            option.save(update_fields=["votes"])
+    poll.total_voters = PollVote.objects.filter(poll=poll).values("user_id").distinct().count()
+    poll.save(update_fields=["total_voters"])
+
+
+# --- reports -------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def report_create(*, post_id: UUID | str, reporter: AbstractBaseUser, reason: str, detail: str = "") -> Report:
+    """Report a published post; ``report_threshold`` distinct reporters send it back to review."""
+    from moderation.services import post_reports_threshold_reached
+
+    post = post_lock(post_id=post_id, actor=reporter, owner_only=False)
+    if post.status != PostStatus.PUBLISHED:
+        raise InvalidTransition("Only published posts can be reported.")
+    if post.author_id == reporter.pk:
+        raise ValidationFailed("You cannot report your own post.", code="own_post")
+    try:
+        with transaction.atomic():
+            report = Report.objects.create(post=post, reporter=reporter, reason=reason, detail=detail)
+    except IntegrityError:
+        raise Conflict("You have already reported this post.", code="already_reported") from None
+    post_reports_threshold_reached(post=post)
+    return report

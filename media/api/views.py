@@ -1,0 +1,194 @@
+"""Uploads, attaching, media status, retries, and the signed file endpoint."""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+from drf_spectacular.utils import extend_schema
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView
+
+from config.api import error_body, error_responses
+from config.errors import NotFound, ServiceError
+from content.services import can_view_post
+from media import services, storage
+from media.api.serializers import (
+    AttachSerializer,
+    MediaSerializer,
+    UploadCreateSerializer,
+    UploadStatusSerializer,
+    UploadTargetSerializer,
+)
+from media.models import Media
+
+logger = logging.getLogger(__name__)
+
+
+class UploadsPerHour(UserRateThrottle):
+    scope = "uploads_hour"
+
+
+class UploadsPerDay(UserRateThrottle):
+    scope = "uploads_day"
+
+
+class UploadCreateView(APIView):
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [UploadsPerHour, UploadsPerDay]
+
+    @extend_schema(
+        request=UploadCreateSerializer,
+        responses={201: UploadTargetSerializer, **error_responses(400, 401, 413, 415, 429, 451)},
+        tags=["media"], summary="Start a direct-to-storage upload",
+        description="Returns where to send the bytes: a presigned S3 POST (send `fields` plus `file` as "
+        "multipart) or a signed, single-use PUT URL on this server. Then attach with `{upload_id}`.",
+    )
+    def post(self, request):
+        data = UploadCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        upload, target = services.upload_create(
+            owner=request.user, filename=v["filename"], content_type=v["content_type"], size=v["size"],
+            sha256=v.get("sha256", ""), request=request,
+        )
+        return Response(
+            {"upload_id": upload.id, **target, "expires_at": upload.expires_at, "max_bytes": upload.declared_size},
+            status=201,
+        )
+
+
+@csrf_exempt
+@require_http_methods(["PUT", "POST"])
+def upload_data(request: HttpRequest, upload_id) -> HttpResponse:
+    """The local storage's upload target. The signature in the URL is the credential; the body is
+    streamed to storage and never read whole into memory."""
+    token = request.GET.get("signature", "")
+    if not storage.verify_upload_token(token, upload_id):
+        return JsonResponse(error_body("invalid_signature", "This upload URL is invalid or has expired."), status=403)
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0) or None
+    except ValueError:
+        length = None
+    try:
+        upload = services.upload_receive(upload_id=upload_id, stream=request, content_length=length)
+    except ServiceError as exc:
+        return JsonResponse(error_body(exc.code, exc.detail, **exc.extra), status=exc.status_code)
+    return JsonResponse(UploadStatusSerializer(upload).data, status=200)
+
+
+class AttachView(APIView):
+    permission_classes = [IsAuthenticated]
+    parser_classes = [MultiPartParser, JSONParser]
+    throttle_classes = [UploadsPerHour, UploadsPerDay]
+
+    @extend_schema(
+        request={"multipart/form-data": AttachSerializer, "application/json": AttachSerializer},
+        responses={201: MediaSerializer, **error_responses(400, 401, 403, 404, 409, 413, 415, 429, 451)},
+        tags=["media"], summary="Attach media to a draft",
+    )
+    def post(self, request, post_id):
+        data = AttachSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        if v.get("upload_id"):
+            media = services.media_attach_upload(
+                post_id=post_id, actor=request.user, upload_id=v["upload_id"], is_primary=v["is_primary"]
+            )
+        else:
+            f = v["file"]
+            media = services.media_attach_file(
+                post_id=post_id, actor=request.user, file=f, filename=f.name or "upload", size=f.size,
+                is_primary=v["is_primary"],
+            )
+        media = Media.objects.select_related("post").get(pk=media.pk)
+        return Response(MediaSerializer(media, context={"request": request}).data, status=201)
+
+
+class DetachView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404, 409)}, tags=["media"],
+                   summary="Detach media from a draft")
+    def delete(self, request, post_id, media_id):
+        services.media_detach(post_id=post_id, media_id=media_id, actor=request.user)
+        return Response(status=204)
+
+
+def _visible_media(request, media_id) -> Media:
+    media = Media.objects.select_related("post").filter(pk=media_id, detached_at__isnull=True).first()
+    if media is None or media.post is None or not can_view_post(media.post, request.user):
+        raise NotFound("Media not found.")
+    return media
+
+
+class MediaDetailView(APIView):
+    @extend_schema(responses={200: MediaSerializer, **error_responses(404)}, tags=["media"],
+                   summary="Media with status, metadata and signed variant URLs")
+    def get(self, request, media_id):
+        return Response(MediaSerializer(_visible_media(request, media_id), context={"request": request}).data)
+
+
+class MediaRetryView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={202: MediaSerializer, **error_responses(401, 404, 409)},
+                   tags=["media"], summary="Re-queue failed media")
+    def post(self, request, media_id):
+        _visible_media(request, media_id)
+        media = services.media_retry(media_id=media_id, actor=request.user)
+        media = Media.objects.select_related("post").get(pk=media.pk)
+        return Response(MediaSerializer(media, context={"request": request}).data, status=202)
+
+
+def _request_user(request: HttpRequest):
+    """Session user, or the user of an ``Authorization: Token`` header."""
+    if request.user.is_authenticated:
+        return request.user
+    try:
+        result = TokenAuthentication().authenticate(request)
+    except AuthenticationFailed:
+        return None
+    return result[0] if result else None
+
+
+@extend_schema(exclude=True)
+@require_http_methods(["GET", "HEAD"])
+def media_file(request: HttpRequest, token: str) -> HttpResponse:
+    """Serve stored bytes behind a signed, expiring URL. Media of a post that is not published is
+    served only to its owner and staff, checked now, whatever the URL says."""
+    signed = storage.verify_url_token(token)
+    if signed is None:
+        return JsonResponse(error_body("invalid_signature", "This media URL is invalid or has expired."), status=403)
+    media = Media.objects.select_related("post").filter(pk=signed.media_id).first()
+    if media is None or media.post is None or media.post.deleted_at is not None or media.purged_at:
+        raise Http404
+    if media.post.status != "published":
+        user = _request_user(request)
+        if not (user and (user.is_staff or user.pk == media.owner_id)):
+            raise Http404
+    if not signed.key.startswith(f"media/{media.owner_id}/{media.pk}/"):
+        raise Http404
+    try:
+        fh = storage.open_read(signed.key)
+    except (FileNotFoundError, OSError):
+        raise Http404 from None
+    if storage.is_s3():
+        response = StreamingHttpResponse(storage.stream(signed.key), content_type=signed.mime_type)
+        fh.close()
+    else:
+        response = FileResponse(fh, content_type=signed.mime_type)
+    response["Content-Disposition"] = f"inline; filename=\"{signed.filename}\""
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=300" if media.post.status != "published" else "public, max-age=3600"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+

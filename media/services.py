@@ -1,0 +1,419 @@
+"""Every write to uploads and media: staging, attaching, the processing lifecycle, retries.
+
+Processing work is queued with ``transaction.on_commit``: never before the row is committed, never
+when the request rolls back. Kinds: one Dramatiq actor and queue per media kind (``media/tasks``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import uuid
+from datetime import timedelta
+from typing import IO, Any
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from config.errors import (
+    BlockedMedia as BlockedMediaError,
+)
+from config.errors import (
+    Conflict,
+    FileTooLarge,
+    InvalidTransition,
+    MediaFailed,
+    NotFound,
+    QuotaExceeded,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from content.models import Post, PostStatus, PostType
+from content.services import post_lock, post_media_settled
+from media import storage
+from media.models import Media, MediaKind, ProcessingStatus, Upload, UploadState
+from media.processors import has_processor
+from media.sniff import Sniffed, sniff
+
+logger = logging.getLogger(__name__)
+
+ALLOWED_CONTENT_TYPES = {
+    "image": {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif", "image/avif"},
+    "video": {"video/mp4", "video/quicktime", "video/webm", "video/x-matroska", "video/x-msvideo",
+              "video/ogg", "video/mp2t", "video/mpeg"},
+    "audio": {"audio/mpeg", "audio/mp4", "audio/x-m4a", "audio/aac", "audio/wav", "audio/x-wav", "audio/wave",
+              "audio/flac", "audio/x-flac", "audio/ogg", "audio/opus", "audio/webm"},
+}
+POST_TYPE_KINDS = {
+    PostType.IMAGE: {MediaKind.IMAGE},
+    PostType.VIDEO: {MediaKind.VIDEO},
+    PostType.AUDIO: {MediaKind.AUDIO},
+    PostType.TEXT: {MediaKind.IMAGE},  # illustrations
+    PostType.LINK: {MediaKind.IMAGE},
+    PostType.LIVESTREAM: {MediaKind.VIDEO},
+    PostType.POLL: {MediaKind.IMAGE},
+}
+SINGLE_MEDIUM_TYPES = {PostType.VIDEO, PostType.AUDIO, PostType.LIVESTREAM}
+ATTACHABLE_STATUSES = (PostStatus.DRAFT, PostStatus.PROCESSING)
+
+
+def kind_for_content_type(content_type: str) -> str | None:
+    ct = (content_type or "").split(";")[0].strip().lower()
+    return next((kind for kind, types in ALLOWED_CONTENT_TYPES.items() if ct in types), None)
+
+
+def max_bytes_for(kind: str) -> int:
+    return settings.MEDIA_MAX_BYTES[kind]
+
+
+def _human_size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _check_size(kind: str, size: int) -> None:
+    limit = max_bytes_for(kind)
+    if size > limit:
+        raise FileTooLarge(
+            f"The file is {_human_size(size)}; the limit for {kind} files is {_human_size(limit)}.",
+            extra={"max_bytes": limit},
+        )
+    if size <= 0:
+        raise ValidationFailed("The file is empty.", code="empty_file")
+
+
+def user_storage_used(user: AbstractBaseUser) -> int:
+    media = Media.objects.filter(owner=user, purged_at__isnull=True).aggregate(n=Sum("size_bytes"))["n"] or 0
+    staged = (
+        Upload.objects.filter(owner=user, state__in=[UploadState.PENDING, UploadState.RECEIVED])
+        .aggregate(n=Sum("declared_size"))["n"] or 0
+    )
+    return media + staged
+
+
+def _check_quota(user: AbstractBaseUser, extra: int) -> None:
+    used = user_storage_used(user)
+    quota = settings.MEDIA_USER_QUOTA_BYTES
+    if used + extra > quota:
+        raise QuotaExceeded(
+            f"This file would take you over your storage quota ({_human_size(used)} of "
+            f"{_human_size(quota)} used). Delete some media first.",
+            extra={"quota_bytes": quota, "used_bytes": used},
+        )
+
+
+def _check_blocked(sha256: str) -> bool:
+    """True when the bytes are on the moderators' blocklist and the platform quarantines them;
+    raises when it refuses them."""
+    from moderation.models import BlockedMedia, BlockedMediaAction
+    from moderation.platform import get_platform_settings
+
+    if not sha256 or not BlockedMedia.objects.filter(sha256=sha256).exists():
+        return False
+    if get_platform_settings().blocked_media_action == BlockedMediaAction.REFUSE:
+        raise BlockedMediaError()
+    return True
+
+
+# --- direct uploads ------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def upload_create(
+    *, owner: AbstractBaseUser, filename: str, content_type: str, size: int, sha256: str = "", request=None
+) -> tuple[Upload, dict[str, Any]]:
+    kind = kind_for_content_type(content_type)
+    if kind is None:
+        raise UnsupportedMediaType(
+            f"{content_type or 'This type'} is not accepted. Upload JPEG, PNG, GIF, WebP, HEIC or AVIF "
+            "images, MP4/MOV/WebM/MKV video, or MP3/M4A/WAV/FLAC/OGG audio."
+        )
+    _check_size(kind, size)
+    _check_quota(owner, size)
+    if sha256:
+        _check_blocked(sha256)
+    upload_id = uuid.uuid4()
+    ttl = settings.UPLOAD_URL_TTL_SECONDS
+    upload = Upload.objects.create(
+        id=upload_id, owner=owner, filename=filename[:255], content_type=content_type, kind=kind,
+        declared_size=size, declared_sha256=sha256, storage_key=storage.upload_key(owner.pk, upload_id),
+        expires_at=timezone.now() + timedelta(seconds=ttl),
+    )
+    target = storage.upload_target(
+        upload_id=upload.id, key=upload.storage_key, content_type=content_type,
+        max_bytes=size, ttl=ttl, request=request,
+    )
+    return upload, target
+
+
+def upload_receive(*, upload_id: UUID | str, stream: IO[bytes], content_length: int | None) -> Upload:
+    """The local backend's PUT target: stream the body to storage, never more than declared."""
+    with transaction.atomic():
+        try:
+            upload = Upload.objects.select_for_update().get(pk=upload_id)
+        except (Upload.DoesNotExist, ValueError):
+            raise NotFound("Upload not found.") from None
+        if upload.state != UploadState.PENDING:
+            raise Conflict("This upload URL was already used.", code="upload_used")
+        if upload.expires_at < timezone.now():
+            raise Conflict("This upload URL has expired; request a new one.", code="upload_expired")
+        if content_length is not None and content_length > upload.declared_size:
+            raise FileTooLarge(
+                f"The body is {_human_size(content_length)} but {_human_size(upload.declared_size)} was declared.",
+            )
+    digest, total = hashlib.sha256(), 0
+    with tempfile.SpooledTemporaryFile(max_size=storage.CHUNK) as tmp:
+        while True:
+            chunk = stream.read(64 * 1024)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > upload.declared_size:
+                raise FileTooLarge(
+                    f"More bytes were sent than the {_human_size(upload.declared_size)} declared.",
+                )
+            digest.update(chunk)
+            tmp.write(chunk)
+        tmp.seek(0)
+        if total == 0:
+            raise ValidationFailed("The body is empty.", code="empty_file")
+        with transaction.atomic():
+            upload = Upload.objects.select_for_update().get(pk=upload_id)
+            if upload.state != UploadState.PENDING:
+                raise Conflict("This upload URL was already used.", code="upload_used")
+            storage.save(upload.storage_key, tmp, upload.content_type)
+            upload.state = UploadState.RECEIVED
+            upload.received_size = total
+            upload.received_sha256 = digest.hexdigest()
+            upload.save(update_fields=["state", "received_size", "received_sha256", "updated_at"])
+    return upload
+
+
+def _finish_upload(upload: Upload) -> tuple[str, int]:
+    """Check the staged object: it exists, its size matches, its sha256 matches when declared."""
+    if upload.state == UploadState.ATTACHED:
+        raise Conflict("This upload is already attached.", code="upload_used")
+    if upload.state == UploadState.EXPIRED or (
+        upload.state == UploadState.PENDING and upload.expires_at < timezone.now() - timedelta(hours=1)
+    ):
+        raise Conflict("This upload has expired; upload the file again.", code="upload_expired")
+    if not storage.exists(upload.storage_key):
+        raise Conflict("The file has not been uploaded yet: send the bytes to the upload URL first.",
+                       code="upload_incomplete")
+    if upload.received_sha256 and upload.received_size:
+        sha, size = upload.received_sha256, upload.received_size
+    else:
+        sha, size = storage.sha256_of(upload.storage_key)
+    if size != upload.declared_size:
+        raise ValidationFailed(
+            f"The uploaded file is {size} bytes but {upload.declared_size} were declared.", code="size_mismatch"
+        )
+    if upload.declared_sha256 and sha != upload.declared_sha256.lower():
+        raise ValidationFailed("The uploaded file does not match the declared sha256.", code="checksum_mismatch")
+    return sha, size
+
+
+# --- attach / detach ---------------------------------------------------------------------------------------
+
+
+def _sniff_or_refuse(head: bytes, post: Post) -> Sniffed:
+    found = sniff(head)
+    if found is None:
+        raise UnsupportedMediaType(
+            "This file is not an image, video or audio file we accept (we look at its contents, not its name)."
+        )
+    if post.type == PostType.AUDIO and found.mime_type == "video/mp4":
+        found = Sniffed("audio", "audio/mp4")  # an .m4a with a generic MP4 brand
+    allowed = POST_TYPE_KINDS.get(post.type, set())
+    if found.kind not in allowed:
+        raise UnsupportedMediaType(
+            f"A {post.type} post takes {' or '.join(sorted(allowed)) or 'no media'}, but this file is {found.kind}."
+        )
+    return found
+
+
+def _check_attach_allowed(post: Post, kind: str, is_primary: bool) -> None:
+    if post.status not in ATTACHABLE_STATUSES:
+        raise InvalidTransition(f"Media can only be attached to a draft; this post is {post.status}.")
+    live = Media.objects.filter(post=post, detached_at__isnull=True)
+    if live.count() >= settings.MEDIA_MAX_PER_POST:
+        raise ValidationFailed(
+            f"A post can have at most {settings.MEDIA_MAX_PER_POST} media.", code="too_many_media"
+        )
+    if is_primary and post.type in SINGLE_MEDIUM_TYPES and live.filter(is_primary=True).exists():
+        raise ValidationFailed(f"A {post.type} post has one {kind}; remove the current one first.",
+                               code="too_many_media")
+
+
+@transaction.atomic
+def media_attach_upload(
+    *, post_id: UUID | str, actor: AbstractBaseUser, upload_id: UUID | str, is_primary: bool = True
+) -> Media:
+    post = post_lock(post_id=post_id, actor=actor)
+    try:
+        upload = Upload.objects.select_for_update().get(pk=upload_id, owner=actor)
+    except (Upload.DoesNotExist, ValueError, TypeError):
+        raise NotFound("Upload not found.") from None
+    sha, size = _finish_upload(upload)
+    found = _sniff_or_refuse(storage.read_head(upload.storage_key), post)
+    _check_size(found.kind, size)
+    _check_attach_allowed(post, found.kind, is_primary)
+    quarantine = _check_blocked(sha)
+    media_id = uuid.uuid4()
+    key = storage.media_key(actor.pk, media_id, "original", storage.extension_for(found.mime_type))
+    with storage.open_read(upload.storage_key) as src:
+        storage.save(key, src, found.mime_type)
+    upload.state = UploadState.ATTACHED
+    upload.save(update_fields=["state", "updated_at"])
+    transaction.on_commit(lambda: storage.delete(upload.storage_key))
+    return _media_create(post=post, owner=actor, media_id=media_id, key=key, found=found, size=size, sha=sha,
+                         filename=upload.filename, is_primary=is_primary, quarantine=quarantine)
+
+
+@transaction.atomic
+def media_attach_file(
+    *, post_id: UUID | str, actor: AbstractBaseUser, file: IO[bytes], filename: str, size: int,
+    is_primary: bool = True,
+) -> Media:
+    """Multipart attach: Django already streamed the body to a temporary file; we hash it, sniff it
+    and copy it to storage in chunks."""
+    post = post_lock(post_id=post_id, actor=actor)
+    file.seek(0)
+    found = _sniff_or_refuse(file.read(4096), post)
+    _check_size(found.kind, size)
+    _check_attach_allowed(post, found.kind, is_primary)
+    _check_quota(actor, size)
+    file.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: file.read(storage.CHUNK), b""):
+        digest.update(chunk)
+    sha = digest.hexdigest()
+    quarantine = _check_blocked(sha)
+    media_id = uuid.uuid4()
+    key = storage.media_key(actor.pk, media_id, "original", storage.extension_for(found.mime_type))
+    file.seek(0)
+    storage.save(key, file, found.mime_type)
+    return _media_create(post=post, owner=actor, media_id=media_id, key=key, found=found, size=size, sha=sha,
+                         filename=filename, is_primary=is_primary, quarantine=quarantine)
+
+
+def _media_create(
+    *, post: Post, owner, media_id, key: str, found: Sniffed, size: int, sha: str, filename: str,
+    is_primary: bool, quarantine: bool,
+) -> Media:
+    try:
+        position = Media.objects.filter(post=post).count()
+        media = Media.objects.create(
+            id=media_id, post=post, owner=owner, kind=found.kind, is_primary=is_primary, position=position,
+            original_filename=filename[:255], original_key=key, mime_type=found.mime_type, size_bytes=size,
+            sha256=sha, metadata={"blocked_media": True} if quarantine else {},
+        )
+        if quarantine:
+            post.metadata = {**post.metadata, "blocked_media": True}
+        if is_primary and post.status == PostStatus.DRAFT:
+            post.status = PostStatus.PROCESSING
+        live = Media.objects.filter(post=post, detached_at__isnull=True).count()
+        post.metadata = {**post.metadata, "media_count": live}
+        post.save(update_fields=["status", "metadata", "updated_at"])
+        media_dispatch(media)
+    except BaseException:
+        # The bytes were stored before the row: without the row they belong to nothing.
+        storage.delete(key)
+        raise
+    return media
+
+
+@transaction.atomic
+def media_detach(*, post_id: UUID | str, media_id: UUID | str, actor: AbstractBaseUser) -> None:
+    """Detach from a draft. The bytes stay (moderation may need them) until the purge's retention."""
+    post = post_lock(post_id=post_id, actor=actor)
+    if post.status not in ATTACHABLE_STATUSES:
+        raise InvalidTransition(f"Media can only be removed from a draft; this post is {post.status}.")
+    try:
+        media = Media.objects.select_for_update().get(pk=media_id, post=post, detached_at__isnull=True)
+    except (Media.DoesNotExist, ValueError):
+        raise NotFound("Media not found.") from None
+    media.detached_at = timezone.now()
+    media.save(update_fields=["detached_at", "updated_at"])
+    post.metadata = {**post.metadata, "media_count": Media.objects.filter(post=post, detached_at__isnull=True).count()}
+    post.save(update_fields=["metadata", "updated_at"])
+    transaction.on_commit(lambda: post_media_settled(post_id=post.pk))
+
+
+# --- lifecycle ---------------------------------------------------------------------------------------------
+
+
+def media_dispatch(media: Media) -> None:
+    """Queue processing after commit, or mark ready at once when processing is switched off."""
+    from moderation.platform import get_platform_settings
+
+    ps = get_platform_settings()
+    if not ps.post_processing_enabled:
+        media.processing_status = ProcessingStatus.READY
+        media.processed_at = timezone.now()
+        media.metadata = {**media.metadata, "bypass": True, "bypass_reason": "post_processing_enabled is off"}
+        media.save(update_fields=["processing_status", "processed_at", "metadata", "updated_at"])
+        if media.post_id and media.is_primary:
+            post_id = media.post_id
+            transaction.on_commit(lambda: post_media_settled(post_id=post_id))
+        return
+    if not ps.processor_event_trigger_media_enabled:
+        return  # the sweep picks it up
+    media_send_on_commit(media)
+
+
+def media_send_on_commit(media: Media) -> None:
+    from media.tasks import actor_for_kind
+
+    if not has_processor(media.kind):
+        return
+    actor = actor_for_kind(media.kind)
+    media_id = str(media.pk)
+    transaction.on_commit(lambda: _send_safely(actor, media_id))
+
+
+def _send_safely(actor, media_id: str) -> None:
+    """The row is committed; if the broker is down, the media stays ``pending`` and the sweep sends
+    it later. Nothing is lost and the request still succeeds."""
+    try:
+        actor.send(media_id)
+    except Exception as exc:
+        logger.warning("could not queue %s for media %s (the sweep will retry): %s", actor.actor_name, media_id, exc)
+
+
+@transaction.atomic
+def media_retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
+    try:
+        media = Media.objects.select_for_update().select_related("post").get(
+            pk=media_id, detached_at__isnull=True, post__deleted_at__isnull=True
+        )
+    except (Media.DoesNotExist, ValueError):
+        raise NotFound("Media not found.") from None
+    if media.owner_id != actor.pk and not actor.is_staff:
+        raise NotFound("Media not found.")
+    if media.processing_status != ProcessingStatus.FAILED:
+        raise InvalidTransition(f"Only failed media can be retried; this one is {media.processing_status}.")
+    media.processing_status = ProcessingStatus.PENDING
+    media.processing_error = ""
+    media.attempts = 0  # an explicit retry grants a fresh set of attempts
+    media.attempt_token = None
+    media.save(update_fields=["processing_status", "processing_error", "attempts", "attempt_token", "updated_at"])
+    post = media.post
+    if post and media.is_primary and post.status == PostStatus.DRAFT:
+        Post.objects.filter(pk=post.pk, status=PostStatus.DRAFT).update(status=PostStatus.PROCESSING)
+    media_dispatch(media)
+    return media
+
+
+def media_publish_blockers(post: Post) -> None:
+    if Media.objects.filter(post=post, is_primary=True, processing_status=ProcessingStatus.FAILED,
+                            detached_at__isnull=True).exists():
+        raise MediaFailed()

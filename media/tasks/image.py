@@ -1,0 +1,16 @@
+import dramatiq
+from django.conf import settings
+
+from media.tasks.runner import run_media
+
+
+@dramatiq.actor(
+    actor_name="process_image_media",
+    queue_name="media.image",
+    max_retries=max(settings.MEDIA_MAX_ATTEMPTS - 1, 0),
+    min_backoff=2_000,
+    max_backoff=120_000,
+    time_limit=300000,
+)
+def process_image_media(media_id: str) -> None:
+    run_media(media_id, kind="image")
