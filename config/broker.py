@@ -16,7 +16,9 @@ _lock = threading.Lock()
 
 
 def is_embedded() -> bool:
-    return dramatiq.get_broker().__class__.__name__ == "StubBroker"
+    """True when this process must run its own worker: no Redis, and not under tests (where the
+    suite drives a worker fixture itself)."""
+    return settings.EMBEDDED_WORKER and dramatiq.get_broker().__class__.__name__ == "StubBroker"
 
 
 def start_embedded_worker(threads: int = 2) -> dramatiq.Worker | None:

@@ -149,3 +149,16 @@ class ProcessorRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.processor} run #{self.attempt} on {self.media_id}: {self.result}"
+
+
+class JobLock(models.Model):
+    """A named lock in the database, for when no Redis is configured: works across processes and
+    machines sharing the database. Expired locks (a crashed holder) are taken over."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    holder = models.CharField(max_length=200)
+    acquired_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder} until {self.expires_at}"

@@ -1,0 +1,50 @@
+"""Storage hygiene: bytes are only removed here, never by a delete or detach in the API, so that
+moderators keep their evidence for the retention period."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from content.models import PostStatus
+from media import storage
+from media.models import Media, Upload, UploadState
+
+EVIDENCE_STATUSES = (PostStatus.REJECTED, PostStatus.QUARANTINED)
+
+
+@dataclass
+class PurgeReport:
+    media: int = 0
+    objects: int = 0
+    uploads: int = 0
+
+
+def purge_candidates(*, retention_days: int):
+    cutoff = timezone.now() - timedelta(days=retention_days)
+    gone = Q(detached_at__lt=cutoff) | Q(post__deleted_at__lt=cutoff)
+    # Media of rejected or quarantined posts is evidence: it stays until a moderator decides otherwise.
+    return Media.objects.filter(gone, purged_at__isnull=True).exclude(post__status__in=EVIDENCE_STATUSES)
+
+
+def purge_media(*, retention_days: int, dry_run: bool = False) -> PurgeReport:
+    report = PurgeReport()
+    for media in purge_candidates(retention_days=retention_days).iterator():
+        report.media += 1
+        if dry_run:
+            continue
+        report.objects += storage.delete_prefix(f"media/{media.owner_id}/{media.pk}/")
+        Media.objects.filter(pk=media.pk).update(purged_at=timezone.now(), variants={})
+    expired = Upload.objects.filter(
+        state__in=[UploadState.PENDING, UploadState.RECEIVED], expires_at__lt=timezone.now() - timedelta(hours=1)
+    )
+    for upload in expired.iterator():
+        report.uploads += 1
+        if dry_run:
+            continue
+        storage.delete(upload.storage_key)
+        Upload.objects.filter(pk=upload.pk).update(state=UploadState.EXPIRED)
+    return report

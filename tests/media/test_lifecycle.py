@@ -1,0 +1,183 @@
+"""The media lifecycle with a real Dramatiq worker over the StubBroker (committed rows)."""
+
+import io
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from PIL import Image
+
+from content.models import Post
+from media.models import Media, ProcessingStatus, ProcessorRun
+from media.tasks import process_image_media
+from media.tasks.runner import _claim, _complete, run_media
+from media.processors.base import ProcessorResult, StepLog
+from tests.conftest import client_for, queued
+from tests.factories import PostFactory, UserFactory
+from tests.media.helpers import jpeg_bytes, upload_file
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _drain(broker, worker, *queues):
+    for q in queues or ("media.image",):
+        broker.join(q, fail_fast=False)
+    worker.join()
+
+
+def _attach(user, post, data=None, name="a.jpg"):
+    r = client_for(user).post(f"/api/v1/content/posts/{post.pk}/media",
+                              {"file": upload_file(name, data or jpeg_bytes(800, 600))}, format="multipart")
+    assert r.status_code == 201, r.content
+    return r.json()
+
+
+def test_attach_process_ready_then_publish(broker, worker, platform):
+    platform(moderation_mode="reactive_only")
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    media = _attach(user, post)
+    assert media["processing_status"] == "pending"
+    r = client_for(user).post(f"/api/v1/content/posts/{post.pk}/publish")
+    assert r.status_code == 202 and r.json()["publish_requested"] is True
+    _drain(broker, worker)
+    row = Media.objects.get(pk=media["id"])
+    assert row.processing_status == ProcessingStatus.READY, row.processing_error
+    assert (row.width, row.height) == (800, 600) and row.blurhash
+    assert {"thumb", "small"} <= set(row.variants)
+    assert Post.objects.get(pk=post.pk).status == "published"
+    run = ProcessorRun.objects.get(media=row)
+    assert run.result == "succeeded" and run.attempt == 1 and run.queue == "media.image"
+    assert run.actor == "process_image_media" and run.message_id and run.duration_ms > 0
+    assert {s["name"] for s in run.steps} >= {"download", "store"} and all(s["status"] in ("ok", "skipped") for s in run.steps)
+    # viewers get signed variant URLs that work without credentials once published
+    data = client_for().get(f"/api/v1/content/media/{row.pk}").json()
+    assert data["original_url"] is None  # the original (EXIF!) is only for its owner
+    url = urlsplit(data["variants"]["small"]["url"])
+    resp = client_for().get(url.path)
+    assert resp.status_code == 200 and resp["X-Content-Type-Options"] == "nosniff"
+    Image.open(io.BytesIO(b"".join(resp.streaming_content))).verify()
+
+
+def test_without_publish_request_post_returns_to_draft(broker, worker):
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    _attach(user, post)
+    assert Post.objects.get(pk=post.pk).status == "processing"
+    _drain(broker, worker)
+    assert Post.objects.get(pk=post.pk).status == "draft"
+
+
+def test_same_message_twice_processes_once(broker, worker):
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    media = _attach(user, post)
+    process_image_media.send(media["id"])  # a duplicate delivery
+    _drain(broker, worker)
+    assert ProcessorRun.objects.filter(media_id=media["id"], result="succeeded").count() == 1
+    assert ProcessorRun.objects.filter(media_id=media["id"]).count() == 1
+    assert Media.objects.get(pk=media["id"]).attempts == 1
+
+
+def test_stale_attempt_never_overwrites_newer_one(broker, settings):
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    media = _attach(user, post)
+    broker.flush_all()
+    old = _claim(media["id"], "image")
+    # The old attempt hangs; the sweep declares it stuck and a newer attempt finishes the job.
+    Media.objects.filter(pk=media["id"]).update(processing_status="pending", attempt_token=None)
+    run_media(media["id"], kind="image")
+    newer = Media.objects.get(pk=media["id"])
+    assert newer.processing_status == "ready"
+    # Now the old attempt wakes up with a result of its own: it must change nothing.
+    _complete(old, ProcessorResult(width=1, height=1, metadata={"late": True}), StepLog())
+    after = Media.objects.get(pk=media["id"])
+    assert (after.width, after.variants, "late" in after.metadata) == (newer.width, newer.variants, False)
+    assert ProcessorRun.objects.get(pk=old.run.pk).result == "skipped"
+
+
+def test_corrupt_file_fails_with_reason_and_retry_requeues(broker, worker):
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    data = jpeg_bytes(400, 300)
+    media = _attach(user, post, data[: len(data) // 3])  # a truncated JPEG: sniffs as JPEG, will not decode
+    _drain(broker, worker)
+    row = Media.objects.get(pk=media["id"])
+    assert row.processing_status == "failed" and row.processing_error
+    c = client_for(user)
+    r = c.post(f"/api/v1/content/posts/{post.pk}/publish")
+    assert r.status_code == 409 and r.json()["code"] == "media_failed"
+    assert client_for(UserFactory()).post(f"/api/v1/content/media/{row.pk}/retry").status_code == 404
+    r = c.post(f"/api/v1/content/media/{row.pk}/retry")
+    assert r.status_code == 202 and r.json()["processing_status"] in ("pending", "processing")
+    _drain(broker, worker)
+    assert Media.objects.get(pk=row.pk).attempts == 1  # retried afresh, failed again for the same reason
+    assert Media.objects.get(pk=row.pk).processing_status == "failed"
+    assert client_for(user).post(f"/api/v1/content/media/{row.pk}/retry").status_code == 202
+
+
+def test_poison_media_is_failed_after_max_claims(broker, settings):
+    settings.MEDIA_MAX_ATTEMPTS = 2
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="", status="processing")
+    media = _attach(user, post)
+    # Two earlier claims died with their worker (SIGKILL): the row says processing, long ago.
+    Media.objects.filter(pk=media["id"]).update(processing_status="pending", attempts=2)
+    run_media(media["id"], kind="image")
+    row = Media.objects.get(pk=media["id"])
+    assert row.processing_status == "failed" and "2 times" in row.processing_error
+    assert ProcessorRun.objects.get(media=row).error_class == "AttemptsExhausted"
+
+
+def test_processing_disabled_marks_ready_with_bypass(broker, platform):
+    platform(post_processing_enabled=False)
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    media = _attach(user, post)
+    assert media["processing_status"] == "ready" and media["metadata"]["bypass"] is True
+    assert queued(broker, "media.image") == []
+    assert Post.objects.get(pk=post.pk).status == "draft"
+
+
+def test_trigger_off_queues_nothing_and_sweep_heals(broker, worker, platform):
+    from django.core.management import call_command
+
+    platform(processor_event_trigger_media_enabled=False)
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    media = _attach(user, post)
+    time.sleep(0.2)
+    assert queued(broker, "media.image") == []
+    assert Media.objects.get(pk=media["id"]).processing_status == "pending"
+    call_command("sweep_pending_media", "--pending-grace-minutes", "0", stdout=io.StringIO())
+    _drain(broker, worker)
+    assert Media.objects.get(pk=media["id"]).processing_status == "ready"
+
+
+def test_unpublished_media_urls_work_only_for_owner_and_staff(broker, worker):
+    user, stranger, staff = UserFactory(), UserFactory(), UserFactory(is_staff=True)
+    post = PostFactory(author=user, type="image", body="")
+    media = _attach(user, post)
+    _drain(broker, worker)
+    data = client_for(user).get(f"/api/v1/content/media/{media['id']}").json()
+    path = urlsplit(data["variants"]["thumb"]["url"]).path
+    assert client_for(user).get(path).status_code == 200
+    assert client_for(staff).get(path).status_code == 200
+    assert client_for().get(path).status_code == 404
+    assert client_for(stranger).get(path).status_code == 404
+    assert client_for(stranger).get(f"/api/v1/content/media/{media['id']}").status_code == 404
+    original = urlsplit(data["original_url"]).path
+    assert client_for(user).get(original).status_code == 200 and client_for().get(original).status_code == 404
+    assert client_for(user).get(path[:-4] + "AAAA").status_code == 403  # tampered
+
+
+def test_expired_url_is_refused(broker, worker, settings):
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    media = _attach(user, post)
+    _drain(broker, worker)
+    settings.MEDIA_URL_TTL_SECONDS = -1
+    data = client_for(user).get(f"/api/v1/content/media/{media['id']}").json()
+    r = client_for(user).get(urlsplit(data["variants"]["thumb"]["url"]).path)
+    assert r.status_code == 403 and r.json()["code"] == "invalid_signature"

@@ -1,0 +1,106 @@
+"""sweep_pending_media: selection, dry run, stuck rows, skipped kinds, the lock."""
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from media.locks import LockHeld, exclusive
+from media.models import Media
+from tests.conftest import queued
+from tests.factories import MediaFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _age(media, minutes):
+    Media.objects.filter(pk=media.pk).update(updated_at=timezone.now() - timedelta(minutes=minutes))
+
+
+def _sweep(*args):
+    out = io.StringIO()
+    call_command("sweep_pending_media", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def rows(db):
+    pending = MediaFactory(processing_status="pending")
+    failed = MediaFactory(processing_status="failed", attempts=1)
+    exhausted = MediaFactory(processing_status="failed", attempts=3)
+    stuck = MediaFactory(processing_status="processing", attempts=1)
+    busy = MediaFactory(processing_status="processing", attempts=1)
+    ready = MediaFactory(processing_status="ready")
+    thumb = MediaFactory(processing_status="pending", kind="thumbnail")
+    fresh = MediaFactory(processing_status="pending")
+    for m in (pending, failed, exhausted, ready, thumb):
+        _age(m, 10)
+    _age(stuck, 45)
+    _age(busy, 5)
+    return dict(pending=pending, failed=failed, exhausted=exhausted, stuck=stuck, busy=busy, ready=ready,
+                thumb=thumb, fresh=fresh)
+
+
+def test_dry_run_prints_and_changes_nothing(rows, broker, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        out = _sweep("--dry-run")
+    for name in ("pending", "failed", "stuck"):
+        assert str(rows[name].pk) in out
+    for name in ("exhausted", "busy", "ready", "fresh"):
+        assert str(rows[name].pk) not in out
+    assert "skipped 1 thumbnail media: no processor" in out and "would queue 3" in out
+    assert queued(broker, "media.image") == []
+    assert Media.objects.get(pk=rows["failed"].pk).processing_status == "failed"
+
+
+def test_sweep_requeues_pending_failed_and_stuck(rows, broker, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        out = _sweep()
+    assert "3 matched, queued 3" in out
+    sent = sorted(m.args[0] for m in queued(broker, "media.image"))
+    assert sent == sorted(str(rows[n].pk) for n in ("pending", "failed", "stuck"))
+    assert Media.objects.get(pk=rows["stuck"].pk).processing_status == "pending"
+    assert Media.objects.get(pk=rows["exhausted"].pk).processing_status == "failed"
+
+
+def test_filters_limit_and_exhausted(rows, broker, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        out = _sweep("--statuses", "failed", "--stuck-minutes", "-1", "--include-exhausted")
+    assert str(rows["exhausted"].pk) in out and str(rows["pending"].pk) not in out
+    assert Media.objects.get(pk=rows["exhausted"].pk).attempts == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        out = _sweep("--limit", "1", "--kinds", "image")
+    assert "1 matched" in out
+
+
+def test_bad_arguments_are_clear(rows):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="pending and/or failed"):
+        _sweep("--statuses", "ready")
+    with pytest.raises(CommandError, match="Unknown kind"):
+        _sweep("--kinds", "hologram")
+
+
+def test_second_sweep_exits_while_lock_held(rows, broker):
+    err = io.StringIO()
+    with exclusive("sweep_pending_media"):
+        with pytest.raises(SystemExit) as exit_:
+            call_command("sweep_pending_media", stdout=io.StringIO(), stderr=err)
+    assert exit_.value.code == 3 and "Another sweep is running" in err.getvalue()
+    assert queued(broker, "media.image") == []
+
+
+def test_expired_database_lock_is_taken_over(db):
+    from media.models import JobLock
+
+    JobLock.objects.create(name="x", holder="dead:1", acquired_at=timezone.now() - timedelta(hours=2),
+                           expires_at=timezone.now() - timedelta(hours=1))
+    with exclusive("x") as holder:
+        assert JobLock.objects.get(name="x").holder == holder
+        with pytest.raises(LockHeld):
+            with exclusive("x"):
+                pass
+    assert not JobLock.objects.filter(name="x").exists()
