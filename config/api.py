@@ -113,5 +113,7 @@ def error_responses(*codes: int, **described: str) -> dict[int, OpenApiResponse]
     }
     out = {}
     for code in codes:
-        out[code] = OpenApiResponse(ErrorSerializer, description=described.get(f"e{code}", texts.get(code, "")))
+        out[code] = OpenApiResponse(
+            ErrorSerializer, description=described.get(f"e{code}", texts.get(code, ""))
+        )
     return out

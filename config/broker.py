@@ -32,7 +32,9 @@ def start_embedded_worker(threads: int = 2) -> dramatiq.Worker | None:
             import moderation.tasks  # noqa: F401
 
             _worker = dramatiq.Worker(
-                dramatiq.get_broker(), worker_threads=threads, worker_timeout=settings.DRAMATIQ_WORKER_TIMEOUT_MS
+                dramatiq.get_broker(),
+                worker_threads=threads,
+                worker_timeout=settings.DRAMATIQ_WORKER_TIMEOUT_MS,
             )
             _worker.start()
             logger.info("embedded Dramatiq worker started with %s threads", threads)

@@ -11,7 +11,9 @@ class ServiceError(Exception):
     status_code = 400
     default_detail = "The request could not be completed."
 
-    def __init__(self, detail: str | None = None, *, code: str | None = None, extra: dict[str, Any] | None = None):
+    def __init__(
+        self, detail: str | None = None, *, code: str | None = None, extra: dict[str, Any] | None = None
+    ):
         self.detail = detail or self.default_detail
         if code:
             self.code = code

@@ -34,7 +34,11 @@ def _check_storage() -> None:
 
 def readyz(request):
     checks, ok = {}, True
-    for name, check in (("database", _check_database), ("broker", _check_broker), ("storage", _check_storage)):
+    for name, check in (
+        ("database", _check_database),
+        ("broker", _check_broker),
+        ("storage", _check_storage),
+    ):
         started = time.perf_counter()
         try:
             check()
@@ -42,4 +46,6 @@ def readyz(request):
         except Exception as exc:
             ok = False
             checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

@@ -5,7 +5,9 @@ from django.views import defaults
 
 
 def _wants_json(request) -> bool:
-    return request.path.startswith(("/api/", "/m/")) or "application/json" in request.headers.get("Accept", "")
+    return request.path.startswith(("/api/", "/m/")) or "application/json" in request.headers.get(
+        "Accept", ""
+    )
 
 
 def not_found(request, exception=None):
@@ -16,7 +18,9 @@ def not_found(request, exception=None):
 
 def server_error(request):
     if _wants_json(request):
-        return JsonResponse({"code": "server_error", "detail": "Something went wrong on our side."}, status=500)
+        return JsonResponse(
+            {"code": "server_error", "detail": "Something went wrong on our side."}, status=500
+        )
     return defaults.server_error(request)
 
 

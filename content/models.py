@@ -124,6 +124,9 @@ class PollVote(models.Model):
         constraints = [models.UniqueConstraint(fields=["option", "user"], name="poll_vote_once_per_option")]
         indexes = [models.Index(fields=["poll", "user"], name="poll_vote_user_idx")]
 
+    def __str__(self) -> str:
+        return f"vote by {self.user_id} for option {self.option_id}"
+
 
 class ReportReason(models.TextChoices):
     SPAM = "spam", "Spam"

@@ -16,7 +16,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from config.errors import Conflict, InvalidTransition, MediaFailed, NotFound, PermissionDenied, ValidationFailed
+from config.errors import (
+    Conflict,
+    InvalidTransition,
+    MediaFailed,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
 from content.models import (
     ModerationState,
     Poll,
@@ -31,7 +38,11 @@ from media.models import Media, MediaKind, ProcessingStatus
 
 logger = logging.getLogger(__name__)
 
-MEDIA_POST_TYPES = {PostType.IMAGE: MediaKind.IMAGE, PostType.VIDEO: MediaKind.VIDEO, PostType.AUDIO: MediaKind.AUDIO}
+MEDIA_POST_TYPES = {
+    PostType.IMAGE: MediaKind.IMAGE,
+    PostType.VIDEO: MediaKind.VIDEO,
+    PostType.AUDIO: MediaKind.AUDIO,
+}
 EDITABLE_FIELDS = ("title", "body", "link_url")
 
 
@@ -126,8 +137,13 @@ def post_create(
 ) -> Post:
     _validate_content(type=type, title=title, body=body, link_url=link_url, poll=poll)
     post = Post.objects.create(
-        author=author, type=type, title=title, body=body, link_url=link_url,
-        status=PostStatus.DRAFT, moderation_state=ModerationState.UNREVIEWED,
+        author=author,
+        type=type,
+        title=title,
+        body=body,
+        link_url=link_url,
+        status=PostStatus.DRAFT,
+        moderation_state=ModerationState.UNREVIEWED,
     )
     if poll:
         question, multiple, options = _validate_poll(poll)
@@ -151,9 +167,14 @@ def post_update(*, post_id: UUID | str, actor: AbstractBaseUser, **changes: Any)
             setattr(post, field, changes[field])
     poll = changes.get("poll")
     if poll is not None and post.type != PostType.POLL:
-        raise ValidationFailed("Only poll posts can have a poll.", extra={"errors": {"poll": ["Not a poll post."]}})
+        raise ValidationFailed(
+            "Only poll posts can have a poll.", extra={"errors": {"poll": ["Not a poll post."]}}
+        )
     _validate_content(
-        type=post.type, title=post.title, body=post.body, link_url=post.link_url,
+        type=post.type,
+        title=post.title,
+        body=post.body,
+        link_url=post.link_url,
         poll=poll or ({"existing": True} if post.type == PostType.POLL else None),
     )
     if poll is not None:
@@ -216,7 +237,10 @@ def _check_publishable(post: Post, media: list[Media]) -> None:
             code="media_required",
         )
     _validate_content(
-        type=post.type, title=post.title, body=post.body, link_url=post.link_url,
+        type=post.type,
+        title=post.title,
+        body=post.body,
+        link_url=post.link_url,
         poll={"existing": True} if hasattr(post, "poll") else None,
     )
 
@@ -228,6 +252,13 @@ def _submit(post: Post) -> Post:
     now = timezone.now()
     post.publish_requested = False
     post.revision += 1
+    if post.metadata.get("blocked_media"):
+        # Bytes a moderator already rejected: straight to quarantine, a human looks again.
+        post.status = PostStatus.QUARANTINED
+        post.moderation_state = ModerationState.FLAGGED
+        post.submitted_at = now
+        post.save()
+        return post
     if needs_prescreen(post):
         post.status = PostStatus.PENDING_REVIEW
         post.moderation_state = ModerationState.UNDER_REVIEW
@@ -300,7 +331,8 @@ def poll_vote(*, post_id: UUID | str, user: AbstractBaseUser, option_ids: list[i
         raise ValidationFailed("Choose at least one option.", extra={"errors": {"option_ids": ["Required."]}})
     if not poll.multiple_choice and len(ids) > 1:
         raise ValidationFailed(
-            "This poll takes one choice.", extra={"errors": {"option_ids": ["Only one option may be chosen."]}}
+            "This poll takes one choice.",
+            extra={"errors": {"option_ids": ["Only one option may be chosen."]}},
         )
     options = {o.id: o for o in poll.options.all()}
     unknown = [i for i in ids if i not in options]
@@ -316,7 +348,10 @@ def poll_vote(*, post_id: UUID | str, user: AbstractBaseUser, option_ids: list[i
 
 def _poll_recount(poll: Poll) -> None:
     counts = dict(
-        PollVote.objects.filter(poll=poll).values("option_id").annotate(n=Count("id")).values_list("option_id", "n")
+        PollVote.objects.filter(poll=poll)
+        .values("option_id")
+        .annotate(n=Count("id"))
+        .values_list("option_id", "n")
     )
     for option in poll.options.all():
         new = counts.get(option.id, 0)
@@ -331,7 +366,9 @@ def _poll_recount(poll: Poll) -> None:
 
 
 @transaction.atomic
-def report_create(*, post_id: UUID | str, reporter: AbstractBaseUser, reason: str, detail: str = "") -> Report:
+def report_create(
+    *, post_id: UUID | str, reporter: AbstractBaseUser, reason: str, detail: str = ""
+) -> Report:
     """Report a published post; ``report_threshold`` distinct reporters send it back to review."""
     from moderation.services import post_reports_threshold_reached
 

@@ -3,6 +3,7 @@ the database (``JobLock``). Used so two sweeps never run at once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -41,10 +42,8 @@ def exclusive(name: str, *, ttl_seconds: int = 3600) -> Iterator[str]:
         try:
             yield holder
         finally:
-            try:
+            with contextlib.suppress(redis.exceptions.LockError):
                 lock.release()
-            except redis.exceptions.LockError:
-                pass
         return
     _db_acquire(name, holder, ttl_seconds)
     try:

@@ -58,10 +58,16 @@ class Upload(models.Model):
 
 class Media(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    post = models.ForeignKey("content.Post", on_delete=models.PROTECT, related_name="media", null=True, blank=True)
+    post = models.ForeignKey(
+        "content.Post", on_delete=models.PROTECT, related_name="media", null=True, blank=True
+    )
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="media")
     parent = models.ForeignKey(
-        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="derived",
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="derived",
         help_text="For derived media (a cover-art thumbnail), the medium it came from.",
     )
     kind = models.CharField(max_length=24, choices=MediaKind.choices)
@@ -80,12 +86,16 @@ class Media(models.Model):
     height = models.PositiveIntegerField(null=True, blank=True)
     duration_seconds = models.FloatField(null=True, blank=True)
     blurhash = models.CharField(max_length=100, blank=True, default="")
-    variants = models.JSONField(default=dict, blank=True)  # name -> {key, width, height, mime_type, size_bytes}
+    variants = models.JSONField(
+        default=dict, blank=True
+    )  # name -> {key, width, height, mime_type, size_bytes}
     metadata = models.JSONField(default=dict, blank=True)
     # Attempts are counted here, not only in the broker: a file that kills its worker is redelivered
     # with the same retry count, so the runner gives up after MEDIA_MAX_ATTEMPTS claims.
     attempts = models.PositiveIntegerField(default=0)
-    attempt_token = models.UUIDField(null=True, blank=True, help_text="Identifies the attempt that owns the row.")
+    attempt_token = models.UUIDField(
+        null=True, blank=True, help_text="Identifies the attempt that owns the row."
+    )
     processing_started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -124,8 +134,12 @@ class ProcessorRun(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     media = models.ForeignKey(Media, on_delete=models.CASCADE, related_name="runs")
-    post = models.ForeignKey("content.Post", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    post = models.ForeignKey(
+        "content.Post", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
     processor = models.CharField(max_length=40)
     processor_class = models.CharField(max_length=200, blank=True, default="")
     actor = models.CharField(max_length=80, blank=True, default="")

@@ -39,7 +39,8 @@ def purge_media(*, retention_days: int, dry_run: bool = False) -> PurgeReport:
         report.objects += storage.delete_prefix(f"media/{media.owner_id}/{media.pk}/")
         Media.objects.filter(pk=media.pk).update(purged_at=timezone.now(), variants={})
     expired = Upload.objects.filter(
-        state__in=[UploadState.PENDING, UploadState.RECEIVED], expires_at__lt=timezone.now() - timedelta(hours=1)
+        state__in=[UploadState.PENDING, UploadState.RECEIVED],
+        expires_at__lt=timezone.now() - timedelta(hours=1),
     )
     for upload in expired.iterator():
         report.uploads += 1

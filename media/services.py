@@ -44,10 +44,30 @@ logger = logging.getLogger(__name__)
 
 ALLOWED_CONTENT_TYPES = {
     "image": {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif", "image/avif"},
-    "video": {"video/mp4", "video/quicktime", "video/webm", "video/x-matroska", "video/x-msvideo",
-              "video/ogg", "video/mp2t", "video/mpeg"},
-    "audio": {"audio/mpeg", "audio/mp4", "audio/x-m4a", "audio/aac", "audio/wav", "audio/x-wav", "audio/wave",
-              "audio/flac", "audio/x-flac", "audio/ogg", "audio/opus", "audio/webm"},
+    "video": {
+        "video/mp4",
+        "video/quicktime",
+        "video/webm",
+        "video/x-matroska",
+        "video/x-msvideo",
+        "video/ogg",
+        "video/mp2t",
+        "video/mpeg",
+    },
+    "audio": {
+        "audio/mpeg",
+        "audio/mp4",
+        "audio/x-m4a",
+        "audio/aac",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/wave",
+        "audio/flac",
+        "audio/x-flac",
+        "audio/ogg",
+        "audio/opus",
+        "audio/webm",
+    },
 }
 POST_TYPE_KINDS = {
     PostType.IMAGE: {MediaKind.IMAGE},
@@ -93,8 +113,10 @@ def _check_size(kind: str, size: int) -> None:
 def user_storage_used(user: AbstractBaseUser) -> int:
     media = Media.objects.filter(owner=user, purged_at__isnull=True).aggregate(n=Sum("size_bytes"))["n"] or 0
     staged = (
-        Upload.objects.filter(owner=user, state__in=[UploadState.PENDING, UploadState.RECEIVED])
-        .aggregate(n=Sum("declared_size"))["n"] or 0
+        Upload.objects.filter(owner=user, state__in=[UploadState.PENDING, UploadState.RECEIVED]).aggregate(
+            n=Sum("declared_size")
+        )["n"]
+        or 0
     )
     return media + staged
 
@@ -143,13 +165,23 @@ def upload_create(
     upload_id = uuid.uuid4()
     ttl = settings.UPLOAD_URL_TTL_SECONDS
     upload = Upload.objects.create(
-        id=upload_id, owner=owner, filename=filename[:255], content_type=content_type, kind=kind,
-        declared_size=size, declared_sha256=sha256, storage_key=storage.upload_key(owner.pk, upload_id),
+        id=upload_id,
+        owner=owner,
+        filename=filename[:255],
+        content_type=content_type,
+        kind=kind,
+        declared_size=size,
+        declared_sha256=sha256,
+        storage_key=storage.upload_key(owner.pk, upload_id),
         expires_at=timezone.now() + timedelta(seconds=ttl),
     )
     target = storage.upload_target(
-        upload_id=upload.id, key=upload.storage_key, content_type=content_type,
-        max_bytes=size, ttl=ttl, request=request,
+        upload_id=upload.id,
+        key=upload.storage_key,
+        content_type=content_type,
+        max_bytes=size,
+        ttl=ttl,
+        request=request,
     )
     return upload, target
 
@@ -167,7 +199,8 @@ def upload_receive(*, upload_id: UUID | str, stream: IO[bytes], content_length: 
             raise Conflict("This upload URL has expired; request a new one.", code="upload_expired")
         if content_length is not None and content_length > upload.declared_size:
             raise FileTooLarge(
-                f"The body is {_human_size(content_length)} but {_human_size(upload.declared_size)} was declared.",
+                f"The body is {_human_size(content_length)} but "
+                f"{_human_size(upload.declared_size)} was declared.",
             )
     digest, total = hashlib.sha256(), 0
     with tempfile.SpooledTemporaryFile(max_size=storage.CHUNK) as tmp:
@@ -206,18 +239,23 @@ def _finish_upload(upload: Upload) -> tuple[str, int]:
     ):
         raise Conflict("This upload has expired; upload the file again.", code="upload_expired")
     if not storage.exists(upload.storage_key):
-        raise Conflict("The file has not been uploaded yet: send the bytes to the upload URL first.",
-                       code="upload_incomplete")
+        raise Conflict(
+            "The file has not been uploaded yet: send the bytes to the upload URL first.",
+            code="upload_incomplete",
+        )
     if upload.received_sha256 and upload.received_size:
         sha, size = upload.received_sha256, upload.received_size
     else:
         sha, size = storage.sha256_of(upload.storage_key)
     if size != upload.declared_size:
         raise ValidationFailed(
-            f"The uploaded file is {size} bytes but {upload.declared_size} were declared.", code="size_mismatch"
+            f"The uploaded file is {size} bytes but {upload.declared_size} were declared.",
+            code="size_mismatch",
         )
     if upload.declared_sha256 and sha != upload.declared_sha256.lower():
-        raise ValidationFailed("The uploaded file does not match the declared sha256.", code="checksum_mismatch")
+        raise ValidationFailed(
+            "The uploaded file does not match the declared sha256.", code="checksum_mismatch"
+        )
     return sha, size
 
 
@@ -228,14 +266,16 @@ def _sniff_or_refuse(head: bytes, post: Post) -> Sniffed:
     found = sniff(head)
     if found is None:
         raise UnsupportedMediaType(
-            "This file is not an image, video or audio file we accept (we look at its contents, not its name)."
+            "This file is not an image, video or audio file we accept "
+            "(we look at its contents, not its name)."
         )
     if post.type == PostType.AUDIO and found.mime_type == "video/mp4":
         found = Sniffed("audio", "audio/mp4")  # an .m4a with a generic MP4 brand
     allowed = POST_TYPE_KINDS.get(post.type, set())
     if found.kind not in allowed:
         raise UnsupportedMediaType(
-            f"A {post.type} post takes {' or '.join(sorted(allowed)) or 'no media'}, but this file is {found.kind}."
+            f"A {post.type} post takes {' or '.join(sorted(allowed)) or 'no media'}, "
+            f"but this file is {found.kind}."
         )
     return found
 
@@ -249,8 +289,9 @@ def _check_attach_allowed(post: Post, kind: str, is_primary: bool) -> None:
             f"A post can have at most {settings.MEDIA_MAX_PER_POST} media.", code="too_many_media"
         )
     if is_primary and post.type in SINGLE_MEDIUM_TYPES and live.filter(is_primary=True).exists():
-        raise ValidationFailed(f"A {post.type} post has one {kind}; remove the current one first.",
-                               code="too_many_media")
+        raise ValidationFailed(
+            f"A {post.type} post has one {kind}; remove the current one first.", code="too_many_media"
+        )
 
 
 @transaction.atomic
@@ -274,13 +315,28 @@ def media_attach_upload(
     upload.state = UploadState.ATTACHED
     upload.save(update_fields=["state", "updated_at"])
     transaction.on_commit(lambda: storage.delete(upload.storage_key))
-    return _media_create(post=post, owner=actor, media_id=media_id, key=key, found=found, size=size, sha=sha,
-                         filename=upload.filename, is_primary=is_primary, quarantine=quarantine)
+    return _media_create(
+        post=post,
+        owner=actor,
+        media_id=media_id,
+        key=key,
+        found=found,
+        size=size,
+        sha=sha,
+        filename=upload.filename,
+        is_primary=is_primary,
+        quarantine=quarantine,
+    )
 
 
 @transaction.atomic
 def media_attach_file(
-    *, post_id: UUID | str, actor: AbstractBaseUser, file: IO[bytes], filename: str, size: int,
+    *,
+    post_id: UUID | str,
+    actor: AbstractBaseUser,
+    file: IO[bytes],
+    filename: str,
+    size: int,
     is_primary: bool = True,
 ) -> Media:
     """Multipart attach: Django already streamed the body to a temporary file; we hash it, sniff it
@@ -301,20 +357,48 @@ def media_attach_file(
     key = storage.media_key(actor.pk, media_id, "original", storage.extension_for(found.mime_type))
     file.seek(0)
     storage.save(key, file, found.mime_type)
-    return _media_create(post=post, owner=actor, media_id=media_id, key=key, found=found, size=size, sha=sha,
-                         filename=filename, is_primary=is_primary, quarantine=quarantine)
+    return _media_create(
+        post=post,
+        owner=actor,
+        media_id=media_id,
+        key=key,
+        found=found,
+        size=size,
+        sha=sha,
+        filename=filename,
+        is_primary=is_primary,
+        quarantine=quarantine,
+    )
 
 
 def _media_create(
-    *, post: Post, owner, media_id, key: str, found: Sniffed, size: int, sha: str, filename: str,
-    is_primary: bool, quarantine: bool,
+    *,
+    post: Post,
+    owner,
+    media_id,
+    key: str,
+    found: Sniffed,
+    size: int,
+    sha: str,
+    filename: str,
+    is_primary: bool,
+    quarantine: bool,
 ) -> Media:
     try:
         position = Media.objects.filter(post=post).count()
         media = Media.objects.create(
-            id=media_id, post=post, owner=owner, kind=found.kind, is_primary=is_primary, position=position,
-            original_filename=filename[:255], original_key=key, mime_type=found.mime_type, size_bytes=size,
-            sha256=sha, metadata={"blocked_media": True} if quarantine else {},
+            id=media_id,
+            post=post,
+            owner=owner,
+            kind=found.kind,
+            is_primary=is_primary,
+            position=position,
+            original_filename=filename[:255],
+            original_key=key,
+            mime_type=found.mime_type,
+            size_bytes=size,
+            sha256=sha,
+            metadata={"blocked_media": True} if quarantine else {},
         )
         if quarantine:
             post.metadata = {**post.metadata, "blocked_media": True}
@@ -343,7 +427,10 @@ def media_detach(*, post_id: UUID | str, media_id: UUID | str, actor: AbstractBa
         raise NotFound("Media not found.") from None
     media.detached_at = timezone.now()
     media.save(update_fields=["detached_at", "updated_at"])
-    post.metadata = {**post.metadata, "media_count": Media.objects.filter(post=post, detached_at__isnull=True).count()}
+    post.metadata = {
+        **post.metadata,
+        "media_count": Media.objects.filter(post=post, detached_at__isnull=True).count(),
+    }
     post.save(update_fields=["metadata", "updated_at"])
     transaction.on_commit(lambda: post_media_settled(post_id=post.pk))
 
@@ -386,14 +473,18 @@ def _send_safely(actor, media_id: str) -> None:
     try:
         actor.send(media_id)
     except Exception as exc:
-        logger.warning("could not queue %s for media %s (the sweep will retry): %s", actor.actor_name, media_id, exc)
+        logger.warning(
+            "could not queue %s for media %s (the sweep will retry): %s", actor.actor_name, media_id, exc
+        )
 
 
 @transaction.atomic
 def media_retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
     try:
-        media = Media.objects.select_for_update().select_related("post").get(
-            pk=media_id, detached_at__isnull=True, post__deleted_at__isnull=True
+        media = (
+            Media.objects.select_for_update()
+            .select_related("post")
+            .get(pk=media_id, detached_at__isnull=True, post__deleted_at__isnull=True)
         )
     except (Media.DoesNotExist, ValueError):
         raise NotFound("Media not found.") from None
@@ -405,7 +496,9 @@ def media_retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
     media.processing_error = ""
     media.attempts = 0  # an explicit retry grants a fresh set of attempts
     media.attempt_token = None
-    media.save(update_fields=["processing_status", "processing_error", "attempts", "attempt_token", "updated_at"])
+    media.save(
+        update_fields=["processing_status", "processing_error", "attempts", "attempt_token", "updated_at"]
+    )
     post = media.post
     if post and media.is_primary and post.status == PostStatus.DRAFT:
         Post.objects.filter(pk=post.pk, status=PostStatus.DRAFT).update(status=PostStatus.PROCESSING)
@@ -414,6 +507,7 @@ def media_retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
 
 
 def media_publish_blockers(post: Post) -> None:
-    if Media.objects.filter(post=post, is_primary=True, processing_status=ProcessingStatus.FAILED,
-                            detached_at__isnull=True).exists():
+    if Media.objects.filter(
+        post=post, is_primary=True, processing_status=ProcessingStatus.FAILED, detached_at__isnull=True
+    ).exists():
         raise MediaFailed()

@@ -13,10 +13,18 @@ class Sniffed:
 
 _FTYP_BRANDS = {
     # ISO base media: the major brand after "ftyp" says what it is.
-    b"heic": ("image", "image/heic"), b"heix": ("image", "image/heic"), b"heim": ("image", "image/heic"),
-    b"heis": ("image", "image/heic"), b"hevc": ("image", "image/heic"), b"mif1": ("image", "image/heif"),
-    b"msf1": ("image", "image/heif"), b"avif": ("image", "image/avif"), b"avis": ("image", "image/avif"),
-    b"M4A ": ("audio", "audio/mp4"), b"M4B ": ("audio", "audio/mp4"), b"F4A ": ("audio", "audio/mp4"),
+    b"heic": ("image", "image/heic"),
+    b"heix": ("image", "image/heic"),
+    b"heim": ("image", "image/heic"),
+    b"heis": ("image", "image/heic"),
+    b"hevc": ("image", "image/heic"),
+    b"mif1": ("image", "image/heif"),
+    b"msf1": ("image", "image/heif"),
+    b"avif": ("image", "image/avif"),
+    b"avis": ("image", "image/avif"),
+    b"M4A ": ("audio", "audio/mp4"),
+    b"M4B ": ("audio", "audio/mp4"),
+    b"F4A ": ("audio", "audio/mp4"),
     b"qt  ": ("video", "video/quicktime"),
 }
 
@@ -48,7 +56,9 @@ def sniff(head: bytes) -> Sniffed | None:
     if head.startswith(b"OggS"):
         # Ogg carries audio (Vorbis/Opus/FLAC) or video (Theora); the codec header is in the first page.
         return Sniffed("video", "video/ogg") if b"\x80theora" in head[:512] else Sniffed("audio", "audio/ogg")
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06):
+    if head.startswith(b"ID3") or (
+        len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06
+    ):
         return Sniffed("audio", "audio/mpeg")
     if len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
         return Sniffed("audio", "audio/aac")

@@ -47,9 +47,20 @@ def media_key(user_id: int, media_id: Any, name: str, ext: str) -> str:
 
 
 def extension_for(mime_type: str) -> str:
-    special = {"image/jpeg": "jpg", "audio/mpeg": "mp3", "audio/mp4": "m4a", "video/quicktime": "mov",
-               "audio/x-wav": "wav", "audio/wav": "wav", "image/heic": "heic", "image/avif": "avif",
-               "video/x-matroska": "mkv", "video/x-msvideo": "avi", "audio/ogg": "ogg", "audio/flac": "flac"}
+    special = {
+        "image/jpeg": "jpg",
+        "audio/mpeg": "mp3",
+        "audio/mp4": "m4a",
+        "video/quicktime": "mov",
+        "audio/x-wav": "wav",
+        "audio/wav": "wav",
+        "image/heic": "heic",
+        "image/avif": "avif",
+        "video/x-matroska": "mkv",
+        "video/x-msvideo": "avi",
+        "audio/ogg": "ogg",
+        "audio/flac": "flac",
+    }
     if mime_type in special:
         return special[mime_type]
     guess = mimetypes.guess_extension(mime_type or "") or ".bin"
@@ -152,7 +163,13 @@ def _absolute(path: str, request=None) -> str:
 
 
 def signed_url(
-    key: str, *, media_id: Any, mime_type: str, filename: str, public: bool, request=None,
+    key: str,
+    *,
+    media_id: Any,
+    mime_type: str,
+    filename: str,
+    public: bool,
+    request=None,
     ttl: int | None = None,
 ) -> str:
     """A signed, expiring URL for an object.
@@ -169,14 +186,17 @@ def signed_url(
         return client.generate_presigned_url(
             "get_object",
             Params={
-                "Bucket": store.bucket_name, "Key": store._normalize_name(key),
-                "ResponseContentType": mime_type, "ResponseContentDisposition": disposition,
+                "Bucket": store.bucket_name,
+                "Key": store._normalize_name(key),
+                "ResponseContentType": mime_type,
+                "ResponseContentDisposition": disposition,
             },
             ExpiresIn=ttl,
         )
     token = signing.dumps(
         {"k": key, "m": str(media_id), "t": mime_type, "f": filename, "e": int(time.time()) + ttl},
-        salt=_URL_SALT, compress=True,
+        salt=_URL_SALT,
+        compress=True,
     )
     return _absolute(reverse("media-file", kwargs={"token": token}), request)
 
@@ -207,7 +227,9 @@ def stream(key: str) -> Iterator[bytes]:
 # --- direct uploads ---------------------------------------------------------------------------------------
 
 
-def upload_target(*, upload_id: Any, key: str, content_type: str, max_bytes: int, ttl: int, request=None) -> dict:
+def upload_target(
+    *, upload_id: Any, key: str, content_type: str, max_bytes: int, ttl: int, request=None
+) -> dict:
     """Where the client sends the bytes. S3: a presigned POST whose policy pins the key, the
     Content-Type and a content-length-range. Filesystem: a signed, single-use Django PUT URL."""
     if is_s3():
@@ -224,7 +246,9 @@ def upload_target(*, upload_id: Any, key: str, content_type: str, max_bytes: int
     token = signing.dumps({"u": str(upload_id), "e": int(time.time()) + ttl}, salt=_UPLOAD_SALT)
     path = reverse("upload-data", kwargs={"upload_id": upload_id}) + f"?signature={quote(token)}"
     return {
-        "method": "PUT", "url": _absolute(path, request), "fields": {},
+        "method": "PUT",
+        "url": _absolute(path, request),
+        "fields": {},
         "headers": {"Content-Type": content_type},
     }
 

@@ -41,7 +41,11 @@ class SweepReport:
 
 
 def sweep_candidates(
-    *, statuses: list[str], stuck_minutes: int, kinds: list[str] | None, include_exhausted: bool,
+    *,
+    statuses: list[str],
+    stuck_minutes: int,
+    kinds: list[str] | None,
+    include_exhausted: bool,
     pending_grace_minutes: float,
 ):
     """What the sweep would touch. Only unfinished rows are in ``media_sweep_idx``, so this costs
@@ -49,37 +53,56 @@ def sweep_candidates(
     now = timezone.now()
     cond = Q()
     if ProcessingStatus.PENDING in statuses:
-        cond |= Q(processing_status=ProcessingStatus.PENDING, updated_at__lte=now - timedelta(minutes=pending_grace_minutes))
+        cond |= Q(
+            processing_status=ProcessingStatus.PENDING,
+            updated_at__lte=now - timedelta(minutes=pending_grace_minutes),
+        )
     if ProcessingStatus.FAILED in statuses:
         failed = Q(processing_status=ProcessingStatus.FAILED)
         if not include_exhausted:
             failed &= Q(attempts__lt=settings.MEDIA_MAX_ATTEMPTS)
         cond |= failed
     if stuck_minutes is not None and stuck_minutes >= 0:
-        cond |= Q(processing_status=ProcessingStatus.PROCESSING, updated_at__lt=now - timedelta(minutes=stuck_minutes))
+        cond |= Q(
+            processing_status=ProcessingStatus.PROCESSING,
+            updated_at__lt=now - timedelta(minutes=stuck_minutes),
+        )
     if not cond:
         return Media.objects.none()
-    qs = Media.objects.filter(cond, processing_status__in=SWEEPABLE, detached_at__isnull=True, purged_at__isnull=True)
+    qs = Media.objects.filter(
+        cond, processing_status__in=SWEEPABLE, detached_at__isnull=True, purged_at__isnull=True
+    )
     if kinds:
         qs = qs.filter(kind__in=kinds)
     return qs.order_by("updated_at")
 
 
 def sweep_pending_media(
-    *, dry_run: bool = False, statuses: list[str] | None = None, stuck_minutes: int = 30,
-    kinds: list[str] | None = None, limit: int | None = None, include_exhausted: bool = False,
+    *,
+    dry_run: bool = False,
+    statuses: list[str] | None = None,
+    stuck_minutes: int = 30,
+    kinds: list[str] | None = None,
+    limit: int | None = None,
+    include_exhausted: bool = False,
     pending_grace_minutes: float = 5,
 ) -> SweepReport:
     statuses = statuses or [ProcessingStatus.PENDING, ProcessingStatus.FAILED]
     report = SweepReport(dry_run=dry_run)
     with exclusive("sweep_pending_media", ttl_seconds=1800):
         qs = sweep_candidates(
-            statuses=statuses, stuck_minutes=stuck_minutes, kinds=kinds, include_exhausted=include_exhausted,
+            statuses=statuses,
+            stuck_minutes=stuck_minutes,
+            kinds=kinds,
+            include_exhausted=include_exhausted,
             pending_grace_minutes=pending_grace_minutes,
         )
         now = timezone.now()
-        ids = list(qs.filter(kind__in=[k for k in ("image", "video", "audio") if has_processor(k)])
-                   .values_list("pk", flat=True)[: limit or None])
+        ids = list(
+            qs.filter(kind__in=[k for k in ("image", "video", "audio") if has_processor(k)]).values_list(
+                "pk", flat=True
+            )[: limit or None]
+        )
         for kind in qs.exclude(kind__in=["image", "video", "audio"]).values_list("kind", flat=True):
             report.skipped_kinds[kind] = report.skipped_kinds.get(kind, 0) + 1
         for media_id in ids:
@@ -88,9 +111,14 @@ def sweep_pending_media(
                 if media is None or not qs.filter(pk=media_id).exists():
                     continue  # finished meanwhile
                 before = media.processing_status
-                row = SweepRow(str(media.pk), media.kind, before, media.attempts,
-                               round((now - media.updated_at).total_seconds() / 60, 1),
-                               "would queue" if dry_run else "queued")
+                row = SweepRow(
+                    str(media.pk),
+                    media.kind,
+                    before,
+                    media.attempts,
+                    round((now - media.updated_at).total_seconds() / 60, 1),
+                    "would queue" if dry_run else "queued",
+                )
                 report.rows.append(row)
                 if dry_run:
                     continue
@@ -99,6 +127,8 @@ def sweep_pending_media(
                 if before == ProcessingStatus.FAILED and include_exhausted:
                     media.attempts = 0
                 media.metadata = {**media.metadata, "swept_at": now.isoformat(), "swept_from": before}
-                media.save(update_fields=["processing_status", "attempt_token", "attempts", "metadata", "updated_at"])
+                media.save(
+                    update_fields=["processing_status", "attempt_token", "attempts", "metadata", "updated_at"]
+                )
                 media_send_on_commit(media)
     return report

@@ -30,15 +30,18 @@ class PlatformSettings(models.Model):
         max_length=16, choices=ModerationMode.choices, default=ModerationMode.AI_PRESCREEN
     )
     ai_review_threshold = models.FloatField(
-        default=0.3, validators=_unit_interval(),
+        default=0.3,
+        validators=_unit_interval(),
         help_text="AI scores at or above this wait for a human; below it the post is published.",
     )
     ai_revoke_threshold = models.FloatField(
-        default=0.7, validators=_unit_interval(),
+        default=0.7,
+        validators=_unit_interval(),
         help_text="AI scores at or above this quarantine the post at once.",
     )
     report_threshold = models.PositiveIntegerField(
-        default=3, validators=[MinValueValidator(1)],
+        default=3,
+        validators=[MinValueValidator(1)],
         help_text="Distinct reporters that send a published post back to review.",
     )
     post_processing_enabled = models.BooleanField(
@@ -53,7 +56,8 @@ class PlatformSettings(models.Model):
         default=0, help_text="reactive_only mode: accounts younger than this still go through the prescreen."
     )
     trust_min_approved_posts = models.PositiveIntegerField(
-        default=0, help_text="reactive_only mode: authors with fewer published posts still go through the prescreen."
+        default=0,
+        help_text="reactive_only mode: authors with fewer published posts still go through the prescreen.",
     )
     blocked_media_action = models.CharField(
         max_length=16, choices=BlockedMediaAction.choices, default=BlockedMediaAction.REFUSE
@@ -71,13 +75,13 @@ class PlatformSettings(models.Model):
     def __str__(self) -> str:
         return "Platform settings"
 
-    def clean(self) -> None:
-        if self.ai_review_threshold > self.ai_revoke_threshold:
-            raise ValidationError("The review threshold must not be above the revoke threshold.")
-
     def save(self, *args, **kwargs):
         self.pk = self.singleton_id
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if self.ai_review_threshold > self.ai_revoke_threshold:
+            raise ValidationError("The review threshold must not be above the revoke threshold.")
 
 
 class Decision(models.TextChoices):
@@ -149,8 +153,12 @@ class BlockedMedia(models.Model):
 
     sha256 = models.CharField(max_length=64, unique=True)
     reason = models.TextField(blank=True, default="")
-    source_post = models.ForeignKey("content.Post", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    source_post = models.ForeignKey(
+        "content.Post", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -167,3 +175,6 @@ class PostClaim(models.Model):
     moderator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.post_id} claimed by {self.moderator_id} until {self.expires_at}"

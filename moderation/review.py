@@ -51,7 +51,9 @@ def build_input(post: Post, workdir: Path) -> ReviewInput:
             item.video_paths.append(storage.download_to(key, workdir / f"{m.pk}-video{Path(key).suffix}"))
             if "poster" in m.variants:
                 poster = m.variants["poster"]["key"]
-                item.poster_paths.append(storage.download_to(poster, workdir / f"{m.pk}-poster{Path(poster).suffix}"))
+                item.poster_paths.append(
+                    storage.download_to(poster, workdir / f"{m.pk}-poster{Path(poster).suffix}")
+                )
     return item
 
 
@@ -63,8 +65,10 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
     retries = message.options.get("retries", 0) if message else 0
     attempt = retries + 1
     if not (
-        post.revision == revision and post.status == PostStatus.PENDING_REVIEW
-        and post.moderation_state == ModerationState.UNDER_REVIEW and post.deleted_at is None
+        post.revision == revision
+        and post.status == PostStatus.PENDING_REVIEW
+        and post.moderation_state == ModerationState.UNDER_REVIEW
+        and post.deleted_at is None
     ):
         logger.info("post %s revision %s is no longer waiting for the AI; skipping", post_id, revision)
         return
@@ -80,7 +84,12 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
         final = attempt > max_retries
         error = f"{type(exc).__name__}: {exc}"
         ai_review_failed(
-            post_id=post_id, revision=revision, provider=provider.name, error=error, attempt=attempt, final=final,
+            post_id=post_id,
+            revision=revision,
+            provider=provider.name,
+            error=error,
+            attempt=attempt,
+            final=final,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
         if not final:
@@ -90,7 +99,14 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ai_verdict_apply(
-        post_id=post_id, revision=revision, provider=result.provider, model=result.model,
-        scores=result.scores, overall=float(result.overall), labels=result.labels,
-        duration_ms=(time.perf_counter() - started) * 1000, attempt=attempt, raw=result.raw,
+        post_id=post_id,
+        revision=revision,
+        provider=result.provider,
+        model=result.model,
+        scores=result.scores,
+        overall=float(result.overall),
+        labels=result.labels,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        attempt=attempt,
+        raw=result.raw,
     )

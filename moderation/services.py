@@ -30,7 +30,7 @@ from moderation.platform import get_platform_settings
 logger = logging.getLogger(__name__)
 
 
-class AlreadyDecided(Conflict):
+class AlreadyDecided(InvalidTransition):
     code = "already_decided"
     default_detail = "Another moderator already decided this post."
 
@@ -109,14 +109,19 @@ def ai_verdict_apply(
     """Record an AI review and apply its band. A verdict for an older revision, or for a post a human
     decided meanwhile, is recorded as stale and changes nothing."""
     post = Post.objects.select_for_update().get(pk=post_id)
-    if not _is_current(post, revision):
-        decision = Decision.STALE
-    else:
-        decision = _decision_for(overall)
+    decision = _decision_for(overall) if _is_current(post, revision) else Decision.STALE
     review = AiReview.objects.create(
-        post=post, post_revision=revision, provider=provider, model=model, scores=scores,
-        overall_score=overall, labels=labels, decision=decision, duration_ms=duration_ms,
-        attempt=attempt, raw=raw or {},
+        post=post,
+        post_revision=revision,
+        provider=provider,
+        model=model,
+        scores=scores,
+        overall_score=overall,
+        labels=labels,
+        decision=decision,
+        duration_ms=duration_ms,
+        attempt=attempt,
+        raw=raw or {},
     )
     if decision == Decision.PUBLISH:
         post.status = PostStatus.PUBLISHED
@@ -131,15 +136,28 @@ def ai_verdict_apply(
 
 
 def ai_review_failed(
-    *, post_id: UUID | str, revision: int, provider: str, error: str, attempt: int, final: bool, duration_ms: float
+    *,
+    post_id: UUID | str,
+    revision: int,
+    provider: str,
+    error: str,
+    attempt: int,
+    final: bool,
+    duration_ms: float,
 ) -> AiReview:
     """Record a provider failure. The post stays in ``pending_review`` (fail closed); when the retries
     are spent a human decides, and the queue shows why."""
     with transaction.atomic():
         post = Post.objects.select_for_update().get(pk=post_id)
         review = AiReview.objects.create(
-            post=post, post_revision=revision, provider=provider, decision=Decision.ERROR, error=error[:2000],
-            attempt=attempt, duration_ms=duration_ms, raw={"final": final},
+            post=post,
+            post_revision=revision,
+            provider=provider,
+            decision=Decision.ERROR,
+            error=error[:2000],
+            attempt=attempt,
+            duration_ms=duration_ms,
+            raw={"final": final},
         )
         if final and _is_current(post, revision):
             post.metadata = {**post.metadata, "ai_review_error": error[:500]}
@@ -156,8 +174,13 @@ QUARANTINE_FROM = (PostStatus.PUBLISHED, PostStatus.PENDING_REVIEW)
 
 
 def _lock_for_decision(
-    *, post_id: UUID | str, moderator: AbstractBaseUser, allowed: tuple[str, ...], action: str,
-    expected_status: str | None, take_over: bool,
+    *,
+    post_id: UUID | str,
+    moderator: AbstractBaseUser,
+    allowed: tuple[str, ...],
+    action: str,
+    expected_status: str | None,
+    take_over: bool,
 ) -> Post:
     try:
         post = Post.objects.select_for_update().select_related("author").get(pk=post_id)
@@ -174,8 +197,12 @@ def _lock_for_decision(
             raise AlreadyDecided(
                 f"Cannot {action}: the post is already {post.status}.", extra={"status": post.status}
             )
-        raise InvalidTransition(f"Cannot {action} a post that is {post.status}.", extra={"status": post.status})
-    claim = PostClaim.objects.filter(post=post, expires_at__gt=timezone.now()).select_related("moderator").first()
+        raise InvalidTransition(
+            f"Cannot {action} a post that is {post.status}.", extra={"status": post.status}
+        )
+    claim = (
+        PostClaim.objects.filter(post=post, expires_at__gt=timezone.now()).select_related("moderator").first()
+    )
     if claim and claim.moderator_id != moderator.pk and not take_over:
         raise ClaimedByOther(
             f"{claim.moderator.get_username()} is working on this post until "
@@ -184,23 +211,38 @@ def _lock_for_decision(
     return post
 
 
-def _record(post: Post, moderator: AbstractBaseUser | None, action: str, reason: str, before: tuple[str, str]) -> ModerationDecision:
+def _record(
+    post: Post, moderator: AbstractBaseUser | None, action: str, reason: str, before: tuple[str, str]
+) -> ModerationDecision:
     PostClaim.objects.filter(post=post).delete()
     return ModerationDecision.objects.create(
-        post=post, moderator=moderator, action=action, reason=reason,
-        from_status=before[0], to_status=post.status,
-        from_moderation_state=before[1], to_moderation_state=post.moderation_state,
+        post=post,
+        moderator=moderator,
+        action=action,
+        reason=reason,
+        from_status=before[0],
+        to_status=post.status,
+        from_moderation_state=before[1],
+        to_moderation_state=post.moderation_state,
     )
 
 
 @transaction.atomic
 def post_approve(
-    *, post_id: UUID | str, moderator: AbstractBaseUser, reason: str = "",
-    expected_status: str | None = None, take_over: bool = False,
+    *,
+    post_id: UUID | str,
+    moderator: AbstractBaseUser,
+    reason: str = "",
+    expected_status: str | None = None,
+    take_over: bool = False,
 ) -> Post:
     post = _lock_for_decision(
-        post_id=post_id, moderator=moderator, allowed=APPROVE_FROM, action="approve",
-        expected_status=expected_status, take_over=take_over,
+        post_id=post_id,
+        moderator=moderator,
+        allowed=APPROVE_FROM,
+        action="approve",
+        expected_status=expected_status,
+        take_over=take_over,
     )
     before = (post.status, post.moderation_state)
     post.status = PostStatus.PUBLISHED
@@ -213,25 +255,36 @@ def post_approve(
 
 @transaction.atomic
 def post_reject(
-    *, post_id: UUID | str, moderator: AbstractBaseUser, reason: str = "",
-    expected_status: str | None = None, take_over: bool = False,
+    *,
+    post_id: UUID | str,
+    moderator: AbstractBaseUser,
+    reason: str = "",
+    expected_status: str | None = None,
+    take_over: bool = False,
 ) -> Post:
     """Final. The reason is shown to the creator; the media's bytes go on the blocklist."""
     from media.models import Media
 
     post = _lock_for_decision(
-        post_id=post_id, moderator=moderator, allowed=REJECT_FROM, action="reject",
-        expected_status=expected_status, take_over=take_over,
+        post_id=post_id,
+        moderator=moderator,
+        allowed=REJECT_FROM,
+        action="reject",
+        expected_status=expected_status,
+        take_over=take_over,
     )
     before = (post.status, post.moderation_state)
     post.status = PostStatus.REJECTED
     post.moderation_state = ModerationState.REJECTED
     post.rejection_reason = reason
     post.publish_requested = False
-    post.save(update_fields=["status", "moderation_state", "rejection_reason", "publish_requested", "updated_at"])
+    post.save(
+        update_fields=["status", "moderation_state", "rejection_reason", "publish_requested", "updated_at"]
+    )
     for sha in set(Media.objects.filter(post=post).exclude(sha256="").values_list("sha256", flat=True)):
         BlockedMedia.objects.get_or_create(
-            sha256=sha, defaults={"reason": reason or "Rejected post", "source_post": post, "added_by": moderator}
+            sha256=sha,
+            defaults={"reason": reason or "Rejected post", "source_post": post, "added_by": moderator},
         )
     _record(post, moderator, ModerationAction.REJECT, reason, before)
     return post
@@ -239,12 +292,20 @@ def post_reject(
 
 @transaction.atomic
 def post_quarantine(
-    *, post_id: UUID | str, moderator: AbstractBaseUser, reason: str = "",
-    expected_status: str | None = None, take_over: bool = False,
+    *,
+    post_id: UUID | str,
+    moderator: AbstractBaseUser,
+    reason: str = "",
+    expected_status: str | None = None,
+    take_over: bool = False,
 ) -> Post:
     post = _lock_for_decision(
-        post_id=post_id, moderator=moderator, allowed=QUARANTINE_FROM, action="quarantine",
-        expected_status=expected_status, take_over=take_over,
+        post_id=post_id,
+        moderator=moderator,
+        allowed=QUARANTINE_FROM,
+        action="quarantine",
+        expected_status=expected_status,
+        take_over=take_over,
     )
     before = (post.status, post.moderation_state)
     post.status = PostStatus.QUARANTINED
@@ -266,9 +327,13 @@ def post_claim(*, post_id: UUID | str, moderator: AbstractBaseUser, take_over: b
         post=post, defaults={"moderator": moderator, "expires_at": now + timedelta(minutes=minutes)}
     )
     ModerationDecision.objects.create(
-        post=post, moderator=moderator, action=ModerationAction.CLAIM,
-        from_status=post.status, to_status=post.status,
-        from_moderation_state=post.moderation_state, to_moderation_state=post.moderation_state,
+        post=post,
+        moderator=moderator,
+        action=ModerationAction.CLAIM,
+        from_status=post.status,
+        to_status=post.status,
+        from_moderation_state=post.moderation_state,
+        to_moderation_state=post.moderation_state,
         details={"take_over": take_over, "minutes": minutes},
     )
     return claim
@@ -305,8 +370,13 @@ def post_reports_threshold_reached(*, post: Post) -> bool:
     post.submitted_at = timezone.now()
     post.save(update_fields=["status", "moderation_state", "submitted_at", "updated_at"])
     ModerationDecision.objects.create(
-        post=post, moderator=None, action=ModerationAction.REPORTS_THRESHOLD,
-        reason=f"{reporters} distinct reports", from_status=before[0], to_status=post.status,
-        from_moderation_state=before[1], to_moderation_state=post.moderation_state,
+        post=post,
+        moderator=None,
+        action=ModerationAction.REPORTS_THRESHOLD,
+        reason=f"{reporters} distinct reports",
+        from_status=before[0],
+        to_status=post.status,
+        from_moderation_state=before[1],
+        to_moderation_state=post.moderation_state,
     )
     return True

@@ -38,7 +38,9 @@ class PostFactory(factory.django.DjangoModelFactory):
     body = "Hello there."
 
     class Params:
-        published = factory.Trait(status=PostStatus.PUBLISHED, published_at=factory.LazyFunction(timezone.now))
+        published = factory.Trait(
+            status=PostStatus.PUBLISHED, published_at=factory.LazyFunction(timezone.now)
+        )
 
 
 class PollFactory(factory.django.DjangoModelFactory):
@@ -89,7 +91,9 @@ class UploadFactory(factory.django.DjangoModelFactory):
     content_type = "image/jpeg"
     kind = "image"
     declared_size = 1000
-    storage_key = factory.LazyAttribute(lambda o: f"uploads/{o.owner.pk}/{factory.Faker('uuid4').evaluate(None, None, {'locale': None})}")
+    storage_key = factory.LazyAttribute(
+        lambda o: f"uploads/{o.owner.pk}/{factory.Faker('uuid4').evaluate(None, None, {'locale': None})}"
+    )
     expires_at = factory.LazyFunction(lambda: timezone.now() + timezone.timedelta(hours=1))
 
 

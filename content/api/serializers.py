@@ -89,8 +89,22 @@ class PostSerializer(serializers.ModelSerializer):
     class Meta:
         model = Post
         fields = [
-            "id", "type", "status", "moderation_state", "title", "body", "link_url", "author", "media", "poll",
-            "metadata", "publish_requested", "rejection_reason", "published_at", "created_at", "updated_at",
+            "id",
+            "type",
+            "status",
+            "moderation_state",
+            "title",
+            "body",
+            "link_url",
+            "author",
+            "media",
+            "poll",
+            "metadata",
+            "publish_requested",
+            "rejection_reason",
+            "published_at",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = fields
 
@@ -152,7 +166,9 @@ class PostUpdateSerializer(serializers.Serializer):
 
 
 class VoteSerializer(serializers.Serializer):
-    option_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=10)
+    option_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), min_length=1, max_length=10
+    )
 
 
 class ReportSerializer(serializers.Serializer):

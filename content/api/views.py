@@ -49,15 +49,18 @@ class RegisterView(APIView):
     throttle_scope = "auth"
 
     @extend_schema(
-        request=RegisterSerializer, responses={201: RegisteredSerializer, **error_responses(400, 429)},
-        tags=["auth"], summary="Create a creator account",
+        request=RegisterSerializer,
+        responses={201: RegisteredSerializer, **error_responses(400, 429)},
+        tags=["auth"],
+        summary="Create a creator account",
     )
     def post(self, request):
         data = RegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         with transaction.atomic():
             user = User.objects.create_user(
-                username=data.validated_data["username"], password=data.validated_data["password"],
+                username=data.validated_data["username"],
+                password=data.validated_data["password"],
                 email=data.validated_data.get("email", ""),
             )
             token, _ = Token.objects.get_or_create(user=user)
@@ -72,15 +75,23 @@ class TokenView(APIView):
 
     @extend_schema(
         request=TokenRequestSerializer,
-        responses={200: TokenSerializer, **error_responses(400, 429, e400="Wrong username or password (`invalid_credentials`).")},
-        tags=["auth"], summary="Get the API token",
+        responses={
+            200: TokenSerializer,
+            **error_responses(400, 429, e400="Wrong username or password (`invalid_credentials`)."),
+        },
+        tags=["auth"],
+        summary="Get the API token",
     )
     def post(self, request):
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
+        user = authenticate(
+            request, username=data.validated_data["username"], password=data.validated_data["password"]
+        )
         if user is None or not user.is_active:
-            return Response({"code": "invalid_credentials", "detail": "Wrong username or password."}, status=400)
+            return Response(
+                {"code": "invalid_credentials", "detail": "Wrong username or password."}, status=400
+            )
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
 
@@ -91,12 +102,15 @@ class PostListCreateView(generics.GenericAPIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("type", OpenApiTypes.STR, enum=PostType.values, description="Only posts of this type."),
+            OpenApiParameter(
+                "type", OpenApiTypes.STR, enum=PostType.values, description="Only posts of this type."
+            ),
             OpenApiParameter("author", OpenApiTypes.STR, description="Author username or id."),
             OpenApiParameter("page_size", OpenApiTypes.INT, description="1–100, default 20."),
         ],
         responses={200: PostSerializer(many=True), **error_responses(400)},
-        tags=["posts"], summary="The published feed, newest first",
+        tags=["posts"],
+        summary="The published feed, newest first",
     )
     def get(self, request):
         type_ = request.query_params.get("type") or None
@@ -107,8 +121,10 @@ class PostListCreateView(generics.GenericAPIView):
         return self.get_paginated_response(PostSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
-        request=PostCreateSerializer, responses={201: PostSerializer, **error_responses(400, 401)},
-        tags=["posts"], summary="Create a draft",
+        request=PostCreateSerializer,
+        responses={201: PostSerializer, **error_responses(400, 401)},
+        tags=["posts"],
+        summary="Create a draft",
     )
     def post(self, request):
         data = PostCreateSerializer(data=request.data)
@@ -125,7 +141,8 @@ class MyPostsView(generics.GenericAPIView):
     @extend_schema(
         parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=PostStatus.values)],
         responses={200: PostSerializer(many=True), **error_responses(400, 401)},
-        tags=["posts"], summary="The caller's posts in every status",
+        tags=["posts"],
+        summary="The caller's posts in every status",
     )
     def get(self, request):
         status_ = request.query_params.get("status") or None
@@ -137,7 +154,9 @@ class MyPostsView(generics.GenericAPIView):
 
 
 class PostDetailView(APIView):
-    @extend_schema(responses={200: PostSerializer, **error_responses(404)}, tags=["posts"], summary="Read a post")
+    @extend_schema(
+        responses={200: PostSerializer, **error_responses(404)}, tags=["posts"], summary="Read a post"
+    )
     def get(self, request, post_id):
         try:
             return Response(_post_out(post_id, request))
@@ -145,8 +164,10 @@ class PostDetailView(APIView):
             raise NotFound("Post not found.") from None
 
     @extend_schema(
-        request=PostUpdateSerializer, responses={200: PostSerializer, **error_responses(400, 401, 403, 404, 409)},
-        tags=["posts"], summary="Edit a draft",
+        request=PostUpdateSerializer,
+        responses={200: PostSerializer, **error_responses(400, 401, 403, 404, 409)},
+        tags=["posts"],
+        summary="Edit a draft",
     )
     def patch(self, request, post_id):
         data = PostUpdateSerializer(data=request.data, partial=True)
@@ -154,7 +175,9 @@ class PostDetailView(APIView):
         services.post_update(post_id=post_id, actor=request.user, **data.validated_data)
         return Response(_post_out(post_id, request))
 
-    @extend_schema(responses={204: None, **error_responses(401, 403, 404)}, tags=["posts"], summary="Delete (soft)")
+    @extend_schema(
+        responses={204: None, **error_responses(401, 403, 404)}, tags=["posts"], summary="Delete (soft)"
+    )
     def delete(self, request, post_id):
         services.post_delete(post_id=post_id, actor=request.user)
         return Response(status=204)
@@ -167,11 +190,15 @@ class PublishView(APIView):
         request=None,
         responses={
             200: OpenApiResponse(PostSerializer, description="Published."),
-            202: OpenApiResponse(PostSerializer, description="Accepted: waiting for the AI prescreen "
-                                 "(`pending_review`) or for media processing (`publish_requested`)."),
+            202: OpenApiResponse(
+                PostSerializer,
+                description="Accepted: waiting for the AI prescreen "
+                "(`pending_review`) or for media processing (`publish_requested`).",
+            ),
             **error_responses(400, 401, 403, 404, 409),
         },
-        tags=["posts"], summary="Publish a draft",
+        tags=["posts"],
+        summary="Publish a draft",
     )
     def post(self, request, post_id):
         post = services.post_publish(post_id=post_id, actor=request.user)
@@ -182,8 +209,12 @@ class PublishView(APIView):
 class UnpublishView(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={200: PostSerializer, **error_responses(401, 403, 404, 409)},
-                   tags=["posts"], summary="Back to draft")
+    @extend_schema(
+        request=None,
+        responses={200: PostSerializer, **error_responses(401, 403, 404, 409)},
+        tags=["posts"],
+        summary="Back to draft",
+    )
     def post(self, request, post_id):
         post = services.post_unpublish(post_id=post_id, actor=request.user)
         return Response(_post_out(post.pk, request))
@@ -192,12 +223,18 @@ class UnpublishView(APIView):
 class PollVoteView(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=VoteSerializer, responses={200: PollOutSerializer, **error_responses(400, 401, 404, 409)},
-                   tags=["polls"], summary="Vote; replaces the caller's earlier vote")
+    @extend_schema(
+        request=VoteSerializer,
+        responses={200: PollOutSerializer, **error_responses(400, 401, 404, 409)},
+        tags=["polls"],
+        summary="Vote; replaces the caller's earlier vote",
+    )
     def post(self, request, post_id):
         data = VoteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        poll = services.poll_vote(post_id=post_id, user=request.user, option_ids=data.validated_data["option_ids"])
+        poll = services.poll_vote(
+            post_id=post_id, user=request.user, option_ids=data.validated_data["option_ids"]
+        )
         return Response(poll_data(poll, request.user))
 
 
@@ -206,9 +243,12 @@ class ReportView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "reports"
 
-    @extend_schema(request=ReportSerializer,
-                   responses={201: ReportOutSerializer, **error_responses(400, 401, 404, 409, 429)},
-                   tags=["posts"], summary="Report a published post")
+    @extend_schema(
+        request=ReportSerializer,
+        responses={201: ReportOutSerializer, **error_responses(400, 401, 404, 409, 429)},
+        tags=["posts"],
+        summary="Report a published post",
+    )
     def post(self, request, post_id):
         data = ReportSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -34,9 +34,23 @@ class MediaSerializer(serializers.ModelSerializer):
     class Meta:
         model = Media
         fields = [
-            "id", "post_id", "kind", "is_primary", "processing_status", "processing_error", "mime_type",
-            "size_bytes", "sha256", "width", "height", "duration_seconds", "blurhash", "variants",
-            "original_url", "metadata", "created_at",
+            "id",
+            "post_id",
+            "kind",
+            "is_primary",
+            "processing_status",
+            "processing_error",
+            "mime_type",
+            "size_bytes",
+            "sha256",
+            "width",
+            "height",
+            "duration_seconds",
+            "blurhash",
+            "variants",
+            "original_url",
+            "metadata",
+            "created_at",
         ]
         read_only_fields = fields
 
@@ -47,7 +61,11 @@ class MediaSerializer(serializers.ModelSerializer):
     def _url(self, media: Media, key: str, mime: str, name: str) -> str:
         filename = f"{media.pk}-{name}{Path(key).suffix}"
         return storage.signed_url(
-            key, media_id=media.pk, mime_type=mime, filename=filename, public=self._public(media),
+            key,
+            media_id=media.pk,
+            mime_type=mime,
+            filename=filename,
+            public=self._public(media),
             request=self.context.get("request"),
         )
 
@@ -57,8 +75,10 @@ class MediaSerializer(serializers.ModelSerializer):
         for name, v in (media.variants or {}).items():
             out[name] = {
                 "url": self._url(media, v["key"], v.get("mime_type", "application/octet-stream"), name),
-                "width": v.get("width"), "height": v.get("height"),
-                "mime_type": v.get("mime_type"), "size_bytes": v.get("size_bytes"),
+                "width": v.get("width"),
+                "height": v.get("height"),
+                "mime_type": v.get("mime_type"),
+                "size_bytes": v.get("size_bytes"),
             }
         return out
 

@@ -47,7 +47,8 @@ class UploadCreateView(APIView):
     @extend_schema(
         request=UploadCreateSerializer,
         responses={201: UploadTargetSerializer, **error_responses(400, 401, 413, 415, 429, 451)},
-        tags=["media"], summary="Start a direct-to-storage upload",
+        tags=["media"],
+        summary="Start a direct-to-storage upload",
         description="Returns where to send the bytes: a presigned S3 POST (send `fields` plus `file` as "
         "multipart) or a signed, single-use PUT URL on this server. Then attach with `{upload_id}`.",
     )
@@ -56,11 +57,20 @@ class UploadCreateView(APIView):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         upload, target = services.upload_create(
-            owner=request.user, filename=v["filename"], content_type=v["content_type"], size=v["size"],
-            sha256=v.get("sha256", ""), request=request,
+            owner=request.user,
+            filename=v["filename"],
+            content_type=v["content_type"],
+            size=v["size"],
+            sha256=v.get("sha256", ""),
+            request=request,
         )
         return Response(
-            {"upload_id": upload.id, **target, "expires_at": upload.expires_at, "max_bytes": upload.declared_size},
+            {
+                "upload_id": upload.id,
+                **target,
+                "expires_at": upload.expires_at,
+                "max_bytes": upload.declared_size,
+            },
             status=201,
         )
 
@@ -72,7 +82,9 @@ def upload_data(request: HttpRequest, upload_id) -> HttpResponse:
     streamed to storage and never read whole into memory."""
     token = request.GET.get("signature", "")
     if not storage.verify_upload_token(token, upload_id):
-        return JsonResponse(error_body("invalid_signature", "This upload URL is invalid or has expired."), status=403)
+        return JsonResponse(
+            error_body("invalid_signature", "This upload URL is invalid or has expired."), status=403
+        )
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0) or None
     except ValueError:
@@ -92,7 +104,8 @@ class AttachView(APIView):
     @extend_schema(
         request={"multipart/form-data": AttachSerializer, "application/json": AttachSerializer},
         responses={201: MediaSerializer, **error_responses(400, 401, 403, 404, 409, 413, 415, 429, 451)},
-        tags=["media"], summary="Attach media to a draft",
+        tags=["media"],
+        summary="Attach media to a draft",
     )
     def post(self, request, post_id):
         data = AttachSerializer(data=request.data)
@@ -105,7 +118,11 @@ class AttachView(APIView):
         else:
             f = v["file"]
             media = services.media_attach_file(
-                post_id=post_id, actor=request.user, file=f, filename=f.name or "upload", size=f.size,
+                post_id=post_id,
+                actor=request.user,
+                file=f,
+                filename=f.name or "upload",
+                size=f.size,
                 is_primary=v["is_primary"],
             )
         media = Media.objects.select_related("post").get(pk=media.pk)
@@ -115,8 +132,11 @@ class AttachView(APIView):
 class DetachView(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses={204: None, **error_responses(401, 403, 404, 409)}, tags=["media"],
-                   summary="Detach media from a draft")
+    @extend_schema(
+        responses={204: None, **error_responses(401, 403, 404, 409)},
+        tags=["media"],
+        summary="Detach media from a draft",
+    )
     def delete(self, request, post_id, media_id):
         services.media_detach(post_id=post_id, media_id=media_id, actor=request.user)
         return Response(status=204)
@@ -130,8 +150,11 @@ def _visible_media(request, media_id) -> Media:
 
 
 class MediaDetailView(APIView):
-    @extend_schema(responses={200: MediaSerializer, **error_responses(404)}, tags=["media"],
-                   summary="Media with status, metadata and signed variant URLs")
+    @extend_schema(
+        responses={200: MediaSerializer, **error_responses(404)},
+        tags=["media"],
+        summary="Media with status, metadata and signed variant URLs",
+    )
     def get(self, request, media_id):
         return Response(MediaSerializer(_visible_media(request, media_id), context={"request": request}).data)
 
@@ -139,8 +162,12 @@ class MediaDetailView(APIView):
 class MediaRetryView(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={202: MediaSerializer, **error_responses(401, 404, 409)},
-                   tags=["media"], summary="Re-queue failed media")
+    @extend_schema(
+        request=None,
+        responses={202: MediaSerializer, **error_responses(401, 404, 409)},
+        tags=["media"],
+        summary="Re-queue failed media",
+    )
     def post(self, request, media_id):
         _visible_media(request, media_id)
         media = services.media_retry(media_id=media_id, actor=request.user)
@@ -166,7 +193,9 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
     served only to its owner and staff, checked now, whatever the URL says."""
     signed = storage.verify_url_token(token)
     if signed is None:
-        return JsonResponse(error_body("invalid_signature", "This media URL is invalid or has expired."), status=403)
+        return JsonResponse(
+            error_body("invalid_signature", "This media URL is invalid or has expired."), status=403
+        )
     media = Media.objects.select_related("post").filter(pk=signed.media_id).first()
     if media is None or media.post is None or media.post.deleted_at is not None or media.purged_at:
         raise Http404
@@ -185,10 +214,10 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         fh.close()
     else:
         response = FileResponse(fh, content_type=signed.mime_type)
-    response["Content-Disposition"] = f"inline; filename=\"{signed.filename}\""
+    response["Content-Disposition"] = f'inline; filename="{signed.filename}"'
     response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, max-age=300" if media.post.status != "published" else "public, max-age=3600"
+    response["Cache-Control"] = (
+        "private, max-age=300" if media.post.status != "published" else "public, max-age=3600"
+    )
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
-
-

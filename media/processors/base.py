@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 class ProcessingError(Exception):
@@ -47,7 +48,7 @@ class ProcessingTimeout(ProcessingError):
 
 @dataclass
 class VariantFile:
-    """One derived file. ``name`` is the variant key in Media.variants (e.g. ``small``, ``720p``, ``poster``)."""
+    """One derived file; ``name`` is its key in Media.variants (``small``, ``720p``, ``poster``…)."""
 
     name: str
     path: Path
@@ -69,7 +70,7 @@ class ExtraMedia:
     kind: str  # "thumbnail" | "transcript"
     path: Path
     mime_type: str
-    result: "ProcessorResult | None" = None
+    result: ProcessorResult | None = None
 
 
 @dataclass

@@ -73,8 +73,14 @@ def _claim(media_id: str, kind: str) -> Claim | None:
             logger.info("media %s: %s (message %s)", media_id, skip_reason, message_id)
             return None
         base = dict(
-            media=media, post=media.post, owner_id=media.owner_id, processor=kind, actor=actor, queue=queue,
-            message_id=message_id, status_before=before,
+            media=media,
+            post=media.post,
+            owner_id=media.owner_id,
+            processor=kind,
+            actor=actor,
+            queue=queue,
+            message_id=message_id,
+            status_before=before,
         )
         if media.attempts >= settings.MEDIA_MAX_ATTEMPTS:
             # Poison: every earlier claim died without finishing (OOM, segfault, SIGKILL).
@@ -86,9 +92,14 @@ def _claim(media_id: str, kind: str) -> Claim | None:
             media.attempt_token = None
             media.save(update_fields=["processing_status", "processing_error", "attempt_token", "updated_at"])
             ProcessorRun.objects.create(
-                **base, attempt=media.attempts, status_after=media.processing_status, result=RunResult.FAILED,
-                error_class="AttemptsExhausted", error_message=media.processing_error,
-                completed_at=timezone.now(), duration_ms=0,
+                **base,
+                attempt=media.attempts,
+                status_after=media.processing_status,
+                result=RunResult.FAILED,
+                error_class="AttemptsExhausted",
+                error_message=media.processing_error,
+                completed_at=timezone.now(),
+                duration_ms=0,
             )
             _settle_on_commit(media)
             return None
@@ -97,10 +108,20 @@ def _claim(media_id: str, kind: str) -> Claim | None:
         media.attempts += 1
         media.attempt_token = token
         media.processing_started_at = timezone.now()
-        media.save(update_fields=["processing_status", "attempts", "attempt_token", "processing_started_at", "updated_at"])
+        media.save(
+            update_fields=[
+                "processing_status",
+                "attempts",
+                "attempt_token",
+                "processing_started_at",
+                "updated_at",
+            ]
+        )
         processor = get_processor(kind)
         run = ProcessorRun.objects.create(
-            **base, attempt=media.attempts, processor_class=f"{type(processor).__module__}.{type(processor).__name__}",
+            **base,
+            attempt=media.attempts,
+            processor_class=f"{type(processor).__module__}.{type(processor).__name__}",
         )
     return Claim(media=media, run=run, token=token, started=time.perf_counter())
 
@@ -175,8 +196,12 @@ def _store_outputs(claim: Claim, result: ProcessorResult, steps: StepLog) -> dic
             key = storage.media_key(media.owner_id, media.pk, variant.name, variant.path.suffix or ".bin")
             storage.save(key, variant.path, variant.mime_type)
             variants[variant.name] = {
-                "key": key, "width": variant.width, "height": variant.height,
-                "mime_type": variant.mime_type, "size_bytes": variant.size_bytes, **variant.extra,
+                "key": key,
+                "width": variant.width,
+                "height": variant.height,
+                "mime_type": variant.mime_type,
+                "size_bytes": variant.size_bytes,
+                **variant.extra,
             }
         s.output = {"stored": sorted(variants)}
     return variants
@@ -222,25 +247,50 @@ def _create_derived(parent: Media, extra) -> None:
         for v in res.variants:
             vkey = storage.media_key(parent.owner_id, derived_id, v.name, v.path.suffix or ".bin")
             storage.save(vkey, v.path, v.mime_type)
-            variants[v.name] = {"key": vkey, "width": v.width, "height": v.height, "mime_type": v.mime_type,
-                                "size_bytes": v.size_bytes}
+            variants[v.name] = {
+                "key": vkey,
+                "width": v.width,
+                "height": v.height,
+                "mime_type": v.mime_type,
+                "size_bytes": v.size_bytes,
+            }
     Media.objects.filter(parent=parent, kind=extra.kind).delete()
     Media.objects.create(
-        id=derived_id, post=parent.post, owner_id=parent.owner_id, parent=parent, kind=extra.kind,
-        is_primary=False, processing_status=ProcessingStatus.READY, original_key=key, mime_type=extra.mime_type,
-        size_bytes=extra.path.stat().st_size, sha256="", width=res.width if res else None,
-        height=res.height if res else None, blurhash=(res.blurhash or "") if res else "",
-        variants=variants, metadata=res.metadata if res else {}, processed_at=timezone.now(),
+        id=derived_id,
+        post=parent.post,
+        owner_id=parent.owner_id,
+        parent=parent,
+        kind=extra.kind,
+        is_primary=False,
+        processing_status=ProcessingStatus.READY,
+        original_key=key,
+        mime_type=extra.mime_type,
+        size_bytes=extra.path.stat().st_size,
+        sha256="",
+        width=res.width if res else None,
+        height=res.height if res else None,
+        blurhash=(res.blurhash or "") if res else "",
+        variants=variants,
+        metadata=res.metadata if res else {},
+        processed_at=timezone.now(),
     )
 
 
 def _stale(claim: Claim, steps: StepLog) -> None:
-    logger.info("media %s: attempt %s lost ownership; its result is dropped", claim.media.pk, claim.run.attempt)
-    _finish_run(claim, steps, RunResult.SKIPPED, "", error=("StaleAttempt", "A newer attempt owns this media."))
+    logger.info(
+        "media %s: attempt %s lost ownership; its result is dropped", claim.media.pk, claim.run.attempt
+    )
+    _finish_run(
+        claim, steps, RunResult.SKIPPED, "", error=("StaleAttempt", "A newer attempt owns this media.")
+    )
 
 
 def _fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, reraise: bool = True) -> None:
-    message = str(exc) if isinstance(exc, ProcessingError) else f"Processing failed unexpectedly ({type(exc).__name__})."
+    message = (
+        str(exc)
+        if isinstance(exc, ProcessingError)
+        else f"Processing failed unexpectedly ({type(exc).__name__})."
+    )
     with transaction.atomic():
         media = _owns(claim)
         if media is None:
@@ -255,7 +305,10 @@ def _fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, 
         media.attempt_token = None
         media.save(update_fields=["processing_status", "processing_error", "attempt_token", "updated_at"])
         _finish_run(
-            claim, steps, RunResult.RETRYING if will_retry else RunResult.FAILED, media.processing_status,
+            claim,
+            steps,
+            RunResult.RETRYING if will_retry else RunResult.FAILED,
+            media.processing_status,
             error=(type(exc).__name__, str(exc)[:4000]),
         )
         if not will_retry:
@@ -264,11 +317,17 @@ def _fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, 
         raise RetryLater(f"media {claim.media.pk}: {message}") from exc
 
 
-def _finish_run(claim: Claim, steps: StepLog, result: str, status_after: str, error: tuple[str, str] | None = None) -> None:
+def _finish_run(
+    claim: Claim, steps: StepLog, result: str, status_after: str, error: tuple[str, str] | None = None
+) -> None:
     ProcessorRun.objects.filter(pk=claim.run.pk).update(
-        result=result, status_after=status_after, steps=steps.as_list(),
-        duration_ms=round((time.perf_counter() - claim.started) * 1000, 1), peak_memory_kb=_peak_memory_kb(),
-        error_class=error[0] if error else "", error_message=error[1] if error else "",
+        result=result,
+        status_after=status_after,
+        steps=steps.as_list(),
+        duration_ms=round((time.perf_counter() - claim.started) * 1000, 1),
+        peak_memory_kb=_peak_memory_kb(),
+        error_class=error[0] if error else "",
+        error_message=error[1] if error else "",
         completed_at=timezone.now(),
     )
 

@@ -11,7 +11,9 @@ pytestmark = pytest.mark.django_db
 
 def test_register_then_token():
     c = client_for()
-    r = c.post("/api/v1/auth/register", {"username": "newbie", "password": "a-long-pass-phrase"}, format="json")
+    r = c.post(
+        "/api/v1/auth/register", {"username": "newbie", "password": "a-long-pass-phrase"}, format="json"
+    )
     assert r.status_code == 201 and set(r.json()) == {"id", "username", "token"}
     r2 = c.post("/api/v1/auth/token", {"username": "newbie", "password": "a-long-pass-phrase"}, format="json")
     assert r2.status_code == 200 and r2.json()["token"] == r.json()["token"]
@@ -22,12 +24,16 @@ def test_register_refuses_weak_password_and_taken_name():
     c = client_for()
     r = c.post("/api/v1/auth/register", {"username": "someone", "password": "123"}, format="json")
     assert r.status_code == 400 and r.json()["code"] == "invalid" and "password" in r.json()["errors"]
-    r = c.post("/api/v1/auth/register", {"username": "TAKEN", "password": "a-long-pass-phrase"}, format="json")
+    r = c.post(
+        "/api/v1/auth/register", {"username": "TAKEN", "password": "a-long-pass-phrase"}, format="json"
+    )
     assert r.status_code == 400 and "username" in r.json()["errors"]
 
 
 def test_wrong_password_is_400_with_code(user):
-    r = client_for().post("/api/v1/auth/token", {"username": user.username, "password": "nope"}, format="json")
+    r = client_for().post(
+        "/api/v1/auth/token", {"username": user.username, "password": "nope"}, format="json"
+    )
     assert r.status_code == 400 and r.json()["code"] == "invalid_credentials"
 
 
@@ -38,8 +44,23 @@ def test_create_publish_read_text_post(user, platform):
     assert r.status_code == 201
     post = r.json()
     assert post["status"] == "draft" and post["author"] == {"id": user.pk, "username": user.username}
-    assert set(post) >= {"id", "type", "status", "moderation_state", "title", "body", "link_url", "author", "media",
-                         "poll", "metadata", "publish_requested", "published_at", "created_at", "updated_at"}
+    assert set(post) >= {
+        "id",
+        "type",
+        "status",
+        "moderation_state",
+        "title",
+        "body",
+        "link_url",
+        "author",
+        "media",
+        "poll",
+        "metadata",
+        "publish_requested",
+        "published_at",
+        "created_at",
+        "updated_at",
+    }
     r = c.post(f"/api/v1/content/posts/{post['id']}/publish")
     assert r.status_code == 200 and r.json()["status"] == "published"
     r = client_for().get(f"/api/v1/content/posts/{post['id']}")
@@ -74,7 +95,10 @@ def test_published_is_public_and_deleted_is_gone(user):
 
 def test_anonymous_writes_are_401(user):
     post = PostFactory(author=user, published=True)
-    assert client_for().post("/api/v1/content/posts", {"type": "text", "body": "x"}, format="json").status_code == 401
+    assert (
+        client_for().post("/api/v1/content/posts", {"type": "text", "body": "x"}, format="json").status_code
+        == 401
+    )
     r = client_for().delete(f"/api/v1/content/posts/{post.pk}")
     assert r.status_code == 401 and r.json()["code"] == "not_authenticated"
 
@@ -164,17 +188,18 @@ def test_huge_body_is_413(user):
     assert r.status_code == 413 and r.json()["code"] == "request_too_large"
 
 
-@pytest.mark.parametrize("path", ["/api/v1/content/posts/not-a-uuid", "/api/v1/content/posts/123/publish",
-                                  "/api/v1/content/nothing-here"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/content/posts/not-a-uuid", "/api/v1/content/posts/123/publish", "/api/v1/content/nothing-here"],
+)
 def test_bad_ids_and_unknown_paths_are_json_404(user, path):
     r = client_for(user).get(path)
     assert r.status_code == 404 and r.json()["code"] == "not_found"
 
 
 def test_schema_builds_without_warnings_and_docs_are_offline(capsys):
-    from drf_spectacular.generators import SchemaGenerator
-
     from drf_spectacular.drainage import GENERATOR_STATS
+    from drf_spectacular.generators import SchemaGenerator
 
     GENERATOR_STATS.reset()
     schema = SchemaGenerator().get_schema(request=None, public=True)
@@ -183,5 +208,9 @@ def test_schema_builds_without_warnings_and_docs_are_offline(capsys):
     assert "/api/v1/content/posts/{post_id}/publish" in paths
     assert "409" in paths["/api/v1/content/posts/{post_id}/publish"]["post"]["responses"]
     r = client_for().get("/api/v1/docs/")
-    assert r.status_code == 200 and b"cdn" not in r.content.lower() and b"/static/drf_spectacular_sidecar" in r.content
+    assert (
+        r.status_code == 200
+        and b"cdn" not in r.content.lower()
+        and b"/static/drf_spectacular_sidecar" in r.content
+    )
     assert client_for().get("/api/v1/schema/").status_code == 200

@@ -36,9 +36,7 @@ def test_create_validates_type_requirements(user, kwargs, field):
     assert field in err.value.extra["errors"]
 
 
-@pytest.mark.parametrize(
-    "options", [["only one"], [f"o{i}" for i in range(11)], ["same", "SAME"], ["a", ""]]
-)
+@pytest.mark.parametrize("options", [["only one"], [f"o{i}" for i in range(11)], ["same", "SAME"], ["a", ""]])
 def test_poll_option_rules(user, options):
     with pytest.raises(ValidationFailed):
         services.post_create(author=user, type="poll", poll={"question": "q?", "options": options})

@@ -9,9 +9,9 @@ from PIL import Image
 
 from content.models import Post
 from media.models import Media, ProcessingStatus, ProcessorRun
+from media.processors.base import ProcessorResult, StepLog
 from media.tasks import process_image_media
 from media.tasks.runner import _claim, _complete, run_media
-from media.processors.base import ProcessorResult, StepLog
 from tests.conftest import client_for, queued
 from tests.factories import PostFactory, UserFactory
 from tests.media.helpers import jpeg_bytes, upload_file
@@ -26,8 +26,11 @@ def _drain(broker, worker, *queues):
 
 
 def _attach(user, post, data=None, name="a.jpg"):
-    r = client_for(user).post(f"/api/v1/content/posts/{post.pk}/media",
-                              {"file": upload_file(name, data or jpeg_bytes(800, 600))}, format="multipart")
+    r = client_for(user).post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file(name, data or jpeg_bytes(800, 600))},
+        format="multipart",
+    )
     assert r.status_code == 201, r.content
     return r.json()
 
@@ -49,7 +52,9 @@ def test_attach_process_ready_then_publish(broker, worker, platform):
     run = ProcessorRun.objects.get(media=row)
     assert run.result == "succeeded" and run.attempt == 1 and run.queue == "media.image"
     assert run.actor == "process_image_media" and run.message_id and run.duration_ms > 0
-    assert {s["name"] for s in run.steps} >= {"download", "store"} and all(s["status"] in ("ok", "skipped") for s in run.steps)
+    assert {s["name"] for s in run.steps} >= {"download", "store"} and all(
+        s["status"] in ("ok", "skipped") for s in run.steps
+    )
     # viewers get signed variant URLs that work without credentials once published
     data = client_for().get(f"/api/v1/content/media/{row.pk}").json()
     assert data["original_url"] is None  # the original (EXIF!) is only for its owner

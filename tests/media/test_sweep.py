@@ -39,8 +39,16 @@ def rows(db):
         _age(m, 10)
     _age(stuck, 45)
     _age(busy, 5)
-    return dict(pending=pending, failed=failed, exhausted=exhausted, stuck=stuck, busy=busy, ready=ready,
-                thumb=thumb, fresh=fresh)
+    return dict(
+        pending=pending,
+        failed=failed,
+        exhausted=exhausted,
+        stuck=stuck,
+        busy=busy,
+        ready=ready,
+        thumb=thumb,
+        fresh=fresh,
+    )
 
 
 def test_dry_run_prints_and_changes_nothing(rows, broker, django_capture_on_commit_callbacks):
@@ -86,9 +94,8 @@ def test_bad_arguments_are_clear(rows):
 
 def test_second_sweep_exits_while_lock_held(rows, broker):
     err = io.StringIO()
-    with exclusive("sweep_pending_media"):
-        with pytest.raises(SystemExit) as exit_:
-            call_command("sweep_pending_media", stdout=io.StringIO(), stderr=err)
+    with exclusive("sweep_pending_media"), pytest.raises(SystemExit) as exit_:
+        call_command("sweep_pending_media", stdout=io.StringIO(), stderr=err)
     assert exit_.value.code == 3 and "Another sweep is running" in err.getvalue()
     assert queued(broker, "media.image") == []
 
@@ -96,11 +103,14 @@ def test_second_sweep_exits_while_lock_held(rows, broker):
 def test_expired_database_lock_is_taken_over(db):
     from media.models import JobLock
 
-    JobLock.objects.create(name="x", holder="dead:1", acquired_at=timezone.now() - timedelta(hours=2),
-                           expires_at=timezone.now() - timedelta(hours=1))
+    JobLock.objects.create(
+        name="x",
+        holder="dead:1",
+        acquired_at=timezone.now() - timedelta(hours=2),
+        expires_at=timezone.now() - timedelta(hours=1),
+    )
     with exclusive("x") as holder:
         assert JobLock.objects.get(name="x").holder == holder
-        with pytest.raises(LockHeld):
-            with exclusive("x"):
-                pass
+        with pytest.raises(LockHeld), exclusive("x"):
+            pass
     assert not JobLock.objects.filter(name="x").exists()

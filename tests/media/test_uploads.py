@@ -20,7 +20,9 @@ def _start(client, data: bytes, content_type="image/jpeg", **extra):
 
 def _put(client, target: dict, data: bytes):
     parts = urlsplit(target["url"])
-    return client.generic("PUT", f"{parts.path}?{parts.query}", data, content_type=target["headers"]["Content-Type"])
+    return client.generic(
+        "PUT", f"{parts.path}?{parts.query}", data, content_type=target["headers"]["Content-Type"]
+    )
 
 
 def test_local_upload_put_then_attach(user, broker, django_capture_on_commit_callbacks):
@@ -34,10 +36,16 @@ def test_local_upload_put_then_attach(user, broker, django_capture_on_commit_cal
     assert _put(client_for(), target, data).status_code == 409  # single use
     post = PostFactory(author=user, type="image", body="")
     with django_capture_on_commit_callbacks(execute=True):
-        r = c.post(f"/api/v1/content/posts/{post.pk}/media", {"upload_id": target["upload_id"]}, format="json")
+        r = c.post(
+            f"/api/v1/content/posts/{post.pk}/media", {"upload_id": target["upload_id"]}, format="json"
+        )
     assert r.status_code == 201, r.json()
     media = r.json()
-    assert (media["kind"], media["mime_type"], media["processing_status"]) == ("image", "image/jpeg", "pending")
+    assert (media["kind"], media["mime_type"], media["processing_status"]) == (
+        "image",
+        "image/jpeg",
+        "pending",
+    )
     assert media["sha256"] == sha256(data) and media["size_bytes"] == len(data)
     post.refresh_from_db()
     assert post.status == "processing"
@@ -60,7 +68,9 @@ def test_put_with_tampered_or_expired_signature_is_refused(user):
     target = _start(client_for(user), data).json()
     bad = dict(target, url=target["url"][:-3] + "abc")
     assert _put(client_for(), bad, data).status_code == 403
-    Upload.objects.filter(pk=target["upload_id"]).update(expires_at=timezone.now() - timezone.timedelta(hours=2))
+    Upload.objects.filter(pk=target["upload_id"]).update(
+        expires_at=timezone.now() - timezone.timedelta(hours=2)
+    )
     r = _put(client_for(), target, data)
     assert r.status_code == 409 and r.json()["code"] == "upload_expired"
 
@@ -76,7 +86,9 @@ def test_put_with_tampered_or_expired_signature_is_refused(user):
 )
 def test_upload_declared_type_and_size_are_checked(user, content_type, size, status, code):
     r = client_for(user).post(
-        "/api/v1/content/uploads", {"filename": "f", "content_type": content_type, "size": size}, format="json"
+        "/api/v1/content/uploads",
+        {"filename": "f", "content_type": content_type, "size": size},
+        format="json",
     )
     assert r.status_code == status and r.json()["code"] == code
 
@@ -85,7 +97,9 @@ def test_quota_is_enforced(user, settings):
     settings.MEDIA_USER_QUOTA_BYTES = 5000
     MediaFactory(post__author=user, owner=user, size_bytes=4000)
     r = client_for(user).post(
-        "/api/v1/content/uploads", {"filename": "f.jpg", "content_type": "image/jpeg", "size": 2000}, format="json"
+        "/api/v1/content/uploads",
+        {"filename": "f.jpg", "content_type": "image/jpeg", "size": 2000},
+        format="json",
     )
     assert r.status_code == 413 and r.json()["code"] == "quota_exceeded"
 
@@ -96,7 +110,10 @@ def test_upload_throttle_is_429_with_retry_after(user, monkeypatch):
     monkeypatch.setattr(views.UploadsPerHour, "THROTTLE_RATES", {"uploads_hour": "2/hour"})
     c = client_for(user)
     body = {"filename": "f.jpg", "content_type": "image/jpeg", "size": 100}
-    assert [c.post("/api/v1/content/uploads", body, format="json").status_code for _ in range(2)] == [201, 201]
+    assert [c.post("/api/v1/content/uploads", body, format="json").status_code for _ in range(2)] == [
+        201,
+        201,
+    ]
     r = c.post("/api/v1/content/uploads", body, format="json")
     assert r.status_code == 429 and r.json()["code"] == "throttled" and int(r["Retry-After"]) > 0
 
@@ -106,8 +123,9 @@ def test_another_users_upload_cannot_be_attached(user, other_user):
     target = _start(client_for(other_user), data).json()
     _put(client_for(), target, data)
     post = PostFactory(author=user, type="image")
-    r = client_for(user).post(f"/api/v1/content/posts/{post.pk}/media", {"upload_id": target["upload_id"]},
-                              format="json")
+    r = client_for(user).post(
+        f"/api/v1/content/posts/{post.pk}/media", {"upload_id": target["upload_id"]}, format="json"
+    )
     assert r.status_code == 404
 
 
@@ -128,31 +146,46 @@ def test_attach_before_bytes_and_checksum_mismatch(user):
 def test_multipart_attach_sniffs_bytes_not_name(user):
     post = PostFactory(author=user, type="image")
     c = client_for(user)
-    r = c.post(f"/api/v1/content/posts/{post.pk}/media",
-               {"file": upload_file("x.jpg", b"just some text, honestly", "image/jpeg")}, format="multipart")
+    r = c.post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file("x.jpg", b"just some text, honestly", "image/jpeg")},
+        format="multipart",
+    )
     assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type"
     svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>'
-    r = c.post(f"/api/v1/content/posts/{post.pk}/media", {"file": upload_file("x.png", svg, "image/png")},
-               format="multipart")
+    r = c.post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file("x.png", svg, "image/png")},
+        format="multipart",
+    )
     assert r.status_code == 415
-    r = c.post(f"/api/v1/content/posts/{post.pk}/media",
-               {"file": upload_file("holiday.txt", jpeg_bytes(), "text/plain")}, format="multipart")
+    r = c.post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file("holiday.txt", jpeg_bytes(), "text/plain")},
+        format="multipart",
+    )
     assert r.status_code == 201 and r.json()["mime_type"] == "image/jpeg"
 
 
 def test_multipart_attach_over_limit_is_413_and_stores_nothing(user, settings, tmp_path):
     settings.MEDIA_MAX_BYTES = {**settings.MEDIA_MAX_BYTES, "image": 1000}
     post = PostFactory(author=user, type="image")
-    r = client_for(user).post(f"/api/v1/content/posts/{post.pk}/media",
-                              {"file": upload_file("big.jpg", jpeg_bytes(400, 400))}, format="multipart")
+    r = client_for(user).post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file("big.jpg", jpeg_bytes(400, 400))},
+        format="multipart",
+    )
     assert r.status_code == 413 and r.json()["code"] == "file_too_large"
     assert not list((tmp_path / "storage").rglob("*.jpg"))
 
 
 def test_media_kind_must_fit_post_type(user):
     post = PostFactory(author=user, type="video")
-    r = client_for(user).post(f"/api/v1/content/posts/{post.pk}/media", {"file": upload_file("a.jpg", jpeg_bytes())},
-                              format="multipart")
+    r = client_for(user).post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file("a.jpg", jpeg_bytes())},
+        format="multipart",
+    )
     assert r.status_code == 415 and "video" in r.json()["detail"]
 
 
@@ -160,8 +193,12 @@ def test_attach_only_by_owner_to_draft_and_within_limit(user, other_user, settin
     settings.MEDIA_MAX_PER_POST = 2
     post = PostFactory(author=user, type="image")
     f = lambda: {"file": upload_file("a.jpg", jpeg_bytes())}  # noqa: E731
-    assert client_for(other_user).post(f"/api/v1/content/posts/{post.pk}/media", f(),
-                                       format="multipart").status_code == 404
+    assert (
+        client_for(other_user)
+        .post(f"/api/v1/content/posts/{post.pk}/media", f(), format="multipart")
+        .status_code
+        == 404
+    )
     c = client_for(user)
     assert c.post(f"/api/v1/content/posts/{post.pk}/media", f(), format="multipart").status_code == 201
     assert c.post(f"/api/v1/content/posts/{post.pk}/media", f(), format="multipart").status_code == 201
@@ -181,8 +218,11 @@ def test_attach_neither_or_both_is_400(user):
 def test_detach_keeps_bytes(user, tmp_path):
     post = PostFactory(author=user, type="image")
     c = client_for(user)
-    media = c.post(f"/api/v1/content/posts/{post.pk}/media", {"file": upload_file("a.jpg", jpeg_bytes())},
-                   format="multipart").json()
+    media = c.post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file("a.jpg", jpeg_bytes())},
+        format="multipart",
+    ).json()
     assert c.delete(f"/api/v1/content/posts/{post.pk}/media/{media['id']}").status_code == 204
     row = Media.objects.get(pk=media["id"])
     assert row.detached_at is not None

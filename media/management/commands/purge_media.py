@@ -5,8 +5,10 @@ from media.purge import purge_media
 
 
 class Command(BaseCommand):
-    help = ("Delete stored bytes of media detached or whose post was deleted more than --retention-days "
-            "ago (not of rejected/quarantined posts: evidence), and of expired, unattached uploads.")
+    help = (
+        "Delete stored bytes of media detached or whose post was deleted more than --retention-days "
+        "ago (not of rejected/quarantined posts: evidence), and of expired, unattached uploads."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--retention-days", type=int, default=settings.MEDIA_RETENTION_DAYS)

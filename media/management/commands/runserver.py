@@ -15,5 +15,7 @@ class Command(StaticRunserver):
         # With the autoreloader, inner_run runs in the child that serves requests: start it there.
         if is_embedded() and (os.environ.get("RUN_MAIN") == "true" or not options.get("use_reloader")):
             start_embedded_worker()
-            self.stdout.write("Embedded worker: running in this process (set REDIS_URL for separate workers).")
+            self.stdout.write(
+                "Embedded worker: running in this process (set REDIS_URL for separate workers)."
+            )
         super().inner_run(*args, **options)

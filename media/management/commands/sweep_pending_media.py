@@ -14,16 +14,29 @@ class Command(BaseCommand):
     help = "Re-queue media that is pending, failed (attempts left) or stuck in processing."
 
     def add_arguments(self, parser):
-        parser.add_argument("--dry-run", action="store_true", help="Show what would be queued; change nothing.")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Show what would be queued; change nothing."
+        )
         parser.add_argument("--statuses", default="pending,failed", help="Comma list of pending,failed.")
-        parser.add_argument("--stuck-minutes", type=int, default=30,
-                            help="Re-queue 'processing' rows not updated for this long (negative: never).")
+        parser.add_argument(
+            "--stuck-minutes",
+            type=int,
+            default=30,
+            help="Re-queue 'processing' rows not updated for this long (negative: never).",
+        )
         parser.add_argument("--kinds", default="", help="Comma list of media kinds (default: every kind).")
         parser.add_argument("--limit", type=int, default=None, help="At most this many media.")
-        parser.add_argument("--include-exhausted", action="store_true",
-                            help="Also failed media that used every attempt (their attempts restart).")
-        parser.add_argument("--pending-grace-minutes", type=float, default=5,
-                            help="Leave pending media younger than this to the message already queued for it.")
+        parser.add_argument(
+            "--include-exhausted",
+            action="store_true",
+            help="Also failed media that used every attempt (their attempts restart).",
+        )
+        parser.add_argument(
+            "--pending-grace-minutes",
+            type=float,
+            default=5,
+            help="Leave pending media younger than this to the message already queued for it.",
+        )
 
     def handle(self, *args, **o):
         statuses = _csv(o["statuses"])
@@ -35,16 +48,24 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown kind(s): {', '.join(unknown)}; use {', '.join(MediaKind.values)}.")
         try:
             report = sweep_pending_media(
-                dry_run=o["dry_run"], statuses=statuses, stuck_minutes=o["stuck_minutes"], kinds=kinds,
-                limit=o["limit"], include_exhausted=o["include_exhausted"],
+                dry_run=o["dry_run"],
+                statuses=statuses,
+                stuck_minutes=o["stuck_minutes"],
+                kinds=kinds,
+                limit=o["limit"],
+                include_exhausted=o["include_exhausted"],
                 pending_grace_minutes=o["pending_grace_minutes"],
             )
         except LockHeld as exc:
             self.stderr.write(f"Another sweep is running ({exc.holder}); nothing done.")
             raise SystemExit(3) from None
-        self.stdout.write(f"{'media id':36}  {'kind':6}  {'status':10}  {'tries':>5}  {'idle min':>8}  action")
+        self.stdout.write(
+            f"{'media id':36}  {'kind':6}  {'status':10}  {'tries':>5}  {'idle min':>8}  action"
+        )
         for r in report.rows:
-            self.stdout.write(f"{r.media_id:36}  {r.kind:6}  {r.status:10}  {r.attempts:>5}  {r.age_minutes:>8}  {r.action}")
+            self.stdout.write(
+                f"{r.media_id:36}  {r.kind:6}  {r.status:10}  {r.attempts:>5}  {r.age_minutes:>8}  {r.action}"
+            )
         for kind, n in report.skipped_kinds.items():
             self.stdout.write(f"skipped {n} {kind} media: no processor for that kind")
         verb = "would queue" if report.dry_run else "queued"
