@@ -224,7 +224,14 @@ if REDIS_URL and env_bool("DRAMATIQ_PROMETHEUS", False):
 if REDIS_URL and not TESTING:
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
-        "OPTIONS": {"url": REDIS_URL, "namespace": env("DRAMATIQ_NAMESPACE", "postflow")},
+        "OPTIONS": {
+            "url": REDIS_URL,
+            "namespace": env("DRAMATIQ_NAMESPACE", "postflow"),
+            # A killed worker's messages are re-queued once its heartbeat is this old (ms)...
+            "heartbeat_timeout": env_int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", 60_000),
+            # ...by a maintenance pass that runs on this many commands out of a million.
+            "maintenance_chance": env_int("DRAMATIQ_MAINTENANCE_CHANCE", 1000),
+        },
         "MIDDLEWARE": _dramatiq_middleware,
     }
     EMBEDDED_WORKER = False
@@ -309,6 +316,8 @@ MEDIA_MAX_PER_POST = env_int("MEDIA_MAX_PER_POST", 10)
 MEDIA_USER_QUOTA_BYTES = env_int("MEDIA_USER_QUOTA_BYTES", 5 * 1024 * MB)
 MEDIA_MAX_ATTEMPTS = env_int("MEDIA_MAX_ATTEMPTS", 3)
 MEDIA_STUCK_MINUTES = env_int("MEDIA_STUCK_MINUTES", 30)
+# Fault suite only: a worker that claims media with one of these sha256s kills itself (like an OOM kill).
+POSTFLOW_FAULT_KILL_SHA256 = env_list("POSTFLOW_FAULT_KILL_SHA256", "")
 MEDIA_RETENTION_DAYS = env_int("MEDIA_RETENTION_DAYS", 30)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
 IMAGE_JPEG_FALLBACK = env_bool("IMAGE_JPEG_FALLBACK", False)

@@ -482,7 +482,7 @@ def _send_safely(actor, media_id: str) -> None:
 def media_retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
     try:
         media = (
-            Media.objects.select_for_update()
+            Media.objects.select_for_update(of=("self",))
             .select_related("post")
             .get(pk=media_id, detached_at__isnull=True, post__deleted_at__isnull=True)
         )

@@ -183,7 +183,7 @@ def _lock_for_decision(
     take_over: bool,
 ) -> Post:
     try:
-        post = Post.objects.select_for_update().select_related("author").get(pk=post_id)
+        post = Post.objects.select_for_update(of=("self",)).select_related("author").get(pk=post_id)
     except (Post.DoesNotExist, ValueError):
         raise NotFound("Post not found.") from None
     if post.author_id == moderator.pk and not moderator.is_superuser:

@@ -6,8 +6,10 @@ late, stale attempt never overwrites a newer one."""
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -57,7 +59,9 @@ def _message_info() -> tuple[str, str, str, int]:
 def _claim(media_id: str, kind: str) -> Claim | None:
     message_id, actor, queue, _retries = _message_info()
     with transaction.atomic():
-        media = Media.objects.select_for_update().filter(pk=media_id).select_related("post").first()
+        media = (
+            Media.objects.select_for_update(of=("self",)).filter(pk=media_id).select_related("post").first()
+        )
         if media is None or media.detached_at or media.purged_at:
             logger.info("media %s is gone or detached; nothing to do", media_id)
             return None
@@ -103,6 +107,14 @@ def _claim(media_id: str, kind: str) -> Claim | None:
             )
             _settle_on_commit(media)
             return None
+        # Runs still "running" belong to attempts whose worker died (SIGKILL, OOM): close them honestly.
+        ProcessorRun.objects.filter(media=media, result=RunResult.RUNNING).update(
+            result=RunResult.FAILED,
+            status_after=before,
+            error_class="WorkerLost",
+            error_message="The worker stopped before this attempt finished.",
+            completed_at=timezone.now(),
+        )
         token = uuid.uuid4()
         media.processing_status = ProcessingStatus.PROCESSING
         media.attempts += 1
@@ -154,12 +166,52 @@ def _progress_writer(claim: Claim):
     return write
 
 
+_reaped = False
+
+
+def reap_orphan_workdirs() -> int:
+    """Remove scratch folders of worker processes that died (SIGKILL, OOM) mid-job: their partial
+    outputs never reach storage, and this keeps them from filling the disk. Runs once per process."""
+    global _reaped
+    if _reaped:
+        return 0
+    _reaped = True
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob("postflow-*-p*-*"):
+        try:
+            pid = int(path.name.split("-")[2][1:])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        except PermissionError:
+            continue
+    if removed:
+        logger.info("removed %s scratch folders of dead workers", removed)
+    return removed
+
+
+def _injected_fault(media: Media) -> None:
+    """Fault injection for the fault suite only (``POSTFLOW_FAULT_KILL_SHA256``, empty by default):
+    die like an OOM-killed worker when processing these bytes."""
+    if media.sha256 and media.sha256 in settings.POSTFLOW_FAULT_KILL_SHA256:
+        logger.error("fault injection: killing this worker on media %s", media.pk)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def run_media(media_id: str, *, kind: str) -> None:
+    reap_orphan_workdirs()
     claim = _claim(media_id, kind)
     if claim is None:
         return
+    _injected_fault(claim.media)
     steps = StepLog(on_change=_progress_writer(claim))
-    workdir = Path(tempfile.mkdtemp(prefix=f"postflow-{kind}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"postflow-{kind}-p{os.getpid()}-"))
     try:
         source = workdir / f"original.{storage.extension_for(claim.media.mime_type)}"
         with steps.step("download", key=claim.media.original_key) as s:
