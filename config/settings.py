@@ -248,7 +248,14 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 # --- Cache (platform settings accessor, throttles, locks) -----------------------------------------
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cache.ResilientRedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "pf",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -321,6 +328,8 @@ POSTFLOW_FAULT_KILL_SHA256 = env_list("POSTFLOW_FAULT_KILL_SHA256", "")
 MEDIA_RETENTION_DAYS = env_int("MEDIA_RETENTION_DAYS", 30)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
 IMAGE_JPEG_FALLBACK = env_bool("IMAGE_JPEG_FALLBACK", False)
+IMAGE_MAX_FRAMES = env_int("IMAGE_MAX_FRAMES", 1000)
+IMAGE_FFMPEG_TIMEOUT_SECONDS = env_int("IMAGE_FFMPEG_TIMEOUT_SECONDS", 120)
 VIDEO_MAX_DURATION_SECONDS = env_int("VIDEO_MAX_DURATION_SECONDS", 2 * 3600)
 VIDEO_MAX_PIXELS = env_int("VIDEO_MAX_PIXELS", 3840 * 2160)
 VIDEO_CRF = env_int("VIDEO_CRF", 23)

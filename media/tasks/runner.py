@@ -67,10 +67,20 @@ def _claim(media_id: str, kind: str) -> Claim | None:
             return None
         before = media.processing_status
         skip_reason = None
+        redelivered = False
         if before == ProcessingStatus.READY:
             skip_reason = "already ready"
         elif before == ProcessingStatus.PROCESSING and media.updated_at > stuck_before():
-            skip_reason = "another attempt is processing it"
+            # Redis redelivers a message only once the worker holding it is dead: the same message id
+            # as the running attempt means that attempt died (OOM, SIGKILL). Anything else is a duplicate.
+            redelivered = (
+                bool(message_id)
+                and ProcessorRun.objects.filter(
+                    media=media, result=RunResult.RUNNING, message_id=message_id
+                ).exists()
+            )
+            if not redelivered:
+                skip_reason = "another attempt is processing it"
         elif before == ProcessingStatus.FAILED and media.attempts >= settings.MEDIA_MAX_ATTEMPTS:
             skip_reason = "attempts exhausted; use retry"
         if skip_reason:
@@ -107,12 +117,15 @@ def _claim(media_id: str, kind: str) -> Claim | None:
             )
             _settle_on_commit(media)
             return None
-        # Runs still "running" belong to attempts whose worker died (SIGKILL, OOM): close them honestly.
+        # Runs still "running" belong to attempts whose worker died (a redelivery says so), or that the
+        # sweep declared stuck: close them honestly. A superseded attempt that finishes later is dropped.
         ProcessorRun.objects.filter(media=media, result=RunResult.RUNNING).update(
             result=RunResult.FAILED,
             status_after=before,
-            error_class="WorkerLost",
-            error_message="The worker stopped before this attempt finished.",
+            error_class="WorkerLost" if redelivered else "Superseded",
+            error_message="The worker stopped before this attempt finished."
+            if redelivered
+            else "A newer attempt took over (the sweep found this one stuck).",
             completed_at=timezone.now(),
         )
         token = uuid.uuid4()

@@ -5,6 +5,7 @@ database directly, as an operator would."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -117,10 +118,8 @@ class Process:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.alive:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:

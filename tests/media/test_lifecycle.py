@@ -186,3 +186,45 @@ def test_expired_url_is_refused(broker, worker, settings):
     data = client_for(user).get(f"/api/v1/content/media/{media['id']}").json()
     r = client_for(user).get(urlsplit(data["variants"]["thumb"]["url"]).path)
     assert r.status_code == 403 and r.json()["code"] == "invalid_signature"
+
+
+def _as_message(message_id: str):
+    from dramatiq import Message
+    from dramatiq.middleware import CurrentMessage
+
+    msg = Message(
+        queue_name="media.image",
+        actor_name="process_image_media",
+        args=(),
+        kwargs={},
+        options={},
+        message_id=message_id,
+    )
+    return CurrentMessage._MESSAGE.set(msg)
+
+
+def test_redelivered_message_takes_over_but_duplicate_is_skipped(broker):
+    from dramatiq.middleware import CurrentMessage
+
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    media = _attach(user, post)
+    token = _as_message("msg-1")
+    try:
+        first = _claim(media["id"], "image")  # this attempt's worker will "die"
+        assert first is not None
+    finally:
+        CurrentMessage._MESSAGE.reset(token)
+    token = _as_message("msg-2")  # a duplicate message while msg-1 is being processed
+    try:
+        assert _claim(media["id"], "image") is None
+    finally:
+        CurrentMessage._MESSAGE.reset(token)
+    token = _as_message("msg-1")  # Redis redelivers msg-1: its worker is dead
+    try:
+        second = _claim(media["id"], "image")
+    finally:
+        CurrentMessage._MESSAGE.reset(token)
+    assert second is not None and second.run.attempt == 2
+    assert ProcessorRun.objects.get(pk=first.run.pk).error_class == "WorkerLost"  # same message id
+    assert Media.objects.get(pk=media["id"]).attempts == 2
