@@ -44,8 +44,17 @@ run: setup
 	@echo "Postflow is starting at http://$(HOST):$(PORT)/  (API: /api/v1/, docs: /api/v1/docs/, admin: /admin/)"
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
+PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postflow
+
+# Everything on the embedded default (SQLite), including the system, fault and browser tests; then the
+# unit suite again on PostgreSQL, where row locks and constraints behave as in production.
 test: deps ffmpeg chromium
 	$(VENV)/bin/pytest
+	@if $(PY) -c "import psycopg; psycopg.connect('$(PG_TEST_URL)'.rsplit('/', 1)[0] + '/postgres', connect_timeout=3)" 2>/dev/null; then \
+		echo "== the unit suite on PostgreSQL"; \
+		DATABASE_URL=$(PG_TEST_URL) $(VENV)/bin/pytest -m "not integration and not browser" -q; \
+	elif [ -n "$$CI" ]; then echo "PostgreSQL is not reachable at $(PG_TEST_URL)"; exit 1; \
+	else echo "NOTE: PostgreSQL not reachable at $(PG_TEST_URL): skipped the PostgreSQL pass."; fi
 
 test-unit: deps
 	$(VENV)/bin/pytest -m "not integration and not browser"

@@ -87,6 +87,15 @@ class NewestFirstCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     ordering = ("-published_at", "-id")
 
+    def decode_cursor(self, request):
+        """A cursor the client mangled is bad input (400), not a missing page (DRF says 404)."""
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise exceptions.ValidationError(
+                {self.cursor_query_param: ["Invalid cursor; use the `next` or `previous` link as given."]}
+            ) from None
+
 
 ErrorSerializer = inline_serializer(
     name="Error",

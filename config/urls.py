@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz, readyz
+from config.observability import metrics
 from media.api.views import media_file
 
 api = [
@@ -17,6 +18,7 @@ urlpatterns = [
     path("m/<str:token>", media_file, name="media-file"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]
 

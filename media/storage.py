@@ -198,7 +198,11 @@ def signed_url(
         salt=_URL_SALT,
         compress=True,
     )
-    return _absolute(reverse("media-file", kwargs={"token": token}), request)
+    path = reverse("media-file", kwargs={"token": token})
+    if public:
+        return _absolute(path, request)
+    # Private media is checked against the viewer's session or token: keep it on the API host.
+    return request.build_absolute_uri(path) if request is not None else path
 
 
 @dataclass
@@ -247,7 +251,7 @@ def upload_target(
     path = reverse("upload-data", kwargs={"upload_id": upload_id}) + f"?signature={quote(token)}"
     return {
         "method": "PUT",
-        "url": _absolute(path, request),
+        "url": request.build_absolute_uri(path) if request is not None else path,
         "fields": {},
         "headers": {"Content-Type": content_type},
     }

@@ -1,15 +1,719 @@
-from django.contrib import admin
+"""The moderators' side of the admin (DESIGN.md §7): the review queue, its decisions, the AI accuracy
+report, and the read-only records behind them. Every decision goes through ``moderation.services``."""
 
-from moderation.models import PlatformSettings
-from moderation.platform import invalidate_platform_settings
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, time, timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.timesince import timesince
+
+from config.errors import ServiceError
+from content.models import Post
+from media import storage
+from media.models import Media, MediaKind
+from moderation import services
+from moderation.models import (
+    AiReview,
+    BlockedMedia,
+    ModerationAction,
+    ModerationDecision,
+    PlatformSettings,
+    PostClaim,
+    ReviewQueue,
+)
+from moderation.platform import get_platform_settings, invalidate_platform_settings
+from moderation.selectors import (
+    QUEUE_ORDERING,
+    QUEUE_STATUSES,
+    ai_accuracy,
+    queue_page,
+    review_queue,
+    top_labels,
+    with_review_annotations,
+)
+
+REVIEW_PERMISSION = "content.review_post"
+BULK_LIMIT = 500
+CSS = "admin/postflow/postflow.css"
+JS = "admin/postflow/postflow.js"
+
+# op -> (service, statuses it may act on, past tense for messages)
+DECISIONS = {
+    "approve": (services.post_approve, services.APPROVE_FROM, "Approved"),
+    "reject": (services.post_reject, services.REJECT_FROM, "Rejected"),
+    "quarantine": (services.post_quarantine, services.QUARANTINE_FROM, "Quarantined"),
+}
+VIDEO_RENDITIONS = ("720p", "360p", "1080p")
+IMAGE_VARIANTS = ("medium", "large", "small", "thumb")
+BROWSER_IMAGES = ("image/jpeg", "image/png", "image/webp", "image/gif")
+
+
+# --- helpers shared by the views --------------------------------------------------------------------------
+
+
+def variant_url(media: Media, name: str, request: HttpRequest | None = None) -> str | None:
+    """A signed URL for one variant. Private (served through Django, which checks the viewer) because
+    queued posts are not public."""
+    variant = (media.variants or {}).get(name)
+    if not variant or not variant.get("key"):
+        return None
+    key = variant["key"]
+    return storage.signed_url(
+        key,
+        media_id=media.pk,
+        mime_type=variant.get("mime_type") or "application/octet-stream",
+        filename=key.rsplit("/", 1)[-1],
+        public=False,
+        request=request,
+    )
+
+
+def first_variant_url(media: Media, names, request=None) -> str | None:
+    for name in names:
+        url = variant_url(media, name, request)
+        if url:
+            return url
+    return None
+
+
+def preview_url(post: Post) -> str | None:
+    """The queue's thumbnail: the first image's ``thumb``, or a video's poster."""
+    for media in getattr(post, "preview_media", []):
+        names = ("thumb", "small") if media.kind == MediaKind.IMAGE else ("poster_thumb", "poster")
+        url = first_variant_url(media, names)
+        if url:
+            return url
+    return None
+
+
+def waveform_path(peaks, width: int = 400, height: int = 48) -> tuple[str, int]:
+    """An SVG path of vertical bars, one per peak (at most ``width`` bars), centred on the mid line;
+    and how many bars it has, for the viewBox."""
+    if not isinstance(peaks, list) or not peaks:
+        return "", 0
+    step = max(1, -(-len(peaks) // width))
+    buckets = [max(peaks[i : i + step]) for i in range(0, len(peaks), step)]
+    mid = height / 2
+    parts = []
+    for x, peak in enumerate(buckets):
+        try:
+            h = max(0.5, min(1.0, float(peak)) * mid)
+        except (TypeError, ValueError):
+            continue
+        parts.append(f"M{x + 0.5} {mid - h:.1f}V{mid + h:.1f}")
+    return "".join(parts), len(buckets)
+
+
+def active_claim(post: Post) -> PostClaim | None:
+    try:
+        claim = post.claim
+    except ObjectDoesNotExist:
+        return None
+    return claim if claim and claim.expires_at > timezone.now() else None
+
+
+def score_band(score: float | None) -> str:
+    if score is None:
+        return "none"
+    ps = get_platform_settings()
+    if score >= ps.ai_revoke_threshold:
+        return "flag"
+    if score >= ps.ai_review_threshold:
+        return "review"
+    return "clean"
+
+
+def post_label(post: Post) -> str:
+    return post.title or (post.body[:60] + ("…" if len(post.body) > 60 else "")) or f"{post.type} post"
+
+
+def _as_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+# --- list filters -----------------------------------------------------------------------------------------
+
+
+class QueueStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [(s.value, s.label) for s in QUEUE_STATUSES]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+class ScoreBandFilter(admin.SimpleListFilter):
+    title = "AI score band"
+    parameter_name = "band"
+
+    def lookups(self, request, model_admin):
+        ps = get_platform_settings()
+        return [
+            ("clean", f"Clean (< {ps.ai_review_threshold:g})"),
+            ("review", f"Review ({ps.ai_review_threshold:g}–{ps.ai_revoke_threshold:g})"),
+            ("flag", f"Flag (≥ {ps.ai_revoke_threshold:g})"),
+            ("none", "No score"),
+        ]
+
+    def queryset(self, request, queryset):
+        ps = get_platform_settings()
+        value = self.value()
+        if value == "clean":
+            return queryset.filter(ai_score__lt=ps.ai_review_threshold)
+        if value == "review":
+            return queryset.filter(ai_score__gte=ps.ai_review_threshold, ai_score__lt=ps.ai_revoke_threshold)
+        if value == "flag":
+            return queryset.filter(ai_score__gte=ps.ai_revoke_threshold)
+        if value == "none":
+            return queryset.filter(ai_score__isnull=True)
+        return queryset
+
+
+class ReportedFilter(admin.SimpleListFilter):
+    title = "reported"
+    parameter_name = "reported"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(report_count__gt=0)
+        if self.value() == "no":
+            return queryset.filter(report_count=0)
+        return queryset
+
+
+class ReviewQueueChangeList(ChangeList):
+    """Filters, sorts and paginates on light rows; then loads what one page shows in one query."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = queue_page(self.result_list)
+
+
+class AccuracyPeriodForm(forms.Form):
+    """The report's period: GET ``from`` and ``to`` (dates, both included)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        date = forms.DateInput(attrs={"type": "date"})
+        self.fields["from"] = forms.DateField(required=False, label="From", widget=date)
+        self.fields["to"] = forms.DateField(required=False, label="To", widget=date)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("from") and data.get("to") and data["from"] > data["to"]:
+            raise forms.ValidationError("“From” must not be after “To”.")
+        return data
+
+
+# --- the review queue -------------------------------------------------------------------------------------
+
+
+@admin.register(ReviewQueue)
+class ReviewQueueAdmin(admin.ModelAdmin):
+    """Posts waiting for a human, oldest first. Read-only: decisions are buttons and actions that call
+    the transition functions with the status the moderator saw."""
+
+    list_display = (
+        "preview",
+        "headline",
+        "author_history",
+        "ai",
+        "reports",
+        "waiting",
+        "claimed_by",
+    )
+    list_display_links = ("headline",)
+    list_filter = (QueueStatusFilter, "type", ScoreBandFilter, ReportedFilter)
+    search_fields = ("author__username", "title", "body")
+    list_per_page = 50
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # facet counts would run the score subqueries once per choice
+    actions = (
+        "approve_selected",
+        "reject_selected",
+        "quarantine_selected",
+        "claim_selected",
+        "release_selected",
+    )
+    detail_template = "admin/moderation/reviewqueue/detail.html"
+    confirmation_template = "admin/moderation/reviewqueue/action_confirmation.html"
+    accuracy_template = "admin/moderation/reviewqueue/accuracy.html"
+
+    class Media:
+        css = {"all": [CSS]}
+        js = [JS]
+
+    # permissions: seeing the queue is ``view_reviewqueue``; deciding is ``content.review_post``.
+
+    def has_review_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.is_active and request.user.has_perm(REVIEW_PERMISSION)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return review_queue(ReviewQueue)
+
+    def get_ordering(self, request):
+        return list(QUEUE_ORDERING)
+
+    def get_changelist(self, request, **kwargs):
+        return ReviewQueueChangeList
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(
+            request, {"title": "Review queue", "subtitle": None, **(extra_context or {})}
+        )
+
+    # columns
+
+    @admin.display(description="")
+    def preview(self, post):
+        url = preview_url(post)
+        if not url:
+            return format_html('<span class="pf-nopreview">{}</span>', post.get_type_display())
+        return format_html(
+            '<img class="pf-thumb" src="{}" alt="" loading="lazy" width="64" height="64">', url
+        )
+
+    @admin.display(description="post")
+    def headline(self, post):
+        return format_html(
+            '{}<br><small>{} · <span class="pf-badge pf-{}">{}</span></small>',
+            post_label(post),
+            post.get_type_display(),
+            post.status,
+            post.get_status_display(),
+        )
+
+    @admin.display(description="author")
+    def author_history(self, post):
+        url = reverse("admin:content_post_changelist") + f"?author__id__exact={post.author_id}"
+        return format_html(
+            '<a href="{}">{}</a><br><small>{} post{}, <span class="{}">{} rejected</span></small>',
+            url,
+            post.author.get_username(),
+            post.author_posts,
+            "" if post.author_posts == 1 else "s",
+            "pf-warn" if post.author_rejected else "",
+            post.author_rejected,
+        )
+
+    @admin.display(description="AI", ordering="ai_score")
+    def ai(self, post):
+        if post.ai_score is None:
+            label = "error" if post.ai_decision == "error" else "—"
+            return format_html('<span class="pf-score pf-none">{}</span>', label)
+        labels = format_html_join(
+            " ",
+            '<span class="pf-label">{}</span>',
+            ((name,) for name, _ in top_labels(post.ai_labels, post.ai_scores)),
+        )
+        return format_html(
+            '<span class="pf-score pf-{}">{}</span> {}',
+            score_band(post.ai_score),
+            f"{post.ai_score:.2f}",
+            labels,
+        )
+
+    @admin.display(description="reports", ordering="report_count")
+    def reports(self, post):
+        return post.report_count
+
+    @admin.display(description="waiting", ordering="waiting_since")
+    def waiting(self, post):
+        return timesince(post.waiting_since)
+
+    @admin.display(description="claimed by")
+    def claimed_by(self, post):
+        claim = active_claim(post)
+        return claim.moderator.get_username() if claim else ""
+
+    # urls
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        own = [
+            path(
+                "accuracy/",
+                self.admin_site.admin_view(self.accuracy_view),
+                name="{}_{}_accuracy".format(*info),
+            ),
+            path(
+                "<path:object_id>/decide/",
+                self.admin_site.admin_view(self.decide_view),
+                name="{}_{}_decide".format(*info),
+            ),
+        ]
+        return own + super().get_urls()
+
+    # the detail page
+
+    def _load_post(self, object_id) -> Post | None:
+        pk = _as_uuid(object_id)
+        if pk is None:
+            return None
+        qs = with_review_annotations(Post.objects.alive().filter(pk=pk)).select_related("poll")
+        return qs.first()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        post = self._load_post(object_id)
+        if post is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, post):
+            raise PermissionDenied
+        claim = active_claim(post)
+        can_review = self.has_review_permission(request)
+        poll = getattr(post, "poll", None) if post.type == "poll" else None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": post_label(post),
+            "subtitle": None,
+            "post": post,
+            "media_items": self._media_items(post, request),
+            "poll": poll,
+            "poll_options": list(poll.options.all()) if poll else [],
+            "ai_reviews": [
+                {"review": r, "scores": top_labels(None, r.scores, n=50)} for r in post.ai_reviews.all()
+            ],
+            "reports_list": post.reports.select_related("reporter"),
+            "decisions": post.decisions.select_related("moderator"),
+            "score_band": score_band(post.ai_score),
+            "top_labels": top_labels(post.ai_labels, post.ai_scores, n=5),
+            "claim": claim,
+            "claimed_by_other": bool(claim and claim.moderator_id != request.user.pk),
+            "claimed_by_me": bool(claim and claim.moderator_id == request.user.pk),
+            "can_review": can_review,
+            "own_post": post.author_id == request.user.pk,
+            "allowed": {op: post.status in allowed for op, (_, allowed, _) in DECISIONS.items()},
+            "in_queue": post.status in QUEUE_STATUSES,
+            "decide_url": reverse("admin:moderation_reviewqueue_decide", args=[post.pk]),
+            "post_admin_url": reverse("admin:content_post_change", args=[post.pk]),
+            "preserved_filters": self.get_preserved_filters(request),
+            "has_view_permission": True,
+            "media": self.media,
+        }
+        context.update(extra_context or {})
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.detail_template, context)
+
+    def _media_items(self, post: Post, request) -> list[dict]:
+        items = []
+        for media in post.media.filter(detached_at__isnull=True).order_by(
+            "-is_primary", "position", "created_at"
+        ):
+            item = {
+                "media": media,
+                "admin_url": reverse("admin:media_media_change", args=[media.pk]),
+                "runs_url": reverse("admin:media_processorrun_changelist") + f"?media__id__exact={media.pk}",
+            }
+            if media.kind in (MediaKind.IMAGE, MediaKind.THUMBNAIL):
+                url = first_variant_url(media, IMAGE_VARIANTS, request)
+                if url is None and media.mime_type in BROWSER_IMAGES and media.original_key:
+                    url = storage.signed_url(
+                        media.original_key,
+                        media_id=media.pk,
+                        mime_type=media.mime_type,
+                        filename=media.original_filename or "original",
+                        public=False,
+                        request=request,
+                    )
+                item["image"] = url
+            elif media.kind in (MediaKind.VIDEO, MediaKind.LIVESTREAM_RECORDING):
+                item["video"] = first_variant_url(media, VIDEO_RENDITIONS, request)
+                item["poster"] = first_variant_url(media, ("poster", "poster_thumb"), request)
+            elif media.kind == MediaKind.AUDIO:
+                item["audio"] = variant_url(media, "m4a", request)
+                item["waveform"], item["waveform_width"] = waveform_path(
+                    (media.metadata or {}).get("waveform")
+                )
+            items.append(item)
+        return items
+
+    # single decisions (buttons on the detail page)
+
+    def decide_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_review_permission(request):
+            raise PermissionDenied
+        pk = _as_uuid(object_id)
+        post = get_object_or_404(Post.objects.alive(), pk=pk) if pk else None
+        if post is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        detail_url = reverse("admin:moderation_reviewqueue_change", args=[post.pk])
+        op = request.POST.get("op", "")
+        take_over = request.POST.get("take_over") == "1"
+        label = post_label(post)
+        try:
+            if op in DECISIONS:
+                service, _, done = DECISIONS[op]
+                reason = request.POST.get("reason", "").strip()
+                if op == "reject" and not reason:
+                    messages.error(request, "Give the creator a reason for the rejection.")
+                    return HttpResponseRedirect(detail_url)
+                post = service(
+                    post_id=post.pk,
+                    moderator=request.user,
+                    reason=reason,
+                    expected_status=request.POST.get("expected_status") or None,
+                    take_over=take_over,
+                )
+                messages.success(request, f"{done} “{label}”: it is now {post.get_status_display().lower()}.")
+                return HttpResponseRedirect(reverse("admin:moderation_reviewqueue_changelist"))
+            if op in ("claim", "take_over"):
+                claim = services.post_claim(
+                    post_id=post.pk, moderator=request.user, take_over=op == "take_over"
+                )
+                messages.success(request, f"You hold “{label}” until {claim.expires_at:%H:%M} UTC.")
+            elif op == "release":
+                services.post_release_claim(post_id=post.pk, moderator=request.user)
+                messages.success(request, f"Released your claim on “{label}”.")
+            else:
+                messages.error(request, "Unknown action.")
+        except ServiceError as exc:
+            messages.error(request, exc.detail)
+        return HttpResponseRedirect(detail_url)
+
+    # bulk decisions (changelist actions, confirmed on an intermediate page)
+
+    def _bulk(self, request, queryset, op: str, *, title: str, needs_reason: bool = False):
+        if not self.has_review_permission(request):
+            raise PermissionDenied
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if selected and request.POST.get("select_across") != "1":
+            ids = [pk for pk in map(_as_uuid, selected) if pk]
+            posts = queue_page(ReviewQueue.objects.alive().filter(pk__in=ids).order_by(*QUEUE_ORDERING))
+        else:
+            posts = queue_page(queryset[: BULK_LIMIT + 1])
+        if len(posts) > BULK_LIMIT:
+            messages.warning(request, f"Only the first {BULK_LIMIT} posts are taken; run the action again.")
+            posts = posts[:BULK_LIMIT]
+        reason = request.POST.get("reason", "").strip()
+        take_over = request.POST.get("take_over") == "1"
+
+        if request.POST.get("confirm") == "yes" and not (needs_reason and not reason):
+            self._apply_bulk(request, posts, op, reason=reason, take_over=take_over)
+            return None
+        if request.POST.get("confirm") == "yes":
+            messages.error(request, "Give the creators a reason for the rejection.")
+        decided = [p for p in posts if p.status not in QUEUE_STATUSES]
+        for p in posts:
+            p.active_claim = active_claim(p)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "subtitle": None,
+            "op": op,
+            "action": f"{op}_selected",
+            "posts": [p for p in posts if p.status in QUEUE_STATUSES],
+            "decided": decided,
+            "needs_reason": needs_reason,
+            "reason": reason,
+            "is_decision": op in DECISIONS,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.confirmation_template, context)
+
+    def _apply_bulk(self, request, posts: list[Post], op: str, *, reason: str, take_over: bool) -> None:
+        done, failed = 0, []
+        for post in posts:
+            expected = request.POST.get(f"expected_{post.pk}") or post.status
+            try:
+                if op in DECISIONS:
+                    DECISIONS[op][0](
+                        post_id=post.pk,
+                        moderator=request.user,
+                        reason=reason,
+                        expected_status=expected,
+                        take_over=take_over,
+                    )
+                elif op == "claim":
+                    services.post_claim(post_id=post.pk, moderator=request.user, take_over=take_over)
+                elif op == "release":
+                    services.post_release_claim(post_id=post.pk, moderator=request.user)
+                done += 1
+            except ServiceError as exc:
+                failed.append(f"“{post_label(post)}”: {exc.detail}")
+        verb = {
+            "approve": "Approved",
+            "reject": "Rejected",
+            "quarantine": "Quarantined",
+            "claim": "Claimed",
+        }.get(op, "Released")
+        if done:
+            messages.success(request, f"{verb} {done} post{'s' if done != 1 else ''}.")
+        for message in failed:
+            messages.error(request, message)
+
+    @admin.action(description="Approve selected posts (publish)", permissions=["review"])
+    def approve_selected(self, request, queryset):
+        return self._bulk(request, queryset, "approve", title="Approve these posts?")
+
+    @admin.action(description="Reject selected posts…", permissions=["review"])
+    def reject_selected(self, request, queryset):
+        return self._bulk(request, queryset, "reject", title="Reject these posts?", needs_reason=True)
+
+    @admin.action(description="Quarantine selected posts", permissions=["review"])
+    def quarantine_selected(self, request, queryset):
+        return self._bulk(request, queryset, "quarantine", title="Quarantine these posts?")
+
+    @admin.action(description="Claim selected posts", permissions=["review"])
+    def claim_selected(self, request, queryset):
+        return self._bulk(request, queryset, "claim", title="Claim these posts?")
+
+    @admin.action(description="Release my claims on selected posts", permissions=["review"])
+    def release_selected(self, request, queryset):
+        return self._bulk(request, queryset, "release", title="Release your claims on these posts?")
+
+    # the AI accuracy report
+
+    def accuracy_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        today = timezone.localdate()
+        form = AccuracyPeriodForm(request.GET or None)
+        start_day, end_day = today - timedelta(days=30), today
+        if form.is_bound and form.is_valid():
+            start_day = form.cleaned_data["from"] or start_day
+            end_day = form.cleaned_data["to"] or end_day
+        elif not form.is_bound:
+            form = AccuracyPeriodForm(initial={"from": start_day, "to": end_day})
+        tz = timezone.get_current_timezone()
+        start = datetime.combine(start_day, time.min, tzinfo=tz)
+        end = datetime.combine(end_day + timedelta(days=1), time.min, tzinfo=tz)
+        ps = get_platform_settings()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "AI accuracy",
+            "subtitle": None,
+            "form": form,
+            "start_day": start_day,
+            "end_day": end_day,
+            "report": ai_accuracy(start=start, end=end),
+            "review_threshold": ps.ai_review_threshold,
+            "revoke_threshold": ps.ai_revoke_threshold,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.accuracy_template, context)
+
+
+# --- records behind the queue (read-only) -----------------------------------------------------------------
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _review_link(post_id) -> str:
+    if not post_id:
+        return "—"
+    return format_html(
+        '<a href="{}">{}</a>', reverse("admin:moderation_reviewqueue_change", args=[post_id]), post_id
+    )
+
+
+@admin.register(AiReview)
+class AiReviewAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "post_link", "provider", "model", "overall_score", "decision", "error")
+    list_filter = ("decision", "provider")
+    search_fields = ("post__id", "model")
+    list_select_related = ("post",)
+    show_full_result_count = False
+
+    @admin.display(description="post")
+    def post_link(self, obj):
+        return _review_link(obj.post_id)
+
+
+@admin.register(ModerationDecision)
+class ModerationDecisionAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "action", "post_link", "moderator", "from_status", "to_status", "reason")
+    list_filter = ("action",)
+    search_fields = ("post__id", "moderator__username", "reason")
+    list_select_related = ("moderator",)
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    @admin.display(description="post")
+    def post_link(self, obj):
+        return _review_link(obj.post_id)
+
+
+@admin.register(BlockedMedia)
+class BlockedMediaAdmin(admin.ModelAdmin):
+    """Moderators may add and edit entries (view/add/change); deleting is for superusers."""
+
+    list_display = ("sha256", "reason", "source_post", "added_by", "created_at")
+    search_fields = ("sha256", "reason")
+    list_select_related = ("source_post", "added_by")
+    fields = ("sha256", "reason", "source_post", "added_by", "created_at")
+    readonly_fields = ("added_by", "created_at")
+    raw_id_fields = ("source_post",)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.added_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+# --- platform settings (superusers only, audited) ---------------------------------------------------------
 
 
 @admin.register(PlatformSettings)
 class PlatformSettingsAdmin(admin.ModelAdmin):
     """Superusers only; every change is audited."""
 
-    list_display = ("__str__", "moderation_mode", "ai_review_threshold", "ai_revoke_threshold", "report_threshold",
-                    "post_processing_enabled", "updated_at", "updated_by")
+    list_display = (
+        "__str__",
+        "moderation_mode",
+        "ai_review_threshold",
+        "ai_revoke_threshold",
+        "report_threshold",
+        "post_processing_enabled",
+        "updated_at",
+        "updated_by",
+    )
     readonly_fields = ("updated_at", "updated_by")
 
     def has_module_permission(self, request):
@@ -27,13 +731,13 @@ class PlatformSettingsAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        from moderation.models import ModerationAction, ModerationDecision
-
         obj.updated_by = request.user
         super().save_model(request, obj, form, change)
         invalidate_platform_settings()
         ModerationDecision.objects.create(
-            post=None, moderator=request.user, action=ModerationAction.SETTINGS,
+            post=None,
+            moderator=request.user,
+            action=ModerationAction.SETTINGS,
             reason="Platform settings changed",
             details={f: str(form.cleaned_data.get(f)) for f in form.changed_data},
         )

@@ -5,6 +5,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from content.models import Post
+
 
 class ModerationMode(models.TextChoices):
     AI_PRESCREEN = "ai_prescreen", "AI prescreen: nothing goes public before the AI or a human clears it"
@@ -110,6 +112,7 @@ class AiReview(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "AI review"
+        indexes = [models.Index(fields=["post", "-created_at"], name="aireview_post_latest_idx")]
 
     def __str__(self) -> str:
         return f"AI review of {self.post_id}: {self.decision} ({self.overall_score})"
@@ -143,6 +146,7 @@ class ModerationDecision(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["post", "action", "-created_at"], name="decision_post_action_idx")]
 
     def __str__(self) -> str:
         return f"{self.action} {self.post_id} {self.from_status}→{self.to_status}"
@@ -178,3 +182,12 @@ class PostClaim(models.Model):
 
     def __str__(self) -> str:
         return f"{self.post_id} claimed by {self.moderator_id} until {self.expires_at}"
+
+
+class ReviewQueue(Post):
+    """The moderators' view of posts waiting for a human: its own admin entry and ``view`` permission."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "queued post"
+        verbose_name_plural = "review queue"

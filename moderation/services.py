@@ -186,7 +186,7 @@ def _lock_for_decision(
         post = Post.objects.select_for_update(of=("self",)).select_related("author").get(pk=post_id)
     except (Post.DoesNotExist, ValueError):
         raise NotFound("Post not found.") from None
-    if post.author_id == moderator.pk and not moderator.is_superuser:
+    if post.author_id == moderator.pk:
         raise PermissionDenied("Moderators cannot moderate their own posts.")
     if expected_status and post.status != expected_status:
         raise AlreadyDecided(
@@ -317,7 +317,14 @@ def post_quarantine(
 
 @transaction.atomic
 def post_claim(*, post_id: UUID | str, moderator: AbstractBaseUser, take_over: bool = False) -> PostClaim:
-    post = Post.objects.select_for_update().get(pk=post_id)
+    try:
+        post = Post.objects.select_for_update().get(pk=post_id, deleted_at__isnull=True)
+    except (Post.DoesNotExist, ValueError):
+        raise NotFound("Post not found.") from None
+    if post.author_id == moderator.pk:
+        raise PermissionDenied("Moderators cannot moderate their own posts.")
+    if post.status not in (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED):
+        raise InvalidTransition(f"Only posts waiting for review can be claimed; this one is {post.status}.")
     now = timezone.now()
     claim = PostClaim.objects.filter(post=post).first()
     if claim and claim.expires_at > now and claim.moderator_id != moderator.pk and not take_over:

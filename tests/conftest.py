@@ -53,6 +53,8 @@ def worker(broker, transactional_db):
 
 def queued(broker, queue: str) -> list:
     """Messages waiting on a queue (decoded)."""
+    if queue not in broker.queues:
+        return []
     return [dramatiq.Message.decode(m) if isinstance(m, bytes) else m for m in broker.queues[queue].queue]
 
 

@@ -201,7 +201,7 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404
     if media.post.status != "published":
         user = _request_user(request)
-        if not (user and (user.is_staff or user.pk == media.owner_id)):
+        if not (user and (user.pk == media.owner_id or (user.is_staff and user.has_perm("media.view_media")))):
             raise Http404
     if not signed.key.startswith(f"media/{media.owner_id}/{media.pk}/"):
         raise Http404

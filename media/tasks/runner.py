@@ -385,15 +385,27 @@ def _fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, 
 def _finish_run(
     claim: Claim, steps: StepLog, result: str, status_after: str, error: tuple[str, str] | None = None
 ) -> None:
+    duration_ms = round((time.perf_counter() - claim.started) * 1000, 1)
+    peak_kb = _peak_memory_kb()
     ProcessorRun.objects.filter(pk=claim.run.pk).update(
         result=result,
         status_after=status_after,
         steps=steps.as_list(),
-        duration_ms=round((time.perf_counter() - claim.started) * 1000, 1),
-        peak_memory_kb=_peak_memory_kb(),
+        duration_ms=duration_ms,
+        peak_memory_kb=peak_kb,
         error_class=error[0] if error else "",
         error_message=error[1] if error else "",
         completed_at=timezone.now(),
+    )
+    run = claim.run
+    logger.info(
+        "processor run %s on media %s: %s in %.0f ms", run.processor, claim.media.pk, result, duration_ms,
+        extra={
+            "event": "processor_run", "run_id": run.pk, "media_id": str(claim.media.pk),
+            "post_id": str(claim.media.post_id) if claim.media.post_id else None, "processor": run.processor,
+            "message_id": run.message_id, "attempt": run.attempt, "result": result, "status_after": status_after,
+            "duration_ms": duration_ms, "peak_memory_kb": peak_kb, "error_class": error[0] if error else "",
+        },
     )
 
 

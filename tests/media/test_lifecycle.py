@@ -161,7 +161,15 @@ def test_trigger_off_queues_nothing_and_sweep_heals(broker, worker, platform):
 
 
 def test_unpublished_media_urls_work_only_for_owner_and_staff(broker, worker):
-    user, stranger, staff = UserFactory(), UserFactory(), UserFactory(is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    user, stranger, staff, bare_staff = (
+        UserFactory(),
+        UserFactory(),
+        UserFactory(is_staff=True),
+        UserFactory(is_staff=True),
+    )
+    staff.user_permissions.add(Permission.objects.get(codename="view_media", content_type__app_label="media"))
     post = PostFactory(author=user, type="image", body="")
     media = _attach(user, post)
     _drain(broker, worker)
@@ -169,6 +177,7 @@ def test_unpublished_media_urls_work_only_for_owner_and_staff(broker, worker):
     path = urlsplit(data["variants"]["thumb"]["url"]).path
     assert client_for(user).get(path).status_code == 200
     assert client_for(staff).get(path).status_code == 200
+    assert client_for(bare_staff).get(path).status_code == 404  # staff without media.view_media
     assert client_for().get(path).status_code == 404
     assert client_for(stranger).get(path).status_code == 404
     assert client_for(stranger).get(f"/api/v1/content/media/{media['id']}").status_code == 404

@@ -114,3 +114,19 @@ def test_expired_database_lock_is_taken_over(db):
         with pytest.raises(LockHeld), exclusive("x"):
             pass
     assert not JobLock.objects.filter(name="x").exists()
+
+
+def test_scheduled_sweep_runs_only_when_enabled(rows, broker, platform, django_capture_on_commit_callbacks):
+    from apscheduler.triggers.cron import CronTrigger
+
+    from media.management.commands.run_scheduler import run_sweep
+
+    platform(media_sweep_schedule_enabled=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_sweep()
+    assert queued(broker, "media.image") == []
+    platform(media_sweep_schedule_enabled=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_sweep()
+    assert len(queued(broker, "media.image")) == 3
+    assert CronTrigger.from_crontab("*/15 * * * *")  # the default MEDIA_SWEEP_CRON parses

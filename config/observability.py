@@ -1,0 +1,104 @@
+"""Structured logs and Prometheus metrics.
+
+Logs: with ``LOG_FORMAT=json`` (the default when DEBUG is off) every record is one JSON line; each
+request logs one ``request`` line with its id, and each processor run one ``processor_run`` line.
+Metrics: ``/metrics`` (Prometheus text format) serves request counts and latencies for the web
+processes; Dramatiq's own Prometheus middleware serves the workers' queue and actor figures
+(``DRAMATIQ_PROMETHEUS=true``, port 9191). See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from contextvars import ContextVar
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+logger = logging.getLogger("postflow.request")
+
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if rid := request_id_var.get():
+            data["request_id"] = rid
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                data[key] = value
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+REQUESTS = Counter("postflow_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "postflow_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def _route(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    return match.route if match and match.route else "unmatched"
+
+
+class RequestObservabilityMiddleware:
+    """Request id (``X-Request-ID`` in and out), one structured log line, and the metrics."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        rid = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(token)
+        elapsed = time.perf_counter() - started
+        response["X-Request-ID"] = rid
+        route = _route(request)
+        REQUESTS.labels(request.method, route, response.status_code).inc()
+        LATENCY.labels(request.method, route).observe(elapsed)
+        user = getattr(request, "user", None)
+        logger.info(
+            "%s %s %s", request.method, request.path, response.status_code,
+            extra={
+                "event": "request", "request_id": rid, "method": request.method, "path": request.path,
+                "route": route, "status": response.status_code, "duration_ms": round(elapsed * 1000, 1),
+                "user_id": user.pk if user is not None and user.is_authenticated else None,
+            },
+        )
+        return response
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus scrape endpoint. Open to loopback, or to callers with ``METRICS_TOKEN``."""
+    token = settings.METRICS_TOKEN
+    if token:
+        if request.headers.get("Authorization", "") != f"Bearer {token}":
+            return HttpResponse(status=404)
+    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1"):
+        return HttpResponse(status=404)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,71 @@
+"""The scheduler process: runs ``sweep_pending_media`` on ``media_sweep_cron`` while
+``media_sweep_schedule_enabled`` is on (platform settings, editable in the admin; re-read every
+minute, so changes need no restart). One per deployment is enough; a second one is harmless,
+because the sweep takes a lock."""
+
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from django.core.management.base import BaseCommand, CommandError
+
+from media.locks import LockHeld
+from media.sweep import sweep_pending_media
+from moderation.platform import get_platform_settings
+
+logger = logging.getLogger("postflow.scheduler")
+SWEEP_JOB = "sweep_pending_media"
+
+
+def run_sweep() -> None:
+    if not get_platform_settings(fresh=True).media_sweep_schedule_enabled:
+        return
+    try:
+        report = sweep_pending_media()
+    except LockHeld as exc:
+        logger.info("scheduled sweep skipped: %s", exc)
+        return
+    logger.info("scheduled sweep queued %s media", report.queued,
+                extra={"event": "sweep", "queued": report.queued, "skipped_kinds": report.skipped_kinds})
+
+
+class Command(BaseCommand):
+    help = "Run scheduled jobs (the media sweep) until stopped."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="Run the sweep once if enabled, then exit.")
+
+    def handle(self, *args, once: bool, **options):
+        if once:
+            run_sweep()
+            return
+        scheduler = BlockingScheduler(timezone="UTC")
+        state = {"cron": None, "enabled": None}
+
+        def sync() -> None:
+            ps = get_platform_settings(fresh=True)
+            if (ps.media_sweep_cron, ps.media_sweep_schedule_enabled) == (state["cron"], state["enabled"]):
+                return
+            try:
+                trigger = CronTrigger.from_crontab(ps.media_sweep_cron, timezone="UTC")
+            except ValueError as exc:
+                logger.error("media_sweep_cron %r is not a valid cron line: %s", ps.media_sweep_cron, exc)
+                return
+            scheduler.add_job(run_sweep, trigger, id=SWEEP_JOB, replace_existing=True, max_instances=1,
+                              coalesce=True)
+            state.update(cron=ps.media_sweep_cron, enabled=ps.media_sweep_schedule_enabled)
+            logger.info("media sweep %s on %r", "enabled" if ps.media_sweep_schedule_enabled else "disabled",
+                        ps.media_sweep_cron)
+
+        try:
+            sync()
+        except Exception as exc:
+            raise CommandError(f"Cannot read platform settings: {exc}") from exc
+        scheduler.add_job(sync, "interval", seconds=60, id="sync-settings")
+        self.stdout.write("Scheduler running (Ctrl-C to stop).")
+        try:
+            scheduler.start()
+        except (KeyboardInterrupt, SystemExit):
+            scheduler.shutdown(wait=False)
