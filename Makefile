@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE := config.settings
 
-.PHONY: run setup venv deps ffmpeg chromium migrate test test-unit lint bench loadtest prod-up prod-down clean
+.PHONY: run setup deps ffmpeg chromium test test-unit lint bench loadtest prod-up prod-down prod-manage clean
 
 $(VENV)/.deps: requirements/base.txt requirements/prod.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,3 +67,45 @@ bench: deps ffmpeg
 
 clean:
 	rm -rf var/ .pytest_cache
+
+# --- The production topology without Docker (PostgreSQL and Redis on this machine, moto as S3) ------
+PROD_DIR := var/prod
+PROD_PORT ?= 8080
+PROD_ENV = DEBUG=false SECRET_KEY=$${SECRET_KEY:-local-prod-$$(whoami)-not-secret} ALLOWED_HOSTS=127.0.0.1,localhost \
+	SECURE_SSL_REDIRECT=false DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postflow} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/1} S3_BUCKET=postflow S3_ENDPOINT_URL=http://127.0.0.1:9000 \
+	S3_ACCESS_KEY_ID=local S3_SECRET_ACCESS_KEY=local POSTFLOW_VAR_DIR=$(CURDIR)/$(PROD_DIR)/var \
+	DRAMATIQ_LOG_LEVEL=INFO
+
+# Start a process group in the background unless its pid file names a live one (so prod-up restarts
+# only what died: kill a worker, run `make prod-up` again).
+define start_bg
+	@if [ -f $(PROD_DIR)/$(1).pid ] && kill -0 $$(cat $(PROD_DIR)/$(1).pid) 2>/dev/null; then echo "$(1): running"; \
+	else setsid $(2) >> $(PROD_DIR)/$(1).log 2>&1 < /dev/null & echo $$! > $(PROD_DIR)/$(1).pid; echo "$(1): started"; fi
+endef
+
+prod-up: deps ffmpeg
+	@mkdir -p $(PROD_DIR)/var
+	@$(PY) -c "import psycopg; c=psycopg.connect('postgres://postgres@127.0.0.1:5432/postgres', autocommit=True); \
+		c.execute('CREATE DATABASE postflow') if not c.execute(\"SELECT 1 FROM pg_database WHERE datname='postflow'\").fetchone() else None"
+	$(call start_bg,s3,$(VENV)/bin/moto_server -H 127.0.0.1 -p 9000)
+	@sleep 2; $(PY) -c "import boto3; s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:9000', region_name='us-east-1', \
+		aws_access_key_id='local', aws_secret_access_key='local'); \
+		s3.create_bucket(Bucket='postflow') if 'postflow' not in [b['Name'] for b in s3.list_buckets()['Buckets']] else None"
+	@env $(PROD_ENV) $(PY) manage.py migrate --noinput -v0
+	@env $(PROD_ENV) $(PY) manage.py ensure_demo_admin
+	$(call start_bg,web,env $(PROD_ENV) $(VENV)/bin/gunicorn config.wsgi:application -b 127.0.0.1:$(PROD_PORT) -w 2 --threads 4)
+	$(call start_bg,worker-video,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 1 --queues media.video)
+	$(call start_bg,worker-default,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 4 --queues media.image media.audio moderation)
+	$(call start_bg,scheduler,env $(PROD_ENV) $(PY) manage.py run_scheduler)
+	@echo "Production topology at http://127.0.0.1:$(PROD_PORT)/ (logs and pids in $(PROD_DIR)/; stop with make prod-down)"
+
+prod-down:
+	@for f in $(PROD_DIR)/*.pid; do [ -f "$$f" ] && kill -TERM -- -$$(cat $$f) 2>/dev/null; rm -f "$$f"; done; echo stopped
+
+# Manage commands against the production topology, e.g. `make prod-manage CMD="sweep_pending_media --dry-run"`.
+prod-manage:
+	@env $(PROD_ENV) $(PY) manage.py $(CMD)
+
+loadtest: deps ffmpeg
+	$(PY) tests/benchmarks/loadtest.py

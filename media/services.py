@@ -244,15 +244,17 @@ def _finish_upload(upload: Upload) -> tuple[str, int]:
             code="upload_incomplete",
         )
     if upload.received_sha256 and upload.received_size:
-        sha, size = upload.received_sha256, upload.received_size
+        sha, size = upload.received_sha256, upload.received_size  # hashed while we received it
     else:
-        sha, size = storage.sha256_of(upload.storage_key)
+        # Sent straight to S3: check the size with a HEAD now; the worker, which downloads the bytes
+        # anyway, computes the sha256 and checks it against the declared one (and the blocklist).
+        sha, size = "", storage.size(upload.storage_key)
     if size != upload.declared_size:
         raise ValidationFailed(
             f"The uploaded file is {size} bytes but {upload.declared_size} were declared.",
             code="size_mismatch",
         )
-    if upload.declared_sha256 and sha != upload.declared_sha256.lower():
+    if sha and upload.declared_sha256 and sha != upload.declared_sha256.lower():
         raise ValidationFailed(
             "The uploaded file does not match the declared sha256.", code="checksum_mismatch"
         )
@@ -310,8 +312,7 @@ def media_attach_upload(
     quarantine = _check_blocked(sha)
     media_id = uuid.uuid4()
     key = storage.media_key(actor.pk, media_id, "original", storage.extension_for(found.mime_type))
-    with storage.open_read(upload.storage_key) as src:
-        storage.save(key, src, found.mime_type)
+    storage.copy(upload.storage_key, key, found.mime_type)  # server-side on S3: no bytes through us
     upload.state = UploadState.ATTACHED
     upload.save(update_fields=["state", "updated_at"])
     transaction.on_commit(lambda: storage.delete(upload.storage_key))
@@ -326,6 +327,7 @@ def media_attach_upload(
         filename=upload.filename,
         is_primary=is_primary,
         quarantine=quarantine,
+        extra_metadata={"expected_sha256": upload.declared_sha256.lower()} if upload.declared_sha256 else {},
     )
 
 
@@ -383,7 +385,9 @@ def _media_create(
     filename: str,
     is_primary: bool,
     quarantine: bool,
+    extra_metadata: dict | None = None,
 ) -> Media:
+    extra_metadata = extra_metadata or {}
     try:
         position = Media.objects.filter(post=post).count()
         media = Media.objects.create(
@@ -398,7 +402,7 @@ def _media_create(
             mime_type=found.mime_type,
             size_bytes=size,
             sha256=sha,
-            metadata={"blocked_media": True} if quarantine else {},
+            metadata={**({"blocked_media": True} if quarantine else {}), **extra_metadata},
         )
         if quarantine:
             post.metadata = {**post.metadata, "blocked_media": True}

@@ -149,8 +149,33 @@ def sha256_of(key: str) -> tuple[str, int]:
 
 
 def read_head(key: str, n: int = 4096) -> bytes:
+    """The first bytes (for sniffing). On S3 a ranged GET: never the whole object."""
+    if is_s3():
+        store = backend()
+        body = store.bucket.Object(store._normalize_name(key)).get(Range=f"bytes=0-{n - 1}")["Body"]
+        return body.read()
     with open_read(key) as fh:
         return fh.read(n)
+
+
+def copy(src: str, dst: str, content_type: str | None = None) -> str:
+    """Copy an object; on S3 the copy happens inside S3 (multipart for large objects)."""
+    store = backend()
+    if is_s3():
+        extra = {"ContentType": content_type, "MetadataDirective": "REPLACE"} if content_type else {}
+        store.bucket.meta.client.copy(
+            {"Bucket": store.bucket_name, "Key": store._normalize_name(src)},
+            store.bucket_name,
+            store._normalize_name(dst),
+            ExtraArgs=extra,
+        )
+        return dst
+    target = Path(store.path(dst))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    shutil.copyfile(store.path(src), tmp)
+    tmp.replace(target)
+    return dst
 
 
 # --- URLs ---------------------------------------------------------------------------------------------

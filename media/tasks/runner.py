@@ -5,6 +5,7 @@ late, stale attempt never overwrites a newer one."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import resource
@@ -22,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 from dramatiq.middleware import CurrentMessage
 
+from config.errors import ServiceError
 from content.services import post_media_settled
 from media import storage
 from media.models import Media, MediaKind, ProcessingStatus, ProcessorRun, RunResult
@@ -209,6 +211,45 @@ def reap_orphan_workdirs() -> int:
     return removed
 
 
+def _verify_bytes(claim: Claim, source: Path, steps: StepLog) -> None:
+    """Uploads sent straight to S3 are hashed here, where the bytes are local anyway: check the
+    declared sha256 and the moderators' blocklist before any work is done."""
+    media = claim.media
+    if media.sha256:
+        return
+    with steps.step("verify") as s:
+        digest = hashlib.sha256()
+        with source.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+                digest.update(chunk)
+        sha = digest.hexdigest()
+        s.output = {"sha256": sha}
+        expected = media.metadata.get("expected_sha256")
+        Media.objects.filter(pk=media.pk).update(sha256=sha)
+        media.sha256 = sha
+        if expected and expected != sha:
+            raise ProcessingError(
+                "The uploaded file does not match the sha256 declared for it; upload it again.",
+                code="checksum_mismatch",
+            )
+        from media.services import _check_blocked
+
+        try:
+            quarantine = _check_blocked(sha)
+        except ServiceError as exc:
+            raise ProcessingError(exc.detail, code=exc.code) from exc
+        if quarantine:
+            Media.objects.filter(pk=media.pk).update(metadata={**media.metadata, "blocked_media": True})
+            media.metadata = {**media.metadata, "blocked_media": True}
+            if media.post_id:
+                from content.models import Post
+
+                with transaction.atomic():
+                    post = Post.objects.select_for_update().get(pk=media.post_id)
+                    post.metadata = {**post.metadata, "blocked_media": True}
+                    post.save(update_fields=["metadata", "updated_at"])
+
+
 def _injected_fault(media: Media) -> None:
     """Fault injection for the fault suite only (``POSTFLOW_FAULT_KILL_SHA256``, empty by default):
     die like an OOM-killed worker when processing these bytes."""
@@ -230,6 +271,7 @@ def run_media(media_id: str, *, kind: str) -> None:
         with steps.step("download", key=claim.media.original_key) as s:
             storage.download_to(claim.media.original_key, source)
             s.output = {"bytes": source.stat().st_size}
+        _verify_bytes(claim, source, steps)
         out_dir = workdir / "out"
         out_dir.mkdir()
         result = get_processor(kind).process(source=source, workdir=out_dir, steps=steps)
@@ -399,12 +441,24 @@ def _finish_run(
     )
     run = claim.run
     logger.info(
-        "processor run %s on media %s: %s in %.0f ms", run.processor, claim.media.pk, result, duration_ms,
+        "processor run %s on media %s: %s in %.0f ms",
+        run.processor,
+        claim.media.pk,
+        result,
+        duration_ms,
         extra={
-            "event": "processor_run", "run_id": run.pk, "media_id": str(claim.media.pk),
-            "post_id": str(claim.media.post_id) if claim.media.post_id else None, "processor": run.processor,
-            "message_id": run.message_id, "attempt": run.attempt, "result": result, "status_after": status_after,
-            "duration_ms": duration_ms, "peak_memory_kb": peak_kb, "error_class": error[0] if error else "",
+            "event": "processor_run",
+            "run_id": run.pk,
+            "media_id": str(claim.media.pk),
+            "post_id": str(claim.media.post_id) if claim.media.post_id else None,
+            "processor": run.processor,
+            "message_id": run.message_id,
+            "attempt": run.attempt,
+            "result": result,
+            "status_after": status_after,
+            "duration_ms": duration_ms,
+            "peak_memory_kb": peak_kb,
+            "error_class": error[0] if error else "",
         },
     )
 

@@ -156,3 +156,38 @@ def test_real_worker_processes_video_and_audio(stack, tmp_path):
 def test_readyz_reports_each_dependency(stack):
     r = requests.get(stack.base + "/readyz")
     assert r.status_code == 200 and all(c["ok"] for c in r.json()["checks"].values())
+
+
+def test_s3_upload_with_wrong_checksum_fails_in_the_worker(stack):
+    s = stack.session()
+    post_id = create_post(s, "image")
+    data = jpeg_with_gps(300, 200)
+    r = s.post(
+        s.base + "/api/v1/content/uploads",
+        json={"filename": "x.jpg", "content_type": "image/jpeg", "size": len(data), "sha256": "ab" * 32},
+    )
+    target = r.json()
+    assert requests.post(
+        target["url"], data=target["fields"], files={"file": ("x.jpg", data, "image/jpeg")}
+    ).status_code in (200, 204)
+    r = s.post(f"{s.base}/api/v1/content/posts/{post_id}/media", json={"upload_id": target["upload_id"]})
+    assert r.status_code == 201  # size checked now with a HEAD; the bytes are hashed by the worker
+    stack.wait_media(r.json()["id"], "failed")
+    media = s.get(f"{s.base}/api/v1/content/media/{r.json()['id']}").json()
+    assert "sha256" in media["processing_error"] and media["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_s3_upload_larger_than_declared_is_refused_by_the_policy(stack):
+    s = stack.session()
+    data = jpeg_with_gps(300, 200)
+    target = s.post(
+        s.base + "/api/v1/content/uploads",
+        json={"filename": "x.jpg", "content_type": "image/jpeg", "size": len(data) - 100},
+    ).json()
+    r = requests.post(target["url"], data=target["fields"], files={"file": ("x.jpg", data, "image/jpeg")})
+    if r.status_code in (200, 204):  # a server that ignores the policy: our attach still refuses it
+        post_id = create_post(s, "image")
+        r = s.post(f"{s.base}/api/v1/content/posts/{post_id}/media", json={"upload_id": target["upload_id"]})
+        assert r.status_code == 400 and r.json()["code"] == "size_mismatch"
+    else:
+        assert r.status_code == 400 and b"EntityTooLarge" in r.content

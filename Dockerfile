@@ -1,0 +1,24 @@
+# One image for web, workers and the scheduler; the command chooses the role (see docker-compose.yml).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    DJANGO_SETTINGS_MODULE=config.settings POSTFLOW_VAR_DIR=/app/var DEBUG=false
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ffmpeg libpq5 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 postflow
+
+WORKDIR /app
+COPY requirements/ requirements/
+RUN pip install -r requirements/prod.txt
+COPY . .
+# Static files are collected at build time with a throwaway key; the real one comes from the environment.
+RUN SECRET_KEY=build-only python manage.py collectstatic --noinput -v0 \
+ && mkdir -p /app/var && chown -R postflow:postflow /app/var
+
+USER postflow
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)" || exit 1
+CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", \
+     "--timeout", "60", "--access-logfile", "-"]
