@@ -1,0 +1,67 @@
+"""``make bench``: every benchmark, each against a baseline measured in the same run, printed as a
+table and as ``BENCH <name> <value> <unit>`` lines (compare those across runs). Not part of the
+test suite: timings belong here, not in assertions. ``--only image,audio`` runs a subset."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+SUITES = ["image", "video", "audio", "ai"]
+TARGETS = {  # name: (comparison, target) from the issues; printed next to the figure
+    "image_12mp_vs_naive_ratio": ("<=", 0.6),
+    "image_24mp_vs_naive_ratio": ("<=", 0.3),
+    "image_24mp_peak_rss_mb": ("<=", 100),
+    "video_single_vs_multi_ratio": ("<=", 0.95),
+    "video_realtime_factor": (">=", 2.5),
+    "video_overhead_vs_bare_ffmpeg_ratio": ("<=", 1.05),
+    "video_remux_speedup": (">=", 2.0),
+    "audio_realtime_factor": (">=", 30),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default=",".join(SUITES))
+    args = parser.parse_args()
+    import django
+
+    django.setup()
+    figures: list[tuple[str, float, str]] = []
+
+    def report(name: str, value: float, unit: str) -> None:
+        figures.append((name, value, unit))
+        print(f"BENCH {name} {value} {unit}", flush=True)
+
+    for suite in [s.strip() for s in args.only.split(",") if s.strip()]:
+        print(f"== {suite}", flush=True)
+        started = time.perf_counter()
+        importlib.import_module(f"tests.benchmarks.bench_{suite}").run(report)
+        print(f"   ({suite} took {time.perf_counter() - started:.0f} s)", flush=True)
+
+    print("\n{:<42} {:>12} {:<10} {}".format("figure", "value", "unit", "target"))
+    missed = []
+    for name, value, unit in figures:
+        target = ""
+        if name in TARGETS:
+            op, bound = TARGETS[name]
+            ok = value <= bound if op == "<=" else value >= bound
+            target = f"{op} {bound} {'ok' if ok else 'MISSED'}"
+            if not ok:
+                missed.append(name)
+        print(f"{name:<42} {value:>12} {unit:<10} {target}")
+    if missed:
+        print(f"\nmissed targets: {', '.join(missed)} (timings are noisy on a loaded machine: check `uptime`)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
