@@ -1,0 +1,353 @@
+"""The one way Postflow runs ffprobe and ffmpeg on untrusted files.
+
+Uploaded media is hostile until proven otherwise: a ``.avi`` can really be an HLS playlist whose
+segments are ``file:///etc/passwd``. So every run here
+
+* reads the input through the ``file`` protocol only (``-protocol_whitelist file``, ``file:`` URL);
+* probes with ``-format_whitelist`` so only real media containers may open the file, and then
+  forces that same demuxer with ``-f`` on ffmpeg, so hls, concat, image2 … can never be picked;
+* runs in its own process group with a hard deadline: on timeout, on any exception, or when the
+  worker interrupts the thread (dramatiq's ``TimeLimitExceeded``/``Shutdown`` are BaseExceptions)
+  the whole group is killed, reaped, and partial outputs are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from .base import ProcessingError, ProcessingTimeout, UnsupportedMedia
+
+# Demuxer names as ffmpeg spells them; ``-format_whitelist`` matches any name in a demuxer's list
+# (e.g. "mov" admits "mov,mp4,m4a,3gp,3g2,mj2").
+VIDEO_DEMUXERS = frozenset({"mov", "matroska", "avi", "mpegts", "flv", "ogg", "mpeg", "asf"})
+AUDIO_DEMUXERS = frozenset(
+    {"mp3", "wav", "flac", "ogg", "mov", "matroska", "aac", "aiff", "asf", "caf", "w64", "wv"}
+)
+
+_STDERR_KEEP = 64 * 1024
+_STDOUT_MAX = 16 * 1024 * 1024  # ffprobe JSON; more than this is not a real media file
+_READ_CHUNK = 256 * 1024
+
+
+class FFmpegFailed(ProcessingError):
+    """ffmpeg/ffprobe exited non-zero. ``log`` holds the tail of its stderr for the step log."""
+
+    def __init__(self, message: str, *, log: str = "", returncode: int | None = None):
+        super().__init__(message)
+        self.log = log
+        self.returncode = returncode
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    elapsed_s: float
+    peak_rss_mb: float
+    stderr: str  # the tail (last 64 KiB)
+
+
+def ffprobe(source: Path, *, demuxers: Iterable[str], kind: str = "media") -> dict[str, Any]:
+    """Probe ``source`` (streams + format as JSON) with only ``demuxers`` allowed to open it."""
+    timeout = getattr(settings, "FFPROBE_TIMEOUT_SECONDS", 30)
+    out = bytearray()
+
+    def collect(chunk: bytes) -> None:
+        if len(out) + len(chunk) > _STDOUT_MAX:
+            raise UnsupportedMedia(f"This file does not look like a {kind} file we can read.")
+        out.extend(chunk)
+
+    cmd = [
+        settings.FFPROBE_BINARY,
+        "-hide_banner",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        ",".join(sorted(demuxers)),
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        "-i",
+        _file_url(source),
+    ]
+    try:
+        _run(cmd, timeout=timeout, on_stdout=collect)
+    except FFmpegFailed as exc:
+        raise UnsupportedMedia(f"This file is not a {kind} format we can read, or it is damaged.") from exc
+    try:
+        probe = json.loads(out.decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise UnsupportedMedia(f"This file is not a {kind} format we can read.") from exc
+    if not probe.get("format", {}).get("format_name"):
+        raise UnsupportedMedia(f"This file is not a {kind} format we can read.")
+    return probe
+
+
+def demuxer_of(probe: dict[str, Any], allowed: Iterable[str]) -> str:
+    """The demuxer name to force with ``-f``: the first of the probed names that is whitelisted."""
+    for name in probe["format"]["format_name"].split(","):
+        if name in allowed:
+            return name
+    raise UnsupportedMedia("This file's container is not one we accept.")
+
+
+def run_ffmpeg(
+    *,
+    source: Path,
+    demuxer: str,
+    args: Sequence[str],
+    timeout: float,
+    outputs: Iterable[Path] = (),
+    input_options: Sequence[str] = (),
+    on_progress: Callable[[dict[str, str]], None] | None = None,
+    on_stdout: Callable[[bytes], None] | None = None,
+    progress_interval: float = 1.0,
+    loglevel: str = "error",
+    failure_message: str = "We could not process this file; it may be damaged.",
+) -> RunResult:
+    """Run ffmpeg on one untrusted input with the safe input options, then ``args`` (filters, outputs).
+
+    ``outputs`` are deleted if the run does not succeed. ``on_progress`` receives ffmpeg's
+    ``-progress`` blocks (``out_time_us``, ``speed`` …), at most once per ``progress_interval``.
+    """
+    cmd = ffmpeg_command(
+        source=source, demuxer=demuxer, args=args, input_options=input_options, loglevel=loglevel
+    )
+    outputs = list(outputs)
+    try:
+        return _run(
+            cmd,
+            timeout=timeout,
+            on_stdout=on_stdout,
+            on_progress=on_progress,
+            progress_interval=progress_interval,
+            failure_message=failure_message,
+        )
+    except BaseException:
+        for path in outputs:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        raise
+
+
+def ffmpeg_command(
+    *,
+    source: Path,
+    demuxer: str,
+    args: Sequence[str],
+    input_options: Sequence[str] = (),
+    loglevel: str = "error",
+) -> list[str]:
+    """The full ffmpeg command line ``run_ffmpeg`` executes (without ``-progress``)."""
+    if demuxer not in VIDEO_DEMUXERS | AUDIO_DEMUXERS:
+        raise UnsupportedMedia("This file's container is not one we accept.")
+    return [
+        settings.FFMPEG_BINARY,
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-y",
+        "-v",
+        loglevel,
+        *input_options,
+        "-protocol_whitelist",
+        "file",
+        "-f",
+        demuxer,
+        "-i",
+        _file_url(source),
+        *args,
+    ]
+
+
+def _file_url(path: Path) -> str:
+    # An explicit file: URL so a name like "concat:x" or "-i" can never be read as a protocol or option.
+    return "file:" + str(Path(path).resolve())
+
+
+def _run(
+    cmd: list[str],
+    *,
+    timeout: float,
+    on_stdout: Callable[[bytes], None] | None = None,
+    on_progress: Callable[[dict[str, str]], None] | None = None,
+    progress_interval: float = 1.0,
+    failure_message: str = "We could not process this file; it may be damaged.",
+) -> RunResult:
+    started = time.monotonic()
+    deadline = started + timeout
+    if timeout <= 0:
+        raise _timeout_error()
+    progress_r = progress_w = None
+    if on_progress is not None:
+        progress_r, progress_w = os.pipe()
+        cmd = [cmd[0], "-progress", f"pipe:{progress_w}", *cmd[1:]]
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if on_stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, so killpg reaches anything it spawns
+            pass_fds=(progress_w,) if progress_w is not None else (),
+        )
+    except BaseException:
+        if progress_r is not None:
+            os.close(progress_r)
+        raise
+    finally:
+        if progress_w is not None:
+            os.close(progress_w)
+    stderr_tail = bytearray()
+    progress_buf = bytearray()
+    block: dict[str, str] = {}
+    last_report = 0.0
+    selector = selectors.DefaultSelector()
+    try:
+        if proc.stdout is not None:
+            selector.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdout")
+        selector.register(proc.stderr.fileno(), selectors.EVENT_READ, "stderr")
+        if progress_r is not None:
+            selector.register(progress_r, selectors.EVENT_READ, "progress")
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Deadline
+            for key, _ in selector.select(min(remaining, 0.5)):
+                chunk = os.read(key.fd, _READ_CHUNK)
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                if key.data == "stdout":
+                    on_stdout(chunk)
+                elif key.data == "stderr":
+                    stderr_tail.extend(chunk)
+                    del stderr_tail[:-_STDERR_KEEP]
+                else:
+                    progress_buf.extend(chunk)
+                    *lines, rest = progress_buf.split(b"\n")
+                    progress_buf[:] = rest
+                    for line in lines:
+                        name, _, value = line.decode("ascii", "replace").strip().partition("=")
+                        block[name] = value
+                        if name != "progress":
+                            continue
+                        now = time.monotonic()
+                        if value == "end" or now - last_report >= progress_interval:
+                            last_report = now
+                            on_progress(dict(block))
+                        block = {}
+        returncode, peak_rss_mb = _reap(proc, deadline)
+    except _Deadline:
+        _kill(proc)
+        raise _timeout_error() from None
+    except BaseException:
+        _kill(proc)
+        raise
+    finally:
+        selector.close()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        if progress_r is not None:
+            os.close(progress_r)
+    log = stderr_tail.decode("utf-8", "replace")
+    if returncode != 0:
+        raise FFmpegFailed(failure_message, log=log[-4000:], returncode=returncode)
+    return RunResult(
+        returncode=returncode,
+        elapsed_s=time.monotonic() - started,
+        peak_rss_mb=peak_rss_mb,
+        stderr=log,
+    )
+
+
+class _Deadline(Exception):
+    pass
+
+
+def _timeout_error() -> ProcessingTimeout:
+    return ProcessingTimeout(
+        "Processing took longer than its time budget and was stopped; we will try again later."
+    )
+
+
+def _reap(proc: subprocess.Popen, deadline: float) -> tuple[int, float]:
+    """Wait for the child with the deadline still applying; return its exit code and peak RSS (MiB)."""
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_maxrss / 1024  # Linux reports KiB
+        if time.monotonic() >= deadline:
+            raise _Deadline
+        time.sleep(0.01)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill the child's whole process group and reap it, so nothing keeps running or lingers as a zombie."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            proc.wait()
+
+
+def progress_values(block: dict[str, str], duration: float | None) -> dict[str, Any]:
+    """ffmpeg's progress block as the few numbers worth showing: out_time_s, speed, percent."""
+    try:
+        out_time_s = max(0.0, int(block.get("out_time_us") or block.get("out_time_ms") or 0) / 1_000_000)
+    except ValueError:
+        out_time_s = 0.0
+    speed_text = (block.get("speed") or "").strip().rstrip("x")
+    try:
+        speed = float(speed_text)
+    except ValueError:
+        speed = None
+    percent = None
+    if duration:
+        percent = 100.0 if block.get("progress") == "end" else min(100.0, out_time_s / duration * 100)
+        percent = round(percent, 1)
+    return {"out_time_s": round(out_time_s, 2), "speed": speed, "percent": percent}
+
+
+def time_budget(duration: float, *, factor: float, minimum: float) -> float:
+    """Seconds the whole processing of a ``duration`` long file may take."""
+    return max(minimum, duration * factor)
+
+
+def parse_duration(probe: dict[str, Any], stream: dict[str, Any] | None = None) -> float | None:
+    for value in ((stream or {}).get("duration"), probe.get("format", {}).get("duration")):
+        try:
+            duration = float(value)
+        except (TypeError, ValueError):
+            continue
+        if duration > 0:
+            return duration
+    return None
+
+
+def human_duration(seconds: float) -> str:
+    """3 → "3s", 4210 → "1h10m", 7200 → "2h"."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+    return f"{secs}s"
