@@ -8,11 +8,24 @@ from tests.conftest import client_for
 
 
 def test_json_formatter_one_line_with_extras():
-    record = logging.makeLogRecord({"name": "x", "levelname": "INFO", "msg": "hi %s", "args": ("there",),
-                                    "event": "request", "status": 200})
+    record = logging.makeLogRecord(
+        {
+            "name": "x",
+            "levelname": "INFO",
+            "msg": "hi %s",
+            "args": ("there",),
+            "event": "request",
+            "status": 200,
+        }
+    )
     line = JsonFormatter().format(record)
     data = json.loads(line)
-    assert "\n" not in line and data["msg"] == "hi there" and data["event"] == "request" and data["status"] == 200
+    assert (
+        "\n" not in line
+        and data["msg"] == "hi there"
+        and data["event"] == "request"
+        and data["status"] == 200
+    )
 
 
 @pytest.mark.django_db

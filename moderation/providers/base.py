@@ -16,7 +16,7 @@ class ProviderError(Exception):
 class ReviewInput:
     text: str = ""  # title + body + link, joined by newlines
     image_paths: list[Path] = field(default_factory=list)  # local copies of processed image variants
-    video_paths: list[Path] = field(default_factory=list)  # local copies of video renditions (frames sampled by the provider)
+    video_paths: list[Path] = field(default_factory=list)  # local renditions; providers sample frames
     poster_paths: list[Path] = field(default_factory=list)  # video posters, scored like images
     hints: dict[str, Any] = field(default_factory=dict)  # e.g. {"post_id": ...} for logging
 

@@ -59,7 +59,7 @@ def main() -> int:
                 missed.append(name)
         print(f"{name:<42} {value:>12} {unit:<10} {target}")
     if missed:
-        print(f"\nmissed targets: {', '.join(missed)} (timings are noisy on a loaded machine: check `uptime`)")
+        print(f"\nmissed targets: {', '.join(missed)} (timings are noisy on a busy machine: see `uptime`)")
     return 0
 
 
