@@ -8,6 +8,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
@@ -88,13 +89,26 @@ class NewestFirstCursorPagination(CursorPagination):
     ordering = ("-published_at", "-id")
 
     def decode_cursor(self, request):
-        """A cursor the client mangled is bad input (400), not a missing page (DRF says 404)."""
+        """A cursor the client mangled is bad input (400), not a missing page (DRF says 404) and
+        not a server error: its position is a timestamp that would otherwise reach the query."""
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except exceptions.NotFound:
+            cursor, valid = None, False
+        else:
+            valid = cursor is None or cursor.position is None or _is_datetime(cursor.position)
+        if not valid:
             raise exceptions.ValidationError(
                 {self.cursor_query_param: ["Invalid cursor; use the `next` or `previous` link as given."]}
-            ) from None
+            )
+        return cursor
+
+
+def _is_datetime(value: str) -> bool:
+    try:
+        return parse_datetime(value) is not None
+    except ValueError:
+        return False
 
 
 ErrorSerializer = inline_serializer(
@@ -111,7 +125,7 @@ def error_responses(*codes: int, **described: str) -> dict[int, OpenApiResponse]
     """OpenAPI responses for the error statuses an endpoint can return."""
     texts = {
         400: "Invalid input (`invalid`, `malformed_request`).",
-        401: "Not authenticated (`not_authenticated`, `authentication_failed`).",
+        401: "Not authenticated, or a wrong token or session (`not_authenticated`, `authentication_failed`).",
         403: "Not allowed (`permission_denied`).",
         404: "Not found, or not visible to the caller (`not_found`).",
         409: "Not allowed in the current state (`invalid_transition`, `media_failed`, `conflict`).",

@@ -30,7 +30,9 @@ def post_feed(*, type: str | None = None, author: str | None = None) -> QuerySet
     if type:
         qs = qs.filter(type=type)
     if author:
-        qs = qs.filter(author__username=author) if not author.isdigit() else qs.filter(author_id=int(author))
+        # Only ASCII digits that fit a bigint are an id ("²".isdigit() is true, int("²") fails).
+        is_id = author.isascii() and author.isdigit() and int(author) < 2**63
+        qs = qs.filter(author_id=int(author)) if is_id else qs.filter(author__username=author)
     return _with_relations(qs)
 
 

@@ -82,6 +82,9 @@ class PostSerializer(serializers.ModelSerializer):
     """Post JSON (DESIGN.md §4)."""
 
     author = AuthorSerializer(read_only=True)
+    # Blank on non-link posts, which format "uri" would not allow.
+    link_url = serializers.CharField(read_only=True, help_text="An http(s) URL; blank unless a link post.")
+    rejection_reason = serializers.SerializerMethodField()
     media = serializers.SerializerMethodField()
     poll = serializers.SerializerMethodField()
     metadata = serializers.SerializerMethodField()
@@ -137,11 +140,9 @@ class PostSerializer(serializers.ModelSerializer):
                 data.pop(private, None)
         return data
 
-    def to_representation(self, post: Post) -> dict:
-        data = super().to_representation(post)
-        if post.status != PostStatus.REJECTED:
-            data.pop("rejection_reason", None)
-        return data
+    def get_rejection_reason(self, post: Post) -> str:
+        """The moderator's reason, on rejected posts only; blank otherwise."""
+        return post.rejection_reason if post.status == PostStatus.REJECTED else ""
 
 
 class PollInSerializer(serializers.Serializer):

@@ -108,7 +108,7 @@ class PostListCreateView(generics.GenericAPIView):
             OpenApiParameter("author", OpenApiTypes.STR, description="Author username or id."),
             OpenApiParameter("page_size", OpenApiTypes.INT, description="1–100, default 20."),
         ],
-        responses={200: PostSerializer(many=True), **error_responses(400)},
+        responses={200: PostSerializer(many=True), **error_responses(400, 401)},
         tags=["posts"],
         summary="The published feed, newest first",
     )
@@ -116,7 +116,10 @@ class PostListCreateView(generics.GenericAPIView):
         type_ = request.query_params.get("type") or None
         if type_ and type_ not in PostType.values:
             raise ValidationError({"type": [f"Unknown type; use one of {', '.join(PostType.values)}."]})
-        qs = selectors.post_feed(type=type_, author=request.query_params.get("author") or None)
+        author = request.query_params.get("author") or None
+        if author and "\x00" in author:  # PostgreSQL refuses NUL in text: bad input, not a 500
+            raise ValidationError({"author": ["Null characters are not allowed."]})
+        qs = selectors.post_feed(type=type_, author=author)
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(PostSerializer(page, many=True, context={"request": request}).data)
 
@@ -155,7 +158,7 @@ class MyPostsView(generics.GenericAPIView):
 
 class PostDetailView(APIView):
     @extend_schema(
-        responses={200: PostSerializer, **error_responses(404)}, tags=["posts"], summary="Read a post"
+        responses={200: PostSerializer, **error_responses(401, 404)}, tags=["posts"], summary="Read a post"
     )
     def get(self, request, post_id):
         try:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+from functools import wraps
 
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods
 from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
@@ -30,6 +30,25 @@ from media.api.serializers import (
 from media.models import Media
 
 logger = logging.getLogger(__name__)
+
+
+def _allow_methods(*methods: str):
+    """``require_http_methods``, but the 405 is JSON with a ``code`` like every other API error."""
+
+    def decorator(view):
+        @wraps(view)
+        def inner(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in methods:
+                response = JsonResponse(
+                    error_body("method_not_allowed", f'Method "{request.method}" not allowed.'), status=405
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            return view(request, *args, **kwargs)
+
+        return inner
+
+    return decorator
 
 
 class UploadsPerHour(UserRateThrottle):
@@ -76,7 +95,7 @@ class UploadCreateView(APIView):
 
 
 @csrf_exempt
-@require_http_methods(["PUT", "POST"])
+@_allow_methods("PUT", "POST")
 def upload_data(request: HttpRequest, upload_id) -> HttpResponse:
     """The local storage's upload target. The signature in the URL is the credential; the body is
     streamed to storage and never read whole into memory."""
@@ -151,7 +170,7 @@ def _visible_media(request, media_id) -> Media:
 
 class MediaDetailView(APIView):
     @extend_schema(
-        responses={200: MediaSerializer, **error_responses(404)},
+        responses={200: MediaSerializer, **error_responses(401, 404)},
         tags=["media"],
         summary="Media with status, metadata and signed variant URLs",
     )
@@ -187,7 +206,7 @@ def _request_user(request: HttpRequest):
 
 
 @extend_schema(exclude=True)
-@require_http_methods(["GET", "HEAD"])
+@_allow_methods("GET", "HEAD")
 def media_file(request: HttpRequest, token: str) -> HttpResponse:
     """Serve stored bytes behind a signed, expiring URL. Media of a post that is not published is
     served only to its owner and staff, checked now, whatever the URL says."""
@@ -201,7 +220,7 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404
     if media.post.status != "published":
         user = _request_user(request)
-        if not (user and (user.pk == media.owner_id or (user.is_staff and user.has_perm("media.view_media")))):
+        if not (user and (user.pk == media.owner_id or user.is_staff)):  # DESIGN.md §3: owner, staff
             raise Http404
     if not signed.key.startswith(f"media/{media.owner_id}/{media.pk}/"):
         raise Http404

@@ -1,0 +1,451 @@
+"""Authorization probes over every API endpoint (DESIGN.md §3-§4; issue "Production mode and proof
+under faults", item 9).
+
+Posts a caller may not see, and their media, are 404 for them, never 403 or 200, whatever the method:
+another creator gets 404; anonymous callers get 401 for writes and 404 for reads; the owner and staff
+read everything. Endpoints are listed from the URL conf and the OpenAPI schema, so a new endpoint (or a
+new method on one) without a probe here fails ``test_every_endpoint_has_a_probe``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from drf_spectacular.generators import SchemaGenerator
+from rest_framework.test import APIClient
+
+from content.models import PollVote, Post, PostStatus, PostType, Report
+from media import services as media_services
+from media import storage
+from media.models import Media, ProcessingStatus, Upload, UploadState
+from tests.conftest import client_for
+from tests.factories import MediaFactory, PollFactory, PostFactory, UserFactory
+from tests.media.helpers import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+
+HIDDEN = [
+    PostStatus.DRAFT,
+    PostStatus.PROCESSING,
+    PostStatus.PENDING_REVIEW,
+    PostStatus.QUARANTINED,
+    PostStatus.REJECTED,
+]
+PASSWORD = "correct-horse-battery"  # tests.factories.UserFactory
+
+
+# --- the world: one owner's post (with media and a poll) in some status --------------------------------
+
+
+def received_upload(owner) -> Upload:
+    """An upload whose bytes (a real JPEG) are in storage, ready to attach."""
+    data = jpeg_bytes()
+    upload, _ = media_services.upload_create(
+        owner=owner, filename="a.jpg", content_type="image/jpeg", size=len(data)
+    )
+    return media_services.upload_receive(
+        upload_id=upload.pk, stream=io.BytesIO(data), content_length=len(data)
+    )
+
+
+@dataclass
+class Scene:
+    owner: object
+    post: Post  # an image post
+    media: Media  # failed, so that retrying it would work for anyone the check let through
+    poll: Post
+    option_id: int
+    intruder_upload: Upload  # the intruder's own, ready to attach
+    file_url: str = ""  # the signed URL of the media's bytes, as issued to the owner
+
+
+def make_scene(owner, intruder, status: str) -> Scene:
+    post = PostFactory(author=owner, type=PostType.IMAGE, body="", status=status)
+    media = MediaFactory(post=post, processing_status=ProcessingStatus.FAILED)
+    media.original_key = f"media/{owner.pk}/{media.pk}/original.jpg"
+    media.save(update_fields=["original_key"])
+    storage.save(media.original_key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    poll = PollFactory(post__author=owner, post__status=status)
+    scene = Scene(
+        owner=owner,
+        post=post,
+        media=media,
+        poll=poll.post,
+        option_id=poll.options.first().pk,
+        intruder_upload=received_upload(intruder),
+    )
+    r = client_for(owner).get(f"/api/v1/content/media/{media.pk}")
+    assert r.status_code == 200, r.content
+    parts = urlsplit(r.json()["original_url"])
+    scene.file_url = parts.path
+    return scene
+
+
+# --- probes: for each URL name, the requests that touch one post or its media -------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    method: str
+    path: Callable[[Scene], str]
+    body: Callable[[Scene], dict] | None = None
+    read: bool = False
+
+    def send(self, client, scene: Scene):
+        data = self.body(scene) if self.body else None
+        return getattr(client, self.method.lower())(self.path(scene), data, format="json")
+
+
+def _post(s: Scene) -> str:
+    return f"/api/v1/content/posts/{s.post.pk}"
+
+
+OBJECT_PROBES: dict[str, list[Probe]] = {
+    "post-detail": [
+        Probe("GET", _post, read=True),
+        Probe("PATCH", _post, lambda s: {"title": "Hijacked"}),
+        Probe("DELETE", _post),
+    ],
+    "post-publish": [Probe("POST", lambda s: f"{_post(s)}/publish")],
+    "post-unpublish": [Probe("POST", lambda s: f"{_post(s)}/unpublish")],
+    "poll-vote": [
+        Probe(
+            "POST",
+            lambda s: f"/api/v1/content/posts/{s.poll.pk}/poll/vote",
+            lambda s: {"option_ids": [s.option_id]},
+        )
+    ],
+    "post-report": [Probe("POST", lambda s: f"{_post(s)}/report", lambda s: {"reason": "spam"})],
+    "media-attach": [
+        Probe("POST", lambda s: f"{_post(s)}/media", lambda s: {"upload_id": str(s.intruder_upload.pk)})
+    ],
+    "media-detach": [Probe("DELETE", lambda s: f"{_post(s)}/media/{s.media.pk}")],
+    "media-detail": [Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}", read=True)],
+    "media-retry": [Probe("POST", lambda s: f"/api/v1/content/media/{s.media.pk}/retry")],
+    "media-file": [Probe("GET", lambda s: s.file_url, read=True)],
+}
+
+# Endpoints that take no post or media id; each has its own test here, named below.
+OTHER_PROBES: dict[str, str] = {
+    "auth-register": "test_auth_endpoints_are_open_and_reveal_no_posts",
+    "auth-token": "test_auth_endpoints_are_open_and_reveal_no_posts",
+    "post-list": "test_lists_never_show_hidden_posts_of_others",
+    "my-posts": "test_lists_never_show_hidden_posts_of_others",
+    "upload-create": "test_uploads_need_a_user_and_the_upload_target_needs_its_signature",
+    "upload-data": "test_uploads_need_a_user_and_the_upload_target_needs_its_signature",
+    "schema": "test_schema_and_docs_are_public",
+    "docs": "test_schema_and_docs_are_public",
+}
+
+
+def _api_url_names() -> dict[str, str]:
+    """URL name -> route for every pattern under /api/v1/ and the signed media URL /m/."""
+    found: dict[str, str] = {}
+
+    def walk(patterns, prefix: str) -> None:
+        for p in patterns:
+            route = prefix + str(p.pattern)
+            if isinstance(p, URLResolver):
+                walk(p.url_patterns, route)
+            elif isinstance(p, URLPattern) and route.startswith(("api/v1/", "m/")):
+                found[p.name or route] = route
+
+    walk(get_resolver().url_patterns, "")
+    return found
+
+
+def test_every_endpoint_has_a_probe():
+    names = _api_url_names()
+    missing = set(names) - set(OBJECT_PROBES) - set(OTHER_PROBES)
+    assert not missing, f"endpoints without an authorization probe: {sorted(missing)}"
+    assert not (set(OBJECT_PROBES) | set(OTHER_PROBES)) - set(names), "probes for endpoints that are gone"
+    for test_name in OTHER_PROBES.values():
+        assert callable(globals().get(test_name)), test_name
+
+    # Every documented method of an object endpoint is probed.
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    uuid = "00000000-0000-0000-0000-000000000000"
+    for path, operations in schema["paths"].items():
+        concrete = path.replace("{post_id}", uuid).replace("{media_id}", uuid).replace("{upload_id}", uuid)
+        name = resolve(concrete).url_name
+        assert name in names
+        if name in OBJECT_PROBES:
+            probed = {p.method for p in OBJECT_PROBES[name]}
+            documented = {m.upper() for m in operations}
+            assert documented <= probed, f"{path}: no probe for {sorted(documented - probed)}"
+
+
+@pytest.fixture
+def moderator(db):
+    """Staff in the Moderators group, which may view media (moderation/migrations/0003)."""
+    group, _ = Group.objects.get_or_create(name="Moderators")
+    group.permissions.add(Permission.objects.get(content_type__app_label="media", codename="view_media"))
+    user = UserFactory(is_staff=True)
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def scene_for(user, other_user):
+    return lambda status: make_scene(user, other_user, status)
+
+
+def _probe_ids():
+    return [(name, i) for name, probes in OBJECT_PROBES.items() for i in range(len(probes))]
+
+
+def _snapshot(scene: Scene) -> tuple:
+    post = Post.objects.get(pk=scene.post.pk)
+    media = Media.objects.get(pk=scene.media.pk)
+    return (
+        post.status,
+        post.title,
+        post.deleted_at,
+        post.revision,
+        media.detached_at,
+        media.processing_status,
+        Media.objects.filter(post=scene.post).count(),
+        PollVote.objects.filter(poll__post=scene.poll).count(),
+        Report.objects.filter(post=scene.post).count(),
+        Upload.objects.get(pk=scene.intruder_upload.pk).state,
+    )
+
+
+@pytest.mark.parametrize("status", HIDDEN)
+@pytest.mark.parametrize("name, index", _probe_ids(), ids=lambda v: str(v))
+def test_hidden_posts_and_media_are_404_for_others(
+    name, index, status, scene_for, other_user, staff, moderator
+):
+    probe = OBJECT_PROBES[name][index]
+    scene = scene_for(status)
+    before = _snapshot(scene)
+
+    r = probe.send(client_for(other_user), scene)
+    assert r.status_code == 404, (r.status_code, r.content)
+    assert r.json()["code"] == "not_found"
+
+    r = probe.send(client_for(), scene)
+    expected = 404 if probe.read else 401
+    assert r.status_code == expected, (r.status_code, r.content)
+    assert r.json()["code"] == ("not_found" if probe.read else "not_authenticated")
+
+    assert _snapshot(scene) == before, "a refused request changed something"
+
+    if probe.read:
+        # Hidden posts and their bytes are for the owner and staff (DESIGN.md §3).
+        for reader in (scene.owner, moderator, staff):
+            r = probe.send(client_for(reader), scene)
+            assert r.status_code == 200, (reader, r.status_code, r.content)
+
+
+@pytest.mark.parametrize("status", HIDDEN)
+def test_staff_and_owner_read_hidden_posts_in_full(status, scene_for, staff):
+    scene = scene_for(status)
+    for reader in (staff, scene.owner):
+        data = client_for(reader).get(_post(scene)).json()
+        assert (data["id"], data["status"]) == (str(scene.post.pk), status)
+        assert [m["id"] for m in data["media"]] == [str(scene.media.pk)]
+        assert data["media"][0]["original_url"], "owner and staff get the original"
+        assert client_for(reader).get(f"/api/v1/content/posts/{scene.poll.pk}").json()["poll"]
+
+
+def test_signed_url_of_hidden_media_stops_working_for_others_once_unpublished(user, other_user, moderator):
+    """A URL issued while the post was public is checked again when used."""
+    post = PostFactory(author=user, type=PostType.IMAGE, body="", published=True)
+    media = MediaFactory(post=post)
+    media.original_key = f"media/{user.pk}/{media.pk}/original.jpg"
+    media.save(update_fields=["original_key"])
+    storage.save(media.original_key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    url = urlsplit(client_for(user).get(f"/api/v1/content/media/{media.pk}").json()["original_url"]).path
+    assert client_for(other_user).get(url).status_code == 200
+    assert client_for(user).post(f"/api/v1/content/posts/{post.pk}/unpublish").status_code == 200
+    for who in (other_user, None):
+        r = client_for(who).get(url)
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+    for who in (user, moderator):
+        assert client_for(who).get(url).status_code == 200
+
+
+def test_published_posts_of_others_are_readable_but_not_writable(user, other_user):
+    """Visible posts may say 403 to a non-owner (the 404 rule is for posts the caller cannot see),
+    except media retries, which are 404 for anyone but the owner and staff."""
+    post = PostFactory(author=user, type=PostType.IMAGE, body="", published=True)
+    media = MediaFactory(post=post, processing_status=ProcessingStatus.FAILED)
+    c = client_for(other_user)
+    assert c.get(f"/api/v1/content/posts/{post.pk}").status_code == 200
+    assert c.get(f"/api/v1/content/media/{media.pk}").status_code == 200
+    assert c.get(f"/api/v1/content/media/{media.pk}").json()["original_url"] is None
+    for method, path, body in [
+        ("patch", f"/api/v1/content/posts/{post.pk}", {"title": "x"}),
+        ("delete", f"/api/v1/content/posts/{post.pk}", None),
+        ("post", f"/api/v1/content/posts/{post.pk}/unpublish", None),
+        ("delete", f"/api/v1/content/posts/{post.pk}/media/{media.pk}", None),
+    ]:
+        r = getattr(c, method)(path, body, format="json")
+        assert (r.status_code, r.json()["code"]) == (403, "permission_denied"), (path, r.content)
+    r = c.post(f"/api/v1/content/media/{media.pk}/retry")
+    assert (r.status_code, r.json()["code"]) == (404, "not_found")
+    media.refresh_from_db()
+    assert media.processing_status == ProcessingStatus.FAILED
+
+
+def test_another_users_media_cannot_be_detached_through_ones_own_post(user, other_user):
+    theirs = MediaFactory(post=PostFactory(author=other_user, type=PostType.IMAGE, body=""))
+    mine = PostFactory(author=user, type=PostType.IMAGE, body="")
+    r = client_for(user).delete(f"/api/v1/content/posts/{mine.pk}/media/{theirs.pk}")
+    assert (r.status_code, r.json()["code"]) == (404, "not_found")
+    theirs.refresh_from_db()
+    assert theirs.detached_at is None
+
+
+def test_another_users_upload_cannot_be_attached(user, other_user):
+    theirs = received_upload(other_user)
+    mine = PostFactory(author=user, type=PostType.IMAGE, body="")
+    r = client_for(user).post(
+        f"/api/v1/content/posts/{mine.pk}/media", {"upload_id": str(theirs.pk)}, format="json"
+    )
+    assert (r.status_code, r.json()["code"]) == (404, "not_found")
+    assert Upload.objects.get(pk=theirs.pk).state == UploadState.RECEIVED
+    assert not Media.objects.filter(post=mine).exists()
+    # ...while the owner can.
+    r = client_for(other_user).post(
+        f"/api/v1/content/posts/{PostFactory(author=other_user, type='image', body='').pk}/media",
+        {"upload_id": str(theirs.pk)},
+        format="json",
+    )
+    assert r.status_code == 201, r.content
+
+
+def test_deleted_posts_are_404_even_for_the_owner(user, staff):
+    post = PostFactory(author=user, published=True)
+    assert client_for(user).delete(f"/api/v1/content/posts/{post.pk}").status_code == 204
+    for who in (user, staff, None):
+        assert client_for(who).get(f"/api/v1/content/posts/{post.pk}").status_code == 404
+
+
+# --- endpoints without a post or media id -----------------------------------------------------------------
+
+
+def test_auth_endpoints_are_open_and_reveal_no_posts(user):
+    c = client_for()
+    r = c.post("/api/v1/auth/register", {"username": "newcomer", "password": "A-long-pass-phrase-42"})
+    assert r.status_code == 201 and set(r.json()) == {"id", "username", "token"}
+    r = c.post("/api/v1/auth/token", {"username": user.username, "password": PASSWORD})
+    assert r.status_code == 200 and r.json()["token"] == user.auth_token.key
+    r = c.post("/api/v1/auth/token", {"username": user.username, "password": "wrong"})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_credentials")
+    # A token cannot be used to reach these as someone else: they ignore credentials entirely.
+    r = client_for(user).post("/api/v1/auth/token", {"username": "nobody", "password": "x"})
+    assert r.status_code == 400
+
+
+def test_lists_never_show_hidden_posts_of_others(user, other_user, staff):
+    hidden = [PostFactory(author=user, status=s) for s in HIDDEN]
+    public = PostFactory(author=user, published=True)
+    for who in (other_user, staff, None):
+        for query in ({}, {"author": user.username}, {"author": str(user.pk)}):
+            ids = [p["id"] for p in client_for(who).get("/api/v1/content/posts", query).json()["results"]]
+            assert ids == [str(public.pk)], (who, query)
+    assert client_for(other_user).get("/api/v1/content/me/posts").json()["results"] == []
+    for status in HIDDEN:
+        r = client_for(other_user).get("/api/v1/content/me/posts", {"status": status})
+        assert r.json()["results"] == []
+    r = client_for().get("/api/v1/content/me/posts")
+    assert (r.status_code, r.json()["code"]) == (401, "not_authenticated")
+    mine = {p["id"] for p in client_for(user).get("/api/v1/content/me/posts").json()["results"]}
+    assert mine == {str(p.pk) for p in [*hidden, public]}
+    r = client_for().post("/api/v1/content/posts", {"type": "text", "body": "hi"}, format="json")
+    assert (r.status_code, r.json()["code"]) == (401, "not_authenticated")
+
+
+def test_uploads_need_a_user_and_the_upload_target_needs_its_signature(user, other_user):
+    body = {"filename": "a.jpg", "content_type": "image/jpeg", "size": 1000}
+    r = client_for().post("/api/v1/content/uploads", body, format="json")
+    assert (r.status_code, r.json()["code"]) == (401, "not_authenticated")
+    theirs = client_for(other_user).post("/api/v1/content/uploads", body, format="json").json()
+    mine = client_for(user).post("/api/v1/content/uploads", body, format="json").json()
+    # My signature does not open their upload, and no credential replaces a signature.
+    their_path = urlsplit(theirs["url"]).path
+    my_query = urlsplit(mine["url"]).query
+    for c in (client_for(user), client_for(other_user), client_for()):
+        for path in (f"{their_path}?{my_query}", their_path):
+            r = c.generic("PUT", path, b"x" * 10, content_type="image/jpeg")
+            assert (r.status_code, r.json()["code"]) == (403, "invalid_signature")
+    assert Upload.objects.get(pk=theirs["upload_id"]).state == UploadState.PENDING
+
+
+def test_schema_and_docs_are_public():
+    assert client_for().get("/api/v1/schema/").status_code == 200
+    assert client_for().get("/api/v1/docs/").status_code == 200
+
+
+# --- CSRF: sessions need the token for unsafe requests; API tokens do not ---------------------------------
+
+
+def _session_client(user) -> APIClient:
+    c = APIClient(enforce_csrf_checks=True)
+    assert c.login(username=user.username, password=PASSWORD)
+    return c
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("post", "/api/v1/content/posts", {"type": "text", "body": "Hello"}),
+        ("patch", "/api/v1/content/posts/{draft}", {"title": "x"}),
+        ("delete", "/api/v1/content/posts/{draft}", None),
+        ("post", "/api/v1/content/posts/{draft}/publish", None),
+        ("post", "/api/v1/content/uploads", {"filename": "a.jpg", "content_type": "image/jpeg", "size": 9}),
+    ],
+)
+def test_session_writes_without_csrf_token_are_refused(user, method, path, body):
+    draft = PostFactory(author=user)
+    before = Post.objects.count()
+    r = getattr(_session_client(user), method)(path.format(draft=draft.pk), body, format="json")
+    assert r.status_code == 403, r.content
+    assert r.json()["code"] == "permission_denied" and "CSRF" in r.json()["detail"]
+    draft.refresh_from_db()
+    assert (Post.objects.count(), draft.status, draft.deleted_at) == (before, "draft", None)
+
+
+def test_session_writes_with_csrf_token_and_token_writes_are_accepted(user):
+    c = _session_client(user)
+    secret = "a" * 32
+    c.cookies["csrftoken"] = secret
+    r = c.post(
+        "/api/v1/content/posts", {"type": "text", "body": "Hi"}, format="json", HTTP_X_CSRFTOKEN=secret
+    )
+    assert r.status_code == 201, r.content
+    token_client = client_for(user)
+    token_client.handler.enforce_csrf_checks = True
+    r = token_client.post("/api/v1/content/posts", {"type": "text", "body": "Hi"}, format="json")
+    assert r.status_code == 201, r.content
+
+
+def test_session_reads_need_no_csrf_token(user):
+    assert _session_client(user).get("/api/v1/content/me/posts").status_code == 200
+
+
+def test_admin_login_without_csrf_token_is_refused(staff):
+    c = Client(enforce_csrf_checks=True)
+    r = c.post("/admin/login/", {"username": staff.username, "password": PASSWORD, "next": "/admin/"})
+    assert r.status_code == 403
+    assert "_auth_user_id" not in c.session
+
+
+def test_admin_login_with_csrf_token_works(staff):
+    c = Client(enforce_csrf_checks=True)
+    c.get("/admin/login/")
+    token = c.cookies["csrftoken"].value
+    r = c.post(
+        "/admin/login/",
+        {"username": staff.username, "password": PASSWORD, "next": "/admin/", "csrfmiddlewaretoken": token},
+    )
+    assert r.status_code == 302, r.status_code
