@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from functools import wraps
 
+from django.conf import settings
+from django.core.files.uploadhandler import FileUploadHandler
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
@@ -17,7 +19,7 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from config.api import error_body, error_responses
-from config.errors import NotFound, ServiceError
+from config.errors import FileTooLarge, NotFound, ServiceError
 from content.services import can_view_post
 from media import services, storage
 from media.api.serializers import (
@@ -115,6 +117,30 @@ def upload_data(request: HttpRequest, upload_id) -> HttpResponse:
     return JsonResponse(UploadStatusSerializer(upload).data, status=200)
 
 
+class _SizeLimitedUpload(FileUploadHandler):
+    """Stops a multipart body as soon as it is larger than any media may be: the rest is never
+    written to disk. (The per-kind limit is checked once the bytes say what kind it is.)"""
+
+    def __init__(self, limit: int, request=None):
+        super().__init__(request)
+        self.limit, self.seen = limit, 0
+
+    def receive_data_chunk(self, raw_data, start):
+        self.seen += len(raw_data)
+        if self.seen > self.limit:
+            raise FileTooLarge(
+                f"The file is larger than the largest allowed media ({self.limit // (1024 * 1024)} MB)."
+            )
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None
+
+
+def _largest_media() -> int:
+    return max(settings.MEDIA_MAX_BYTES.values())
+
+
 class AttachView(APIView):
     permission_classes = [IsAuthenticated]
     parser_classes = [MultiPartParser, JSONParser]
@@ -127,6 +153,16 @@ class AttachView(APIView):
         summary="Attach media to a draft",
     )
     def post(self, request, post_id):
+        limit = _largest_media()
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit + 1024 * 1024:  # multipart framing aside, refuse before reading the body
+            raise FileTooLarge(
+                f"The file is larger than the largest allowed media ({limit // (1024 * 1024)} MB)."
+            )
+        request._request.upload_handlers.insert(0, _SizeLimitedUpload(limit, request._request))
         data = AttachSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data

@@ -5,10 +5,12 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection  # noqa: F401 - used by skipif
 from django.utils import timezone
 
 from media.locks import LockHeld, exclusive
 from media.models import Media
+from media.sweep import sweep_candidates
 from tests.conftest import queued
 from tests.factories import MediaFactory
 
@@ -130,3 +132,22 @@ def test_scheduled_sweep_runs_only_when_enabled(rows, broker, platform, django_c
         run_sweep()
     assert len(queued(broker, "media.image")) == 3
     assert CronTrigger.from_crontab("*/15 * * * *")  # the default MEDIA_SWEEP_CRON parses
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="plans are checked on PostgreSQL")
+def test_sweep_query_can_use_its_partial_index(rows):
+    """The sweep reads only unfinished rows through media_sweep_idx, whatever the table size."""
+
+    qs = sweep_candidates(
+        statuses=["pending", "failed"],
+        stuck_minutes=30,
+        kinds=None,
+        include_exhausted=False,
+        pending_grace_minutes=5,
+    )
+    sql, params = qs.query.sql_with_params()
+    with connection.cursor() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    assert "media_sweep_idx" in plan, plan

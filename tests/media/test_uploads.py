@@ -228,3 +228,26 @@ def test_detach_keeps_bytes(user, tmp_path):
     assert row.detached_at is not None
     assert (tmp_path / "storage" / row.original_key).exists()
     assert c.get(f"/api/v1/content/media/{media['id']}").status_code == 404
+
+
+def test_multipart_larger_than_any_media_is_cut_off(user, settings):
+    settings.MEDIA_MAX_BYTES = {"image": 2000, "video": 3000, "audio": 3000}
+    post = PostFactory(author=user, type="image")
+    big = jpeg_bytes(300, 300) + b"\0" * 20_000
+    r = client_for(user).post(
+        f"/api/v1/content/posts/{post.pk}/media", {"file": upload_file("a.jpg", big)}, format="multipart"
+    )
+    assert r.status_code == 413 and r.json()["code"] == "file_too_large"
+
+
+def test_declared_content_length_over_the_limit_is_refused_before_reading(user, settings):
+    settings.MEDIA_MAX_BYTES = {"image": 2000, "video": 3000, "audio": 3000}
+    post = PostFactory(author=user, type="image")
+    r = client_for(user).generic(
+        "POST",
+        f"/api/v1/content/posts/{post.pk}/media",
+        b"x" * 10,
+        content_type="multipart/form-data; boundary=xyz",
+        CONTENT_LENGTH=str(50 * 1024 * 1024),
+    )
+    assert r.status_code == 413 and r.json()["code"] == "file_too_large"
