@@ -54,11 +54,6 @@ class MediaFailed(Conflict):
     default_detail = "A media file of this post failed processing; retry or remove it first."
 
 
-class MediaNotReady(Conflict):
-    code = "media_not_ready"
-    default_detail = "Media is still processing."
-
-
 class UnsupportedMediaType(ServiceError):
     code = "unsupported_media_type"
     status_code = 415

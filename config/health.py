@@ -1,5 +1,6 @@
-"""Liveness and readiness: ``/healthz`` answers while the process runs; ``/readyz`` checks the
-database, the broker and storage, and says which one failed."""
+"""Health: ``/healthz`` (DESIGN.md §4) and its alias ``/readyz`` check the database, the broker and
+storage and answer 503 naming the one that failed; ``/livez`` only says the process answers (for
+an orchestrator's liveness probe, which must not restart web processes when the database is down)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.http import JsonResponse
 from media import storage
 
 
-def healthz(request):
+def livez(request):
     return JsonResponse({"status": "ok"})
 
 
@@ -32,7 +33,7 @@ def _check_storage() -> None:
     storage.exists("healthz/probe")
 
 
-def readyz(request):
+def healthz(request):
     checks, ok = {}, True
     for name, check in (
         ("database", _check_database),
@@ -49,3 +50,6 @@ def readyz(request):
     return JsonResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
     )
+
+
+readyz = healthz

@@ -9,6 +9,7 @@ processes; Dramatiq's own Prometheus middleware serves the workers' queue and ac
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -46,7 +47,9 @@ class JsonFormatter(logging.Formatter):
 
 REQUESTS = Counter("postflow_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
-    "postflow_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+    "postflow_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
@@ -77,10 +80,18 @@ class RequestObservabilityMiddleware:
         LATENCY.labels(request.method, route).observe(elapsed)
         user = getattr(request, "user", None)
         logger.info(
-            "%s %s %s", request.method, request.path, response.status_code,
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
             extra={
-                "event": "request", "request_id": rid, "method": request.method, "path": request.path,
-                "route": route, "status": response.status_code, "duration_ms": round(elapsed * 1000, 1),
+                "event": "request",
+                "request_id": rid,
+                "method": request.method,
+                "path": request.path,
+                "route": route,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 1),
                 "user_id": user.pk if user is not None and user.is_authenticated else None,
             },
         )
@@ -91,9 +102,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus scrape endpoint. Open to loopback, or to callers with ``METRICS_TOKEN``."""
     token = settings.METRICS_TOKEN
     if token:
-        if request.headers.get("Authorization", "") != f"Bearer {token}":
+        if not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
             return HttpResponse(status=404)
-    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1"):
+    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1") or "X-Forwarded-For" in request.headers:
+        # Without a token only direct loopback scrapes: a request relayed by a local proxy is not local.
         return HttpResponse(status=404)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config.health import healthz, readyz
+from config.health import healthz, livez, readyz
 from config.observability import metrics
 from media.api.views import media_file
 
@@ -18,6 +18,7 @@ urlpatterns = [
     path("m/<str:token>", media_file, name="media-file"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("livez", livez, name="livez"),
     path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

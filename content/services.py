@@ -201,8 +201,10 @@ def post_delete(*, post_id: UUID | str, actor: AbstractBaseUser) -> None:
 # --- publishing ----------------------------------------------------------------------------------
 
 
-def _primary_media(post: Post) -> list[Media]:
-    return list(Media.objects.filter(post=post, is_primary=True, detached_at__isnull=True))
+def _live_media(post: Post) -> list[Media]:
+    """Every attached medium, primary or not: nothing of a post goes public before it was processed
+    (and so verified and shown to the prescreen)."""
+    return list(Media.objects.filter(post=post, detached_at__isnull=True))
 
 
 @transaction.atomic
@@ -210,15 +212,15 @@ def post_publish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
     """Publish a draft (DESIGN.md §3). Returns the post; its status tells the caller what happened:
     ``published``, ``pending_review`` (prescreen), or ``processing`` with ``publish_requested``."""
     post = post_lock(post_id=post_id, actor=actor)
+    _require_status(post, [PostStatus.DRAFT, PostStatus.PROCESSING], "publish")
+    media = _live_media(post)
+    if any(m.processing_status == ProcessingStatus.FAILED for m in media):
+        raise MediaFailed()
     if post.status == PostStatus.PROCESSING:
         if not post.publish_requested:
             post.publish_requested = True
             post.save(update_fields=["publish_requested", "updated_at"])
         return post
-    _require_status(post, [PostStatus.DRAFT], "publish")
-    media = _primary_media(post)
-    if any(m.processing_status == ProcessingStatus.FAILED for m in media):
-        raise MediaFailed()
     if any(m.processing_status in (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING) for m in media):
         # Media is waiting for the sweep (trigger off) or a worker: publish when it is ready.
         post.status = PostStatus.PROCESSING
@@ -286,15 +288,15 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
 
 @transaction.atomic
 def post_media_settled(*, post_id: UUID | str) -> Post | None:
-    """Called when a primary medium of the post finished (ready or failed). When none is still
-    pending or processing, the post leaves ``processing``: publish if asked, else back to draft."""
+    """Called when a medium of the post finished (ready or failed), or by the sweep. When none is
+    still pending or processing, the post leaves ``processing``: publish if asked, else back to draft."""
     try:
         post = post_lock(post_id=post_id)
     except NotFound:
         return None
     if post.status != PostStatus.PROCESSING:
         return post
-    media = _primary_media(post)
+    media = _live_media(post)
     if any(m.processing_status in (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING) for m in media):
         return post
     post.status = PostStatus.DRAFT

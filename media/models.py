@@ -96,6 +96,10 @@ class Media(models.Model):
     attempt_token = models.UUIDField(
         null=True, blank=True, help_text="Identifies the attempt that owns the row."
     )
+    failed_permanently = models.BooleanField(
+        default=False,
+        help_text="The file itself was refused (a retry gives the same answer): the sweep skips it.",
+    )
     processing_started_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

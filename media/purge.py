@@ -13,7 +13,9 @@ from content.models import PostStatus
 from media import storage
 from media.models import Media, Upload, UploadState
 
-EVIDENCE_STATUSES = (PostStatus.REJECTED, PostStatus.QUARANTINED)
+# Evidence: posts a moderator rejected or quarantined, and posts still waiting for review (an author
+# deleting a reported post must not make the evidence disappear).
+EVIDENCE_STATUSES = (PostStatus.REJECTED, PostStatus.QUARANTINED, PostStatus.PENDING_REVIEW)
 
 
 @dataclass
@@ -48,4 +50,16 @@ def purge_media(*, retention_days: int, dry_run: bool = False) -> PurgeReport:
             continue
         storage.delete(upload.storage_key)
         Upload.objects.filter(pk=upload.pk).update(state=UploadState.EXPIRED)
+    # A presigned POST stays usable until it expires, even after its upload was attached (and its
+    # staged object deleted): bytes re-sent meanwhile would sit outside any quota. Remove them.
+    reusable_until = timezone.now() - timedelta(hours=1)
+    attached = Upload.objects.filter(
+        state=UploadState.ATTACHED,
+        expires_at__lt=reusable_until,
+        expires_at__gte=reusable_until - timedelta(days=7),
+    )
+    for key in attached.values_list("storage_key", flat=True).iterator():
+        if not dry_run and storage.exists(key):
+            storage.delete(key)
+            report.uploads += 1
     return report

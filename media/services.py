@@ -27,7 +27,6 @@ from config.errors import (
     Conflict,
     FileTooLarge,
     InvalidTransition,
-    MediaFailed,
     NotFound,
     QuotaExceeded,
     UnsupportedMediaType,
@@ -80,6 +79,13 @@ POST_TYPE_KINDS = {
 }
 SINGLE_MEDIUM_TYPES = {PostType.VIDEO, PostType.AUDIO, PostType.LIVESTREAM}
 ATTACHABLE_STATUSES = (PostStatus.DRAFT, PostStatus.PROCESSING)
+
+
+def safe_filename(name: str) -> str:
+    """The client's file name, for display only: no path, no control characters, no quotes."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in '"<>')
+    return name.strip()[:200] or "upload"
 
 
 def kind_for_content_type(content_type: str) -> str | None:
@@ -167,7 +173,7 @@ def upload_create(
     upload = Upload.objects.create(
         id=upload_id,
         owner=owner,
-        filename=filename[:255],
+        filename=safe_filename(filename),
         content_type=content_type,
         kind=kind,
         declared_size=size,
@@ -397,7 +403,7 @@ def _media_create(
             kind=found.kind,
             is_primary=is_primary,
             position=position,
-            original_filename=filename[:255],
+            original_filename=safe_filename(filename),
             original_key=key,
             mime_type=found.mime_type,
             size_bytes=size,
@@ -431,10 +437,11 @@ def media_detach(*, post_id: UUID | str, media_id: UUID | str, actor: AbstractBa
         raise NotFound("Media not found.") from None
     media.detached_at = timezone.now()
     media.save(update_fields=["detached_at", "updated_at"])
-    post.metadata = {
-        **post.metadata,
-        "media_count": Media.objects.filter(post=post, detached_at__isnull=True).count(),
-    }
+    live = Media.objects.filter(post=post, detached_at__isnull=True)
+    metadata = {**post.metadata, "media_count": live.count()}
+    if not any(m.get("blocked_media") for m in live.values_list("metadata", flat=True)):
+        metadata.pop("blocked_media", None)  # the blocklisted file is gone from the post
+    post.metadata = metadata
     post.save(update_fields=["metadata", "updated_at"])
     transaction.on_commit(lambda: post_media_settled(post_id=post.pk))
 
@@ -447,12 +454,12 @@ def media_dispatch(media: Media) -> None:
     from moderation.platform import get_platform_settings
 
     ps = get_platform_settings()
-    if not ps.post_processing_enabled:
+    if not ps.post_processing_enabled and media.sha256:
         media.processing_status = ProcessingStatus.READY
         media.processed_at = timezone.now()
         media.metadata = {**media.metadata, "bypass": True, "bypass_reason": "post_processing_enabled is off"}
         media.save(update_fields=["processing_status", "processed_at", "metadata", "updated_at"])
-        if media.post_id and media.is_primary:
+        if media.post_id:
             post_id = media.post_id
             transaction.on_commit(lambda: post_media_settled(post_id=post_id))
         return
@@ -496,22 +503,25 @@ def media_retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
         raise NotFound("Media not found.")
     if media.processing_status != ProcessingStatus.FAILED:
         raise InvalidTransition(f"Only failed media can be retried; this one is {media.processing_status}.")
+    if media.post and media.post.status not in ATTACHABLE_STATUSES:
+        raise InvalidTransition(f"Media of a {media.post.status} post cannot be retried; unpublish it first.")
     media.processing_status = ProcessingStatus.PENDING
     media.processing_error = ""
     media.attempts = 0  # an explicit retry grants a fresh set of attempts
+    media.failed_permanently = False
     media.attempt_token = None
     media.save(
-        update_fields=["processing_status", "processing_error", "attempts", "attempt_token", "updated_at"]
+        update_fields=[
+            "processing_status",
+            "processing_error",
+            "attempts",
+            "attempt_token",
+            "failed_permanently",
+            "updated_at",
+        ]
     )
     post = media.post
     if post and media.is_primary and post.status == PostStatus.DRAFT:
         Post.objects.filter(pk=post.pk, status=PostStatus.DRAFT).update(status=PostStatus.PROCESSING)
     media_dispatch(media)
     return media
-
-
-def media_publish_blockers(post: Post) -> None:
-    if Media.objects.filter(
-        post=post, is_primary=True, processing_status=ProcessingStatus.FAILED, detached_at__isnull=True
-    ).exists():
-        raise MediaFailed()

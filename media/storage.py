@@ -10,6 +10,7 @@ import hashlib
 import mimetypes
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ def save(key: str, source: Path | BinaryIO, content_type: str | None = None) -> 
         return key
     path = Path(store.path(key))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.part")
     if isinstance(source, Path):
         shutil.copyfile(source, tmp)
     else:
@@ -172,7 +173,7 @@ def copy(src: str, dst: str, content_type: str | None = None) -> str:
         return dst
     target = Path(store.path(dst))
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
+    tmp = target.with_name(f"{target.name}.{uuid.uuid4().hex[:12]}.part")
     shutil.copyfile(store.path(src), tmp)
     tmp.replace(target)
     return dst

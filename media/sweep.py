@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -60,7 +60,8 @@ def sweep_candidates(
     if ProcessingStatus.FAILED in statuses:
         failed = Q(processing_status=ProcessingStatus.FAILED)
         if not include_exhausted:
-            failed &= Q(attempts__lt=settings.MEDIA_MAX_ATTEMPTS)
+            # Files refused for what they are (a bomb, a bad checksum) fail the same way every time.
+            failed &= Q(attempts__lt=settings.MEDIA_MAX_ATTEMPTS, failed_permanently=False)
         cond |= failed
     if stuck_minutes is not None and stuck_minutes >= 0:
         cond |= Q(
@@ -81,13 +82,14 @@ def sweep_pending_media(
     *,
     dry_run: bool = False,
     statuses: list[str] | None = None,
-    stuck_minutes: int = 30,
+    stuck_minutes: int | None = None,
     kinds: list[str] | None = None,
     limit: int | None = None,
     include_exhausted: bool = False,
     pending_grace_minutes: float = 5,
 ) -> SweepReport:
     statuses = statuses or [ProcessingStatus.PENDING, ProcessingStatus.FAILED]
+    stuck_minutes = settings.MEDIA_STUCK_MINUTES if stuck_minutes is None else stuck_minutes
     report = SweepReport(dry_run=dry_run)
     with exclusive("sweep_pending_media", ttl_seconds=1800):
         qs = sweep_candidates(
@@ -126,9 +128,60 @@ def sweep_pending_media(
                 media.attempt_token = None
                 if before == ProcessingStatus.FAILED and include_exhausted:
                     media.attempts = 0
+                    media.failed_permanently = False
                 media.metadata = {**media.metadata, "swept_at": now.isoformat(), "swept_from": before}
                 media.save(
-                    update_fields=["processing_status", "attempt_token", "attempts", "metadata", "updated_at"]
+                    update_fields=[
+                        "processing_status",
+                        "attempt_token",
+                        "attempts",
+                        "failed_permanently",
+                        "metadata",
+                        "updated_at",
+                    ]
                 )
                 media_send_on_commit(media)
+    return report
+
+
+@dataclass
+class PostSweepReport:
+    settled: list[str] = field(default_factory=list)
+    reviews_queued: list[str] = field(default_factory=list)
+
+
+def sweep_stuck_posts(*, dry_run: bool = False, grace_minutes: float = 5) -> PostSweepReport:
+    """Posts whose follow-up message was lost: ``processing`` although none of their media is
+    unfinished (the settle step failed), or waiting for an AI review that was never queued."""
+    from content.models import ModerationState, Post, PostStatus
+    from content.services import post_media_settled
+    from moderation.models import AiReview
+    from moderation.services import send_ai_review
+
+    report = PostSweepReport()
+    cutoff = timezone.now() - timedelta(minutes=grace_minutes)
+    unfinished = Media.objects.filter(
+        post=models.OuterRef("pk"),
+        detached_at__isnull=True,
+        processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.PROCESSING],
+    )
+    stuck = Post.objects.filter(
+        status=PostStatus.PROCESSING, deleted_at__isnull=True, updated_at__lt=cutoff
+    ).filter(~models.Exists(unfinished))
+    for post_id in stuck.values_list("pk", flat=True)[:1000]:
+        report.settled.append(str(post_id))
+        if not dry_run:
+            post_media_settled(post_id=post_id)
+    reviewed = AiReview.objects.filter(post=models.OuterRef("pk"), post_revision=models.OuterRef("revision"))
+    waiting = Post.objects.filter(
+        status=PostStatus.PENDING_REVIEW,
+        moderation_state=ModerationState.UNDER_REVIEW,
+        deleted_at__isnull=True,
+        submitted_at__lt=cutoff,
+    ).filter(~models.Exists(reviewed))
+    for post in waiting[:1000]:
+        report.reviews_queued.append(str(post.pk))
+        if not dry_run:
+            with transaction.atomic():
+                send_ai_review(post)
     return report

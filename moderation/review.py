@@ -11,12 +11,12 @@ from pathlib import Path
 
 from dramatiq.middleware import CurrentMessage
 
-from content.models import ModerationState, Post, PostStatus
+from content.models import Post
 from media import storage
 from media.models import Media, MediaKind, ProcessingStatus
 from moderation.providers import get_provider
 from moderation.providers.base import ProviderError, ReviewInput
-from moderation.services import ai_review_failed, ai_verdict_apply
+from moderation.services import ai_review_failed, ai_verdict_apply, waiting_for_ai
 
 logger = logging.getLogger("postflow.moderation.review")
 
@@ -37,6 +37,11 @@ def build_input(post: Post, workdir: Path) -> ReviewInput:
     if hasattr(post, "poll"):
         text += "\n" + post.poll.question + "\n" + "\n".join(o.text for o in post.poll.options.all())
     item = ReviewInput(text=text, hints={"post_id": str(post.pk)})
+    unfinished = Media.objects.filter(post=post, detached_at__isnull=True).exclude(
+        processing_status=ProcessingStatus.READY
+    )
+    if unfinished.exists():  # never judge a post by part of its media (fail closed: retried, then a human)
+        raise ProviderError(f"{unfinished.count()} media of this post are not processed yet")
     media = Media.objects.filter(
         post=post, detached_at__isnull=True, processing_status=ProcessingStatus.READY
     ).exclude(kind=MediaKind.TRANSCRIPT)
@@ -64,12 +69,7 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
     message = CurrentMessage.get_current_message()
     retries = message.options.get("retries", 0) if message else 0
     attempt = retries + 1
-    if not (
-        post.revision == revision
-        and post.status == PostStatus.PENDING_REVIEW
-        and post.moderation_state == ModerationState.UNDER_REVIEW
-        and post.deleted_at is None
-    ):
+    if not waiting_for_ai(post, revision):
         logger.info("post %s revision %s is no longer waiting for the AI; skipping", post_id, revision)
         return
     provider = get_provider()

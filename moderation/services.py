@@ -71,7 +71,18 @@ def send_ai_review(post: Post) -> None:
     from moderation.tasks import review_post
 
     post_id, revision = str(post.pk), post.revision
-    transaction.on_commit(lambda: review_post.send(post_id, revision))
+
+    def send() -> None:
+        # The post is committed as pending_review; if the broker is down the request still succeeds
+        # and the sweep queues the review later. Nothing is published meanwhile (fail closed).
+        try:
+            review_post.send(post_id, revision)
+        except Exception as exc:
+            logger.warning(
+                "could not queue the AI review of post %s (the sweep will retry): %s", post_id, exc
+            )
+
+    transaction.on_commit(send)
 
 
 def _decision_for(score: float) -> str:
@@ -83,12 +94,19 @@ def _decision_for(score: float) -> str:
     return Decision.PUBLISH
 
 
-def _is_current(post: Post, revision: int) -> bool:
+DECISIVE = (Decision.PUBLISH, Decision.REVIEW, Decision.QUARANTINE)
+
+
+def waiting_for_ai(post: Post, revision: int) -> bool:
+    """True while this revision of the post waits for its (first) AI verdict. A verdict for another
+    revision, for a post a human or the reports moved on, or a second verdict for the same revision
+    (a duplicate or redelivered message) is stale and must change nothing."""
     return (
         post.deleted_at is None
         and post.revision == revision
         and post.status == PostStatus.PENDING_REVIEW
         and post.moderation_state == ModerationState.UNDER_REVIEW
+        and not AiReview.objects.filter(post=post, post_revision=revision, decision__in=DECISIVE).exists()
     )
 
 
@@ -109,7 +127,7 @@ def ai_verdict_apply(
     """Record an AI review and apply its band. A verdict for an older revision, or for a post a human
     decided meanwhile, is recorded as stale and changes nothing."""
     post = Post.objects.select_for_update().get(pk=post_id)
-    decision = _decision_for(overall) if _is_current(post, revision) else Decision.STALE
+    decision = _decision_for(overall) if waiting_for_ai(post, revision) else Decision.STALE
     review = AiReview.objects.create(
         post=post,
         post_revision=revision,
@@ -159,7 +177,7 @@ def ai_review_failed(
             duration_ms=duration_ms,
             raw={"final": final},
         )
-        if final and _is_current(post, revision):
+        if final and waiting_for_ai(post, revision):
             post.metadata = {**post.metadata, "ai_review_error": error[:500]}
             post.save(update_fields=["metadata", "updated_at"])
     return review
@@ -375,7 +393,8 @@ def post_reports_threshold_reached(*, post: Post) -> bool:
     post.status = PostStatus.PENDING_REVIEW
     post.moderation_state = ModerationState.UNDER_REVIEW
     post.submitted_at = timezone.now()
-    post.save(update_fields=["status", "moderation_state", "submitted_at", "updated_at"])
+    post.revision += 1  # any AI verdict still in flight was for the post before the reports
+    post.save(update_fields=["status", "moderation_state", "submitted_at", "revision", "updated_at"])
     ModerationDecision.objects.create(
         post=post,
         moderator=None,

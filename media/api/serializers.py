@@ -58,14 +58,14 @@ class MediaSerializer(serializers.ModelSerializer):
         post = media.post
         return post is not None and post.status == PostStatus.PUBLISHED and post.deleted_at is None
 
-    def _url(self, media: Media, key: str, mime: str, name: str) -> str:
+    def _url(self, media: Media, key: str, mime: str, name: str, *, private: bool = False) -> str:
         filename = f"{media.pk}-{name}{Path(key).suffix}"
         return storage.signed_url(
             key,
             media_id=media.pk,
             mime_type=mime,
             filename=filename,
-            public=self._public(media),
+            public=self._public(media) and not private,
             request=self.context.get("request"),
         )
 
@@ -86,7 +86,8 @@ class MediaSerializer(serializers.ModelSerializer):
     def get_original_url(self, media: Media) -> str | None:
         if not _viewer_is_owner(media, self.context.get("request")):
             return None
-        return self._url(media, media.original_key, media.mime_type, "original")
+        # The original may carry EXIF/GPS: always served through Django, checked per request, never cached.
+        return self._url(media, media.original_key, media.mime_type, "original", private=True)
 
     def to_representation(self, media: Media) -> dict:
         data = super().to_representation(media)

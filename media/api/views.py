@@ -8,6 +8,7 @@ from functools import wraps
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import TokenAuthentication
@@ -251,7 +252,7 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         return JsonResponse(
             error_body("invalid_signature", "This media URL is invalid or has expired."), status=403
         )
-    media = Media.objects.select_related("post").filter(pk=signed.media_id).first()
+    media = Media.objects.select_related("post").filter(pk=signed.media_id, detached_at__isnull=True).first()
     if media is None or media.post is None or media.post.deleted_at is not None or media.purged_at:
         raise Http404
     if media.post.status != "published":
@@ -269,10 +270,12 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         fh.close()
     else:
         response = FileResponse(fh, content_type=signed.mime_type)
-    response["Content-Disposition"] = f'inline; filename="{signed.filename}"'
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = (
-        "private, max-age=300" if media.post.status != "published" else "public, max-age=3600"
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=False, filename=signed.filename
     )
+    response["X-Content-Type-Options"] = "nosniff"
+    public = media.post.status == "published" and signed.key != media.original_key
+    # Short public caching: a post quarantined later stops being served within minutes.
+    response["Cache-Control"] = "public, max-age=300" if public else "private, no-store"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response

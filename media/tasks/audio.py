@@ -10,7 +10,8 @@ from media.tasks.runner import run_media
     max_retries=max(settings.MEDIA_MAX_ATTEMPTS - 1, 0),
     min_backoff=2_000,
     max_backoff=120_000,
-    time_limit=3600000,
+    # Longer than the processor's own ffmpeg budget, which ends in a clear "too long" error.
+    time_limit=int((settings.AUDIO_MAX_DURATION_SECONDS * settings.AUDIO_TIMEOUT_FACTOR + 600) * 1000),
 )
 def process_audio_media(media_id: str) -> None:
     run_media(media_id, kind="audio")

@@ -154,9 +154,11 @@ def _claim(media_id: str, kind: str) -> Claim | None:
 
 
 def _settle_on_commit(media: Media) -> None:
-    if media.post_id and media.is_primary:
+    """After commit, let the post leave ``processing``. Robust: a failure here (a lock timeout) is
+    logged, never mistaken for a processing failure; the sweep settles such posts later."""
+    if media.post_id:
         post_id = media.post_id
-        transaction.on_commit(lambda: post_media_settled(post_id=post_id))
+        transaction.on_commit(lambda: post_media_settled(post_id=post_id), robust=True)
 
 
 def _peak_memory_kb() -> int:
@@ -272,6 +274,17 @@ def run_media(media_id: str, *, kind: str) -> None:
             storage.download_to(claim.media.original_key, source)
             s.output = {"bytes": source.stat().st_size}
         _verify_bytes(claim, source, steps)
+        from moderation.platform import get_platform_settings
+
+        if not get_platform_settings().post_processing_enabled:
+            # Verified (checksum, blocklist) but not processed: the operator switched processing off.
+            steps.skip(kind, "post_processing_enabled is off")
+            _complete(
+                claim,
+                ProcessorResult(metadata={"bypass": True, "bypass_reason": "post_processing_enabled is off"}),
+                steps,
+            )
+            return
         out_dir = workdir / "out"
         out_dir.mkdir()
         result = get_processor(kind).process(source=source, workdir=out_dir, steps=steps)
@@ -410,7 +423,16 @@ def _fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, 
         if not will_retry and retryable:
             media.processing_error = f"{message} (gave up after {media.attempts} attempts)"
         media.attempt_token = None
-        media.save(update_fields=["processing_status", "processing_error", "attempt_token", "updated_at"])
+        media.failed_permanently = not retryable
+        media.save(
+            update_fields=[
+                "processing_status",
+                "processing_error",
+                "attempt_token",
+                "failed_permanently",
+                "updated_at",
+            ]
+        )
         _finish_run(
             claim,
             steps,

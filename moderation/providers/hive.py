@@ -249,6 +249,12 @@ class HiveProvider(Provider):
                     category, weight = VISUAL_CLASSES[hive_class]
                     scored.classes[hive_class] = max(scored.classes.get(hive_class, 0.0), score)
                     scored.add(category, score * weight, hive_class)
+        if not scored.classes:
+            # Hive scores every class of its model; an answer naming none we know is a changed model
+            # or a broken answer, never "clean" (fail closed).
+            raise ProviderError(
+                f"Hive's answer for {source} has no class we know (garbage or a changed model)."
+            )
         return scored
 
     def _score_text(self, source: str, payload: Any) -> _Scored:

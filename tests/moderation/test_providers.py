@@ -415,3 +415,10 @@ def test_stub_is_refused_in_production(settings, name):
         get_provider(name)
 
     assert isinstance(get_provider("local"), LocalProvider)
+
+
+def test_hive_answer_without_any_known_class_fails_closed(hive, tmp_path):
+    """An answer naming no class we know (a changed model) must not read as "clean"."""
+    hive.default = Reply(body=visual_answer({"brand_new_class": 0.99, "another_one": 0.01}))
+    with pytest.raises(ProviderError, match="no class we know"):
+        HiveProvider().review(ReviewInput(image_paths=[landscape(tmp_path / "photo.jpg")]))

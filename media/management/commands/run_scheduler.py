@@ -12,7 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 from django.core.management.base import BaseCommand, CommandError
 
 from media.locks import LockHeld
-from media.sweep import sweep_pending_media
+from media.sweep import sweep_pending_media, sweep_stuck_posts
 from moderation.platform import get_platform_settings
 
 logger = logging.getLogger("postflow.scheduler")
@@ -27,8 +27,20 @@ def run_sweep() -> None:
     except LockHeld as exc:
         logger.info("scheduled sweep skipped: %s", exc)
         return
-    logger.info("scheduled sweep queued %s media", report.queued,
-                extra={"event": "sweep", "queued": report.queued, "skipped_kinds": report.skipped_kinds})
+    posts = sweep_stuck_posts()
+    logger.info(
+        "scheduled sweep queued %s media, settled %s posts, queued %s reviews",
+        report.queued,
+        len(posts.settled),
+        len(posts.reviews_queued),
+        extra={
+            "event": "sweep",
+            "queued": report.queued,
+            "skipped_kinds": report.skipped_kinds,
+            "posts_settled": len(posts.settled),
+            "reviews_queued": len(posts.reviews_queued),
+        },
+    )
 
 
 class Command(BaseCommand):
@@ -53,11 +65,15 @@ class Command(BaseCommand):
             except ValueError as exc:
                 logger.error("media_sweep_cron %r is not a valid cron line: %s", ps.media_sweep_cron, exc)
                 return
-            scheduler.add_job(run_sweep, trigger, id=SWEEP_JOB, replace_existing=True, max_instances=1,
-                              coalesce=True)
+            scheduler.add_job(
+                run_sweep, trigger, id=SWEEP_JOB, replace_existing=True, max_instances=1, coalesce=True
+            )
             state.update(cron=ps.media_sweep_cron, enabled=ps.media_sweep_schedule_enabled)
-            logger.info("media sweep %s on %r", "enabled" if ps.media_sweep_schedule_enabled else "disabled",
-                        ps.media_sweep_cron)
+            logger.info(
+                "media sweep %s on %r",
+                "enabled" if ps.media_sweep_schedule_enabled else "disabled",
+                ps.media_sweep_cron,
+            )
 
         try:
             sync()

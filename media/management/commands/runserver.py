@@ -8,6 +8,27 @@ from django.contrib.staticfiles.management.commands.runserver import Command as 
 from config.broker import is_embedded, start_embedded_worker
 
 
+def recover_embedded_work(out) -> None:
+    """The in-memory broker died with the previous process: whatever was queued or running then is
+    pending or stuck now. Re-queue it (nothing else runs work in the embedded runtime)."""
+    from media.locks import LockHeld
+    from media.sweep import sweep_pending_media, sweep_stuck_posts
+
+    try:
+        report = sweep_pending_media(stuck_minutes=0, pending_grace_minutes=0)
+        posts = sweep_stuck_posts(grace_minutes=0)
+    except LockHeld:
+        return
+    except Exception as exc:  # e.g. a database not migrated yet
+        out.write(f"Skipped recovering earlier work: {exc}")
+        return
+    if report.queued or posts.settled or posts.reviews_queued:
+        out.write(
+            f"Recovered earlier work: {report.queued} media re-queued, {len(posts.settled)} posts settled, "
+            f"{len(posts.reviews_queued)} AI reviews re-queued."
+        )
+
+
 class Command(StaticRunserver):
     help = StaticRunserver.help + " With no REDIS_URL, also runs the in-process Dramatiq worker."
 
@@ -18,4 +39,5 @@ class Command(StaticRunserver):
             self.stdout.write(
                 "Embedded worker: running in this process (set REDIS_URL for separate workers)."
             )
+            recover_embedded_work(self.stdout)
         super().inner_run(*args, **options)

@@ -1,9 +1,10 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from config.broker import drain_embedded, is_embedded
 from media.locks import LockHeld
 from media.models import MediaKind, ProcessingStatus
-from media.sweep import sweep_pending_media
+from media.sweep import sweep_pending_media, sweep_stuck_posts
 
 
 def _csv(value: str) -> list[str]:
@@ -21,8 +22,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stuck-minutes",
             type=int,
-            default=30,
-            help="Re-queue 'processing' rows not updated for this long (negative: never).",
+            default=settings.MEDIA_STUCK_MINUTES,
+            help="Re-queue 'processing' rows idle this long (negative: never; default MEDIA_STUCK_MINUTES).",
         )
         parser.add_argument("--kinds", default="", help="Comma list of media kinds (default: every kind).")
         parser.add_argument("--limit", type=int, default=None, help="At most this many media.")
@@ -70,7 +71,13 @@ class Command(BaseCommand):
             self.stdout.write(f"skipped {n} {kind} media: no processor for that kind")
         verb = "would queue" if report.dry_run else "queued"
         self.stdout.write(self.style.SUCCESS(f"{len(report.rows)} matched, {verb} {len(report.rows)}."))
-        if report.queued and is_embedded():
+        posts = sweep_stuck_posts(dry_run=o["dry_run"], grace_minutes=o["pending_grace_minutes"])
+        settle = "would settle" if o["dry_run"] else "settled"
+        for post_id in posts.settled:
+            self.stdout.write(f"post {post_id}: media all finished but still processing: {settle}")
+        for post_id in posts.reviews_queued:
+            self.stdout.write(f"post {post_id}: waiting for an AI review never queued: {verb} its review")
+        if (report.queued or posts.settled or posts.reviews_queued) and not o["dry_run"] and is_embedded():
             self.stdout.write("No REDIS_URL: processing them in this process before exiting...")
             drain_embedded()
             self.stdout.write("Done.")
