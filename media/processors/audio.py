@@ -187,6 +187,36 @@ def loudnorm_filter(measured: dict[str, str] | None = None) -> str:
     return "loudnorm=" + ":".join(parts)
 
 
+_EBUR128 = {
+    "input_i": r"Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS",
+    "input_thresh": r"Integrated loudness:\s+I:\s+\S+ LUFS\s+Threshold:\s+(-?[\d.]+|-inf) LUFS",
+    "input_lra": r"Loudness range:\s+LRA:\s+(-?[\d.]+) LU",
+    "input_tp": r"True peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS",
+}
+
+
+def parse_ebur128(log: str) -> dict[str, str]:
+    """The summary ffmpeg's EBU R128 meter prints at the end, in loudnorm's field names."""
+    summary = log[log.rfind("Summary:") :]
+    measured = {}
+    for key, pattern in _EBUR128.items():
+        match = re.search(pattern, summary)
+        if not match:
+            raise ProcessingError("We could not measure this audio's loudness; it may be damaged.")
+        measured[key] = match.group(1)
+    if _float(measured["input_i"]) <= -70.0:  # the meter's absolute gate: nothing audible (silence)
+        measured["input_i"] = "-inf"
+    measured["target_offset"] = "0.0"
+    return measured
+
+
+def linear_gain(measured: dict[str, str]) -> float | None:
+    """The gain that brings the integrated loudness to the target, if it keeps the true peak under
+    its limit (what loudnorm's linear mode does); None when only dynamic normalisation can."""
+    gain = TARGET_I - _float(measured["input_i"])
+    return round(gain, 2) if _float(measured["input_tp"]) + gain <= TARGET_TP else None
+
+
 def parse_loudnorm(log: str) -> dict[str, str]:
     """The JSON block loudnorm prints (at log level info) when it finishes."""
     marker = log.rfind("[Parsed_loudnorm")
@@ -216,8 +246,10 @@ class AudioProcessor(Processor):
 
         with steps.step("measure", buckets=buckets, budget_s=round(budget, 1)) as s:
             waveform = WaveformPeaks(buckets=buckets, expected_samples=int(info.duration * WAVEFORM_RATE))
+            # The EBU R128 meter measures what loudnorm's analysis pass does (I, LRA, threshold, true
+            # peak) in a sixth of the time: loudnorm always works at 192 kHz (3 min: 5.5 s vs 0.9 s).
             graph = (
-                f"[0:a:0]asplit=2[m][w];[m]{loudnorm_filter()}[measured];"
+                "[0:a:0]asplit=2[m][w];[m]ebur128=peak=true:framelog=verbose[measured];"
                 f"[w]aformat=sample_fmts=s16:sample_rates={WAVEFORM_RATE}:channel_layouts=mono[wave]"
             )
             args = ["-filter_complex", graph, "-map", "[measured]", "-f", "null", "-"]
@@ -239,7 +271,7 @@ class AudioProcessor(Processor):
                 outputs=[cover] if cover else [],
                 on_stdout=waveform.feed,
             )
-            measured = parse_loudnorm(run.stderr)
+            measured = parse_ebur128(run.stderr)
             peaks = waveform.peaks()
             s.output.update(
                 {k: measured.get(k) for k in ("input_i", "input_tp", "input_lra", "input_thresh")},
@@ -250,19 +282,44 @@ class AudioProcessor(Processor):
 
         output = workdir / "audio.m4a"
         silent = not math.isfinite(_float(measured.get("input_i")))
-        with steps.step("encode", normalise=not silent) as s:
+        gain = None if silent else linear_gain(measured)
+        if not silent and gain is None:
+            # Only dynamic normalisation fits (a linear gain would clip). loudnorm's dynamic mode needs
+            # the offset its own analysis pass computes, so run that pass for these files only.
+            with steps.step("measure_dynamic") as s:
+                args = ["-map", "0:a:0", "-af", loudnorm_filter(), "-f", "null", "-"]
+                run = _run(source, info, args, deadline, steps, s, outputs=[])
+                measured = parse_loudnorm(run.stderr)
+                s.output.update(
+                    target_offset=measured.get("target_offset"), elapsed_s=round(run.elapsed_s, 2)
+                )
+        with steps.step("encode", normalise=not silent, linear_gain_db=gain) as s:
             sample_rate = min(info.sample_rate or MAX_SAMPLE_RATE, MAX_SAMPLE_RATE)
             channels = 1 if info.channels == 1 else 2
             # loudnorm works (and outputs) at 192 kHz; an explicit layout avoids a negotiation failure
             # ffmpeg 5.1 has after loudnorm, and downmixes surround for the web.
             layout = "mono" if channels == 1 else "stereo"
-            filters = [loudnorm_filter(measured)] if not silent else []
+            if silent:
+                filters = []
+            elif gain is not None:
+                filters = [f"volume={gain}dB"]  # linear: the whole file moves by one gain, dynamics intact
+            else:
+                filters = [loudnorm_filter(measured)]  # dynamic: loudnorm's limiter keeps the true peak
             filters.append(f"aformat=sample_rates={sample_rate}:channel_layouts={layout}")
             args = ["-map", "0:a:0", "-af", ",".join(filters), "-c:a", "aac", "-b:a", AUDIO_BITRATE]
             args += ["-map_metadata", "-1", "-map_chapters", "-1", "-vn", "-sn", "-dn"]
             args += ["-movflags", "+faststart", "-f", "mp4", str(output)]
             run = _run(source, info, args, deadline, steps, s, outputs=[output])
-            result = parse_loudnorm(run.stderr) if not silent else {}
+            if silent:
+                result = {}
+            elif gain is not None:
+                result = {
+                    "output_i": str(_float(measured["input_i"]) + gain),
+                    "output_tp": str(_float(measured["input_tp"]) + gain),
+                    "normalization_type": "linear",
+                }
+            else:
+                result = parse_loudnorm(run.stderr)
             s.output.update(
                 output_i=result.get("output_i"),
                 output_tp=result.get("output_tp"),

@@ -218,3 +218,34 @@ def test_waveform_fills_every_bucket_when_the_duration_was_wrong(expected_factor
     peaks = WaveformPeaks(buckets=800, expected_samples=int(samples.size * expected_factor))
     _feed_in_odd_chunks(peaks, samples)
     assert peaks.peaks() == [1.0] * 800
+
+
+def test_quiet_audio_with_a_loud_peak_is_normalised_dynamically(tmp_path):
+    """A linear gain up to -16 LUFS would push the click past -1.5 dBTP: loudnorm's dynamic mode."""
+    source = make(
+        tmp_path / "clicky.wav",
+        "-f",
+        "lavfi",
+        "-i",
+        "aevalsrc='0.02*sin(2*PI*440*t)+if(lt(mod(t\\,2)\\,0.002)\\,0.95\\,0)':s=44100:d=8",
+    )
+    result, _ = run(source, tmp_path / "out")
+    loudness = result.metadata["loudness"]
+    assert loudness["normalization_type"] == "dynamic"
+    [variant] = result.variants
+    assert abs(integrated_loudness(variant.path) - -16) <= 1
+
+
+def test_quiet_audio_is_turned_up_linearly(tmp_path):
+    source = make(
+        tmp_path / "quiet.wav",
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=color=pink:amplitude=0.02:sample_rate=44100:duration=4",
+    )
+    result, _ = run(source, tmp_path / "out")
+    loudness = result.metadata["loudness"]
+    assert loudness["normalization_type"] == "linear" and loudness["input_i"] < -30
+    [variant] = result.variants
+    assert abs(integrated_loudness(variant.path) - -16) <= 1
