@@ -2,19 +2,13 @@
 review queue's decisions in ``moderation.admin``)."""
 
 from django.contrib import admin
-from django.urls import reverse
-from django.utils.html import format_html
 
+from config.admin import ReadOnlyAdmin, review_link
 from content.models import Post, Report
 
 
-def _review_link(post_id) -> str:
-    url = reverse("admin:moderation_reviewqueue_change", args=[post_id])
-    return format_html('<a href="{}">review page</a>', url)
-
-
 @admin.register(Post)
-class PostAdmin(admin.ModelAdmin):
+class PostAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
         "type",
@@ -34,20 +28,11 @@ class PostAdmin(admin.ModelAdmin):
 
     @admin.display(description="moderation")
     def review(self, post):
-        return _review_link(post.pk)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # posts are soft-deleted through the API; evidence is kept
+        return review_link(post.pk, "review page")
 
 
 @admin.register(Report)
-class ReportAdmin(admin.ModelAdmin):
+class ReportAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "post_link", "reporter", "reason", "detail")
     list_filter = ("reason",)
     search_fields = ("post__id", "reporter__username", "detail")
@@ -57,13 +42,4 @@ class ReportAdmin(admin.ModelAdmin):
 
     @admin.display(description="post")
     def post_link(self, report):
-        return _review_link(report.post_id)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+        return review_link(report.post_id, "review page")

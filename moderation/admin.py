@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
+from config.admin import ReadOnlyAdmin, review_link
 from config.errors import ServiceError
 from content.models import Post
 from media import storage
@@ -634,25 +635,6 @@ class ReviewQueueAdmin(admin.ModelAdmin):
 # --- records behind the queue (read-only) -----------------------------------------------------------------
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-def _review_link(post_id) -> str:
-    if not post_id:
-        return "—"
-    return format_html(
-        '<a href="{}">{}</a>', reverse("admin:moderation_reviewqueue_change", args=[post_id]), post_id
-    )
-
-
 @admin.register(AiReview)
 class AiReviewAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "post_link", "provider", "model", "overall_score", "decision", "error")
@@ -663,7 +645,7 @@ class AiReviewAdmin(ReadOnlyAdmin):
 
     @admin.display(description="post")
     def post_link(self, obj):
-        return _review_link(obj.post_id)
+        return review_link(obj.post_id)
 
 
 @admin.register(ModerationDecision)
@@ -677,7 +659,7 @@ class ModerationDecisionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="post")
     def post_link(self, obj):
-        return _review_link(obj.post_id)
+        return review_link(obj.post_id)
 
 
 @admin.register(BlockedMedia)
