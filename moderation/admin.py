@@ -231,7 +231,7 @@ class AccuracyPeriodForm(forms.Form):
 
 
 @admin.register(ReviewQueue)
-class ReviewQueueAdmin(admin.ModelAdmin):
+class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
     """Posts waiting for a human, oldest first. Read-only: decisions are buttons and actions that call
     the transition functions with the status the moderator saw."""
 
@@ -269,15 +269,6 @@ class ReviewQueueAdmin(admin.ModelAdmin):
 
     def has_review_permission(self, request: HttpRequest, obj=None) -> bool:
         return request.user.is_active and request.user.has_perm(REVIEW_PERMISSION)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_queryset(self, request):
         return review_queue(ReviewQueue)
