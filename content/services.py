@@ -146,12 +146,20 @@ def post_create(
         moderation_state=ModerationState.UNREVIEWED,
     )
     if poll:
-        question, multiple, options = _validate_poll(poll)
-        poll_obj = Poll.objects.create(post=post, question=question, multiple_choice=multiple)
-        PollOption.objects.bulk_create(
-            PollOption(poll=poll_obj, text=text, position=i) for i, text in enumerate(options)
-        )
+        _poll_replace(post, poll)
     return post
+
+
+def _poll_replace(post: Post, poll: dict[str, Any]) -> Poll:
+    """Create the post's poll from validated input, replacing a draft's earlier one (which has no
+    votes: polls only take votes once published)."""
+    question, multiple, options = _validate_poll(poll)
+    Poll.objects.filter(post=post).delete()
+    poll_obj = Poll.objects.create(post=post, question=question, multiple_choice=multiple)
+    PollOption.objects.bulk_create(
+        PollOption(poll=poll_obj, text=text, position=i) for i, text in enumerate(options)
+    )
+    return poll_obj
 
 
 @transaction.atomic
@@ -178,12 +186,7 @@ def post_update(*, post_id: UUID | str, actor: AbstractBaseUser, **changes: Any)
         poll=poll or ({"existing": True} if post.type == PostType.POLL else None),
     )
     if poll is not None:
-        question, multiple, options = _validate_poll(poll)
-        Poll.objects.filter(post=post).delete()  # a draft has no votes: polls only take votes once published
-        poll_obj = Poll.objects.create(post=post, question=question, multiple_choice=multiple)
-        PollOption.objects.bulk_create(
-            PollOption(poll=poll_obj, text=text, position=i) for i, text in enumerate(options)
-        )
+        _poll_replace(post, poll)
     post.revision += 1
     post.save()
     return post

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from media.processors import ffmpeg as ffmpeg_safety
+
 from .base import Provider, ProviderError, ProviderResult, ReviewInput
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,8 @@ MAX_RAW_DETECTIONS = 50
 SEEK_SAMPLING_MIN_SECONDS = 40.0
 FRAME_MAX_SIDE = 640  # the detector looks at 320×320; Hive is fine with 640
 # Only the demuxers our renditions (and common uploads) need; mov covers mp4/m4v/3gp, matroska covers webm.
-VIDEO_DEMUXERS = "mov,matroska,avi,mpegts,flv,ogg"
+# The one allow-list of containers ffmpeg may open (media/processors/ffmpeg.py).
+VIDEO_DEMUXERS = ",".join(sorted(ffmpeg_safety.VIDEO_DEMUXERS))
 _TEXT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
