@@ -60,14 +60,15 @@ def post_lock(*, post_id: UUID | str, actor: AbstractBaseUser | None = None, own
     return post
 
 
+def is_owner_or_staff(user: AbstractBaseUser | None, owner_id: int | None) -> bool:
+    """Who sees what is not public (DESIGN.md §3): the owner, and staff."""
+    return bool(user is not None and user.is_authenticated and (user.is_staff or user.pk == owner_id))
+
+
 def can_view_post(post: Post, user: AbstractBaseUser | None) -> bool:
     if post.deleted_at is not None:
         return False
-    if post.status == PostStatus.PUBLISHED:
-        return True
-    if user is None or not user.is_authenticated:
-        return False
-    return user.is_staff or post.author_id == user.pk
+    return post.status == PostStatus.PUBLISHED or is_owner_or_staff(user, post.author_id)
 
 
 def _check_access(post: Post, actor: AbstractBaseUser, *, owner_only: bool) -> None:

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from content.models import Poll, Post, PostStatus, PostType, ReportReason
+from content.services import is_owner_or_staff
 from media.api.serializers import MediaSerializer
 
 User = get_user_model()
@@ -135,7 +136,7 @@ class PostSerializer(serializers.ModelSerializer):
         data["media_count"] = sum(1 for m in post.media.all() if m.detached_at is None)
         request = self.context.get("request")
         user = getattr(request, "user", None)
-        if not (user and user.is_authenticated and (user.is_staff or user.pk == post.author_id)):
+        if not is_owner_or_staff(user, post.author_id):
             for private in ("ai_review_error", "blocked_media", "publish_error"):
                 data.pop(private, None)
         return data

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from content.models import PostStatus
+from content.services import is_owner_or_staff
 from media import storage
 from media.models import Media, Upload
 
@@ -19,8 +20,7 @@ class VariantSerializer(serializers.Serializer):
 
 
 def _viewer_is_owner(media: Media, request) -> bool:
-    user = getattr(request, "user", None)
-    return bool(user and user.is_authenticated and (user.is_staff or user.pk == media.owner_id))
+    return is_owner_or_staff(getattr(request, "user", None), media.owner_id)
 
 
 class MediaSerializer(serializers.ModelSerializer):

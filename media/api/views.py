@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from config.api import error_body, error_responses
 from config.errors import FileTooLarge, NotFound, ServiceError
-from content.services import can_view_post
+from content.services import can_view_post, is_owner_or_staff
 from media import services, storage
 from media.api.serializers import (
     AttachSerializer,
@@ -257,7 +257,7 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404
     if media.post.status != "published":
         user = _request_user(request)
-        if not (user and (user.pk == media.owner_id or user.is_staff)):  # DESIGN.md §3: owner, staff
+        if not is_owner_or_staff(user, media.owner_id):
             raise Http404
     if not signed.key.startswith(f"media/{media.owner_id}/{media.pk}/"):
         raise Http404
