@@ -9,49 +9,34 @@ processes; Dramatiq's own Prometheus middleware serves the workers' queue and ac
 
 from __future__ import annotations
 
+import functools
 import hmac
-import json
 import logging
 import os
 import time
 import uuid
-from contextvars import ContextVar
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+from config.logs import request_id_var
+
 logger = logging.getLogger("postflow.request")
 
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
+@functools.cache
+def _metrics():
+    """Created on first use, in web processes only (see config.logs for why not at import)."""
+    from prometheus_client import Counter, Histogram
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        data = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if rid := request_id_var.get():
-            data["request_id"] = rid
-        for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
-                data[key] = value
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
-
-
-REQUESTS = Counter("postflow_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram(
-    "postflow_http_request_duration_seconds",
-    "HTTP request latency",
-    ["method", "route"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
+    requests = Counter("postflow_http_requests_total", "HTTP requests", ["method", "route", "status"])
+    latency = Histogram(
+        "postflow_http_request_duration_seconds",
+        "HTTP request latency",
+        ["method", "route"],
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+    return requests, latency
 
 
 def _route(request: HttpRequest) -> str:
@@ -76,8 +61,9 @@ class RequestObservabilityMiddleware:
         elapsed = time.perf_counter() - started
         response["X-Request-ID"] = rid
         route = _route(request)
-        REQUESTS.labels(request.method, route, response.status_code).inc()
-        LATENCY.labels(request.method, route).observe(elapsed)
+        requests, latency = _metrics()
+        requests.labels(request.method, route, response.status_code).inc()
+        latency.labels(request.method, route).observe(elapsed)
         user = getattr(request, "user", None)
         logger.info(
             "%s %s %s",
@@ -107,6 +93,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
     elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1") or "X-Forwarded-For" in request.headers:
         # Without a token only direct loopback scrapes: a request relayed by a local proxy is not local.
         return HttpResponse(status=404)
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    _metrics()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

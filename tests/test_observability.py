@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from config.observability import JsonFormatter
+from config.logs import JsonFormatter
 from tests.conftest import client_for
 
 
@@ -45,3 +45,21 @@ def test_metrics_token(settings):
     c = client_for()
     assert c.get("/metrics").status_code == 404
     assert c.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+
+
+def test_django_setup_does_not_import_the_prometheus_client():
+    """Dramatiq's Prometheus middleware must import prometheus_client itself, after pointing it at
+    its multiprocess directory; if Django's start-up (logging config, URL checks) imported it first,
+    the workers' /metrics on port 9191 stayed empty."""
+    import subprocess
+    import sys
+
+    code = "import django, sys; django.setup(); import config.urls; print('prometheus_client' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"DJANGO_SETTINGS_MODULE": "config.settings", "LOG_FORMAT": "json", "PATH": "/usr/bin:/bin"},
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+    )
+    assert out.stdout.strip() == "False", out.stderr
