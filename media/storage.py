@@ -6,7 +6,6 @@ and ``media/{user}/{media_id}/{variant}.{ext}``. Clients never see or build keys
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import shutil
 import time
@@ -140,15 +139,6 @@ def download_to(key: str, dest: Path) -> Path:
     return dest
 
 
-def sha256_of(key: str) -> tuple[str, int]:
-    digest, total = hashlib.sha256(), 0
-    with open_read(key) as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-            total += len(chunk)
-    return digest.hexdigest(), total
-
-
 def read_head(key: str, n: int = 4096) -> bytes:
     """The first bytes (for sniffing). On S3 a ranged GET: never the whole object."""
     if is_s3():
@@ -249,9 +239,21 @@ def verify_url_token(token: str) -> SignedFile | None:
     return SignedFile(key=data["k"], media_id=data["m"], mime_type=data["t"], filename=data["f"])
 
 
-def stream(key: str) -> Iterator[bytes]:
-    with open_read(key) as fh:
-        yield from iter(lambda: fh.read(CHUNK), b"")
+def open_for_response(key: str) -> File | Iterator[bytes]:
+    """The bytes of ``key`` for an HTTP response: the file itself on the filesystem, S3's body in
+    chunks on S3 (one GET, never spooled to local disk). FileNotFoundError when it is missing."""
+    if not is_s3():
+        return open_read(key)
+    from botocore.exceptions import ClientError
+
+    store = backend()
+    try:
+        body = store.bucket.Object(store._normalize_name(key)).get()["Body"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise FileNotFoundError(key) from exc
+        raise
+    return body.iter_chunks(CHUNK)
 
 
 # --- direct uploads ---------------------------------------------------------------------------------------

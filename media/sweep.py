@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from media.locks import exclusive
 from media.models import Media, ProcessingStatus
-from media.processors import has_processor
+from media.processors import PROCESSOR_PATHS
 from media.services import media_send_on_commit
 
 SWEEPABLE = (ProcessingStatus.PENDING, ProcessingStatus.FAILED, ProcessingStatus.PROCESSING)
@@ -100,13 +100,11 @@ def sweep_pending_media(
             pending_grace_minutes=pending_grace_minutes,
         )
         now = timezone.now()
-        ids = list(
-            qs.filter(kind__in=[k for k in ("image", "video", "audio") if has_processor(k)]).values_list(
-                "pk", flat=True
-            )[: limit or None]
+        ids = list(qs.filter(kind__in=PROCESSOR_PATHS).values_list("pk", flat=True)[: limit or None])
+        skipped = (
+            qs.exclude(kind__in=PROCESSOR_PATHS).order_by().values("kind").annotate(n=models.Count("pk"))
         )
-        for kind in qs.exclude(kind__in=["image", "video", "audio"]).values_list("kind", flat=True):
-            report.skipped_kinds[kind] = report.skipped_kinds.get(kind, 0) + 1
+        report.skipped_kinds = {row["kind"]: row["n"] for row in skipped}
         for media_id in ids:
             with transaction.atomic():
                 media = Media.objects.select_for_update().filter(pk=media_id).first()

@@ -262,14 +262,13 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
     if not signed.key.startswith(f"media/{media.owner_id}/{media.pk}/"):
         raise Http404
     try:
-        fh = storage.open_read(signed.key)
+        body = storage.open_for_response(signed.key)
     except (FileNotFoundError, OSError):
         raise Http404 from None
-    if storage.is_s3():
-        response = StreamingHttpResponse(storage.stream(signed.key), content_type=signed.mime_type)
-        fh.close()
+    if hasattr(body, "read"):
+        response = FileResponse(body, content_type=signed.mime_type)
     else:
-        response = FileResponse(fh, content_type=signed.mime_type)
+        response = StreamingHttpResponse(body, content_type=signed.mime_type)
     response["Content-Disposition"] = content_disposition_header(
         as_attachment=False, filename=signed.filename
     )
