@@ -138,7 +138,7 @@ def _check_quota(user: AbstractBaseUser, extra: int) -> None:
         )
 
 
-def _check_blocked(sha256: str) -> bool:
+def blocklist_check(sha256: str) -> bool:
     """True when the bytes are on the moderators' blocklist and the platform quarantines them;
     raises when it refuses them."""
     from moderation.models import BlockedMedia, BlockedMediaAction
@@ -167,7 +167,7 @@ def upload_create(
     _check_size(kind, size)
     _check_quota(owner, size)
     if sha256:
-        _check_blocked(sha256)
+        blocklist_check(sha256)
     upload_id = uuid.uuid4()
     ttl = settings.UPLOAD_URL_TTL_SECONDS
     upload = Upload.objects.create(
@@ -315,7 +315,7 @@ def media_attach_upload(
     found = _sniff_or_refuse(storage.read_head(upload.storage_key), post)
     _check_size(found.kind, size)
     _check_attach_allowed(post, found.kind, is_primary)
-    quarantine = _check_blocked(sha)
+    quarantine = blocklist_check(sha)
     media_id = uuid.uuid4()
     key = storage.media_key(actor.pk, media_id, "original", storage.extension_for(found.mime_type))
     storage.copy(upload.storage_key, key, found.mime_type)  # server-side on S3: no bytes through us
@@ -360,7 +360,7 @@ def media_attach_file(
     for chunk in iter(lambda: file.read(storage.CHUNK), b""):
         digest.update(chunk)
     sha = digest.hexdigest()
-    quarantine = _check_blocked(sha)
+    quarantine = blocklist_check(sha)
     media_id = uuid.uuid4()
     key = storage.media_key(actor.pk, media_id, "original", storage.extension_for(found.mime_type))
     file.seek(0)

@@ -29,6 +29,7 @@ from media import storage
 from media.models import Media, MediaKind, ProcessingStatus, ProcessorRun, RunResult
 from media.processors import get_processor
 from media.processors.base import ProcessingError, ProcessorResult, StepLog
+from media.services import blocklist_check
 
 logger = logging.getLogger("postflow.media.runner")
 
@@ -234,10 +235,8 @@ def _verify_bytes(claim: Claim, source: Path, steps: StepLog) -> None:
                 "The uploaded file does not match the sha256 declared for it; upload it again.",
                 code="checksum_mismatch",
             )
-        from media.services import _check_blocked
-
         try:
-            quarantine = _check_blocked(sha)
+            quarantine = blocklist_check(sha)
         except ServiceError as exc:
             raise ProcessingError(exc.detail, code=exc.code) from exc
         if quarantine:
