@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Prefetch, Q, QuerySet
 
 from content.models import Post, PostStatus
 from media.models import Media
+
+
+def is_owner_or_staff(user: AbstractBaseUser | None, owner_id: int | None) -> bool:
+    """Who sees what is not public (DESIGN.md §3): the owner, and staff."""
+    return bool(user is not None and user.is_authenticated and (user.is_staff or user.pk == owner_id))
+
+
+def can_view_post(post: Post, user: AbstractBaseUser | None) -> bool:
+    """One post's visibility; ``posts_visible_to`` is the same rule as a queryset."""
+    if post.deleted_at is not None:
+        return False
+    return post.status == PostStatus.PUBLISHED or is_owner_or_staff(user, post.author_id)
 
 
 def _with_relations(qs: QuerySet[Post]) -> QuerySet[Post]:

@@ -1,7 +1,10 @@
 """Every write to posts, polls and reports. One function per state change (DESIGN.md §3).
 
-Each transition runs in a transaction, re-reads the post with ``select_for_update``, checks the
-allowed from-states and raises ``InvalidTransition`` otherwise. Follow-up work is sent on commit.
+Each transition runs in a transaction, re-reads the post with ``content.locks.post_lock``, checks the
+allowed from-states and raises ``InvalidTransition`` otherwise, and saves only the fields it changed
+(``save(update_fields=…)``). Follow-up work is sent on commit, by actor name (``config.queueing``).
+Moderation's rules come from the ``moderation.policy`` leaf; this module never imports moderation's
+services or tasks (moderation builds on content).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from config.errors import (
     InvalidTransition,
     MediaFailed,
     NotFound,
-    PermissionDenied,
     ValidationFailed,
 )
+from config.queueing import send_on_commit
+from content.locks import post_lock
 from content.models import (
     ModerationState,
     Poll,
@@ -34,7 +38,10 @@ from content.models import (
     PostType,
     Report,
 )
+from content.selectors import can_view_post, is_owner_or_staff  # noqa: F401 (media's interface)
 from media.models import Media, MediaKind, ProcessingStatus
+from moderation import policy
+from moderation.models import ModerationAction, ModerationDecision
 
 logger = logging.getLogger(__name__)
 
@@ -44,38 +51,19 @@ MEDIA_POST_TYPES = {
     PostType.AUDIO: MediaKind.AUDIO,
 }
 EDITABLE_FIELDS = ("title", "body", "link_url")
+# What _submit may change, whichever way the post goes.
+SUBMIT_FIELDS = (
+    "status",
+    "moderation_state",
+    "publish_requested",
+    "revision",
+    "submitted_at",
+    "published_at",
+    "updated_at",
+)
 
 
-# --- locking and visibility ---------------------------------------------------------------------------
-
-
-def post_lock(*, post_id: UUID | str, actor: AbstractBaseUser | None = None, owner_only: bool = True) -> Post:
-    """Re-read a live post under a row lock. Posts the actor may not see are NotFound (never 403)."""
-    try:
-        post = Post.objects.select_for_update().get(pk=post_id, deleted_at__isnull=True)
-    except (Post.DoesNotExist, ValueError, TypeError):
-        raise NotFound("Post not found.") from None
-    if actor is not None:
-        _check_access(post, actor, owner_only=owner_only)
-    return post
-
-
-def is_owner_or_staff(user: AbstractBaseUser | None, owner_id: int | None) -> bool:
-    """Who sees what is not public (DESIGN.md §3): the owner, and staff."""
-    return bool(user is not None and user.is_authenticated and (user.is_staff or user.pk == owner_id))
-
-
-def can_view_post(post: Post, user: AbstractBaseUser | None) -> bool:
-    if post.deleted_at is not None:
-        return False
-    return post.status == PostStatus.PUBLISHED or is_owner_or_staff(user, post.author_id)
-
-
-def _check_access(post: Post, actor: AbstractBaseUser, *, owner_only: bool) -> None:
-    if not can_view_post(post, actor):
-        raise NotFound("Post not found.")
-    if owner_only and post.author_id != actor.pk:
-        raise PermissionDenied("Only the author can change this post.")
+# --- transitions' shared checks ------------------------------------------------------------------------
 
 
 def _require_status(post: Post, allowed: Iterable[str], action: str) -> None:
@@ -189,7 +177,7 @@ def post_update(*, post_id: UUID | str, actor: AbstractBaseUser, **changes: Any)
     if poll is not None:
         _poll_replace(post, poll)
     post.revision += 1
-    post.save()
+    post.save(update_fields=[*EDITABLE_FIELDS, "revision", "updated_at"])
     return post
 
 
@@ -252,9 +240,8 @@ def _check_publishable(post: Post, media: list[Media]) -> None:
 
 
 def _submit(post: Post) -> Post:
-    """Draft → published or pending_review, by moderation mode and author trust."""
-    from moderation.services import needs_prescreen, send_ai_review  # moderation builds on content
-
+    """Draft → published or pending_review, by moderation mode and author trust. The caller holds
+    the post's lock and has checked the from-state (``post_publish``, ``post_media_settled``)."""
     now = timezone.now()
     post.publish_requested = False
     post.revision += 1
@@ -263,30 +250,32 @@ def _submit(post: Post) -> Post:
         post.status = PostStatus.QUARANTINED
         post.moderation_state = ModerationState.FLAGGED
         post.submitted_at = now
-        post.save()
+        post.save(update_fields=SUBMIT_FIELDS)
         return post
-    if needs_prescreen(post):
+    if policy.needs_prescreen(post):
         post.status = PostStatus.PENDING_REVIEW
         post.moderation_state = ModerationState.UNDER_REVIEW
         post.submitted_at = now
-        post.save()
-        send_ai_review(post)
+        post.save(update_fields=SUBMIT_FIELDS)
+        # The review actor (moderation.tasks), by name; if the broker is down the sweep queues it.
+        send_on_commit("review_post", str(post.pk), post.revision)
     else:
         post.status = PostStatus.PUBLISHED
         post.published_at = now
-        post.save()
+        post.save(update_fields=SUBMIT_FIELDS)
     return post
 
 
 @transaction.atomic
 def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
+    """Owner takes a published post back to draft; re-publishing runs the prescreen again."""
     post = post_lock(post_id=post_id, actor=actor)
     _require_status(post, [PostStatus.PUBLISHED], "unpublish")
     post.status = PostStatus.DRAFT
     post.moderation_state = ModerationState.UNREVIEWED
     post.published_at = None
     post.revision += 1
-    post.save()
+    post.save(update_fields=["status", "moderation_state", "published_at", "revision", "updated_at"])
     return post
 
 
@@ -316,7 +305,7 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
     if failed:
         post.publish_requested = False
         post.metadata = {**post.metadata, "publish_error": "A media file failed processing."}
-    post.save()
+    post.save(update_fields=["status", "publish_requested", "metadata", "updated_at"])
     return post
 
 
@@ -375,9 +364,8 @@ def _poll_recount(poll: Poll) -> None:
 def report_create(
     *, post_id: UUID | str, reporter: AbstractBaseUser, reason: str, detail: str = ""
 ) -> Report:
-    """Report a published post; ``report_threshold`` distinct reporters send it back to review."""
-    from moderation.services import post_reports_threshold_reached
-
+    """Report a published post; ``report_threshold`` distinct reporters send it back to review
+    (``post_hold_for_reports``, in the same transaction)."""
     post = post_lock(post_id=post_id, actor=reporter, owner_only=False)
     if post.status != PostStatus.PUBLISHED:
         raise InvalidTransition("Only published posts can be reported.")
@@ -388,5 +376,36 @@ def report_create(
             report = Report.objects.create(post=post, reporter=reporter, reason=reason, detail=detail)
     except IntegrityError:
         raise Conflict("You have already reported this post.", code="already_reported") from None
-    post_reports_threshold_reached(post=post)
+    post_hold_for_reports(post_id=post.pk)
     return report
+
+
+@transaction.atomic
+def post_hold_for_reports(*, post_id: UUID | str) -> Post:
+    """``published`` → ``pending_review``/``under_review`` once ``moderation.policy`` says enough
+    distinct users reported the post since its last approval (DESIGN.md §3, §11); below that the post
+    is returned unchanged. Writes the ``reports`` audit row and bumps the revision, so an AI verdict
+    still in flight for the post before the reports is stale. Raises ``InvalidTransition`` unless the
+    post is published, ``NotFound`` for a missing or deleted post."""
+    post = post_lock(post_id=post_id)
+    _require_status(post, [PostStatus.PUBLISHED], "hold for reports")
+    reporters = policy.reporters_since_approval(post)
+    if not policy.reports_hold_due(reporters):
+        return post
+    before = (post.status, post.moderation_state)
+    post.status = PostStatus.PENDING_REVIEW
+    post.moderation_state = ModerationState.UNDER_REVIEW
+    post.submitted_at = timezone.now()
+    post.revision += 1
+    post.save(update_fields=["status", "moderation_state", "submitted_at", "revision", "updated_at"])
+    ModerationDecision.objects.create(
+        post=post,
+        moderator=None,
+        action=ModerationAction.REPORTS_THRESHOLD,
+        reason=f"{reporters} distinct reports",
+        from_status=before[0],
+        to_status=post.status,
+        from_moderation_state=before[1],
+        to_moderation_state=post.moderation_state,
+    )
+    return post

@@ -16,7 +16,7 @@ from media import storage
 from media.models import Media, MediaKind, ProcessingStatus
 from moderation.providers import get_provider
 from moderation.providers.base import ProviderError, ReviewInput
-from moderation.services import ai_review_failed, ai_verdict_apply, waiting_for_ai
+from moderation.services import ai_review_record_failure, ai_verdict_apply, waiting_for_ai
 
 logger = logging.getLogger("postflow.moderation.review")
 
@@ -63,6 +63,9 @@ def build_input(post: Post, workdir: Path) -> ReviewInput:
 
 
 def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> None:
+    """Review ``revision`` of the post unless it no longer waits for the AI (then: nothing). A
+    provider error is recorded and raised as ``ReviewRetry`` until ``max_retries`` are spent; then the
+    post stays ``pending_review`` for a human (fail closed)."""
     post = Post.objects.filter(pk=post_id).first()
     if post is None:
         return
@@ -83,7 +86,7 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
     except Exception as exc:  # provider down, slow, garbage, or our own I/O: fail closed
         final = attempt > max_retries
         error = f"{type(exc).__name__}: {exc}"
-        ai_review_failed(
+        ai_review_record_failure(
             post_id=post_id,
             revision=revision,
             provider=provider.name,

@@ -1,12 +1,15 @@
-"""Moderation writes: the AI verdict, moderators' decisions, reports, claims (DESIGN.md §3, §6, §7).
+"""Moderation writes: the AI verdict, moderators' decisions, claims (DESIGN.md §3, §6, §7).
 
 Every decision goes through one transition function here, whether it comes from the admin, the API
-or a worker, and every human decision writes a ``ModerationDecision`` row.
+or a worker, and every human decision writes a ``ModerationDecision`` row. Each transition runs in
+a transaction, locks the post with ``content.locks.post_lock``, checks its allowed from-states and
+raises a typed error otherwise. The rules (score bands, prescreen, reasons) live in
+``moderation.policy``; the review actor is sent by name, so this module never imports ``tasks``.
+The reports-driven hold is content's ``post_hold_for_reports`` (reports are content's writes).
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from uuid import UUID
 
@@ -14,20 +17,21 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from config.errors import Conflict, InvalidTransition, NotFound, PermissionDenied
+from config.errors import Conflict, InvalidTransition, PermissionDenied, ValidationFailed
+from config.queueing import send_on_commit
+from content.locks import post_lock
 from content.models import ModerationState, Post, PostStatus
+from media.models import Media
+from moderation import policy
 from moderation.models import (
     AiReview,
     BlockedMedia,
     Decision,
     ModerationAction,
     ModerationDecision,
-    ModerationMode,
     PostClaim,
 )
 from moderation.platform import get_platform_settings
-
-logger = logging.getLogger(__name__)
 
 
 class AlreadyDecided(InvalidTransition):
@@ -40,61 +44,21 @@ class ClaimedByOther(Conflict):
     default_detail = "Another moderator is working on this post."
 
 
+class ReasonRequired(ValidationFailed):
+    """A decision the creator must be told the reason for (``policy.REASON_REQUIRED``) came without one."""
+
+    code = "reason_required"
+    default_detail = "Give the creator a reason for the rejection."
+
+
 # --- prescreen ----------------------------------------------------------------------------------------
 
 
-def needs_prescreen(post: Post) -> bool:
-    """``ai_prescreen`` mode: always. ``reactive_only``: only for authors not yet trusted (new accounts
-    or too few published posts), as PeerTube and Discourse do; both trust settings 0 means never."""
-    ps = get_platform_settings()
-    if ps.moderation_mode == ModerationMode.AI_PRESCREEN:
-        return True
-    author = post.author
-    if ps.trust_min_account_age_days and author.date_joined > timezone.now() - timedelta(
-        days=ps.trust_min_account_age_days
-    ):
-        return True
-    if ps.trust_min_approved_posts:
-        published = (
-            Post.objects.filter(author=author, published_at__isnull=False)
-            .exclude(status=PostStatus.REJECTED)
-            .exclude(pk=post.pk)
-            .count()
-        )
-        if published < ps.trust_min_approved_posts:
-            return True
-    return False
-
-
 def send_ai_review(post: Post) -> None:
-    """Queue the AI review of this revision once the surrounding transaction commits."""
-    from moderation.tasks import review_post
-
-    post_id, revision = str(post.pk), post.revision
-
-    def send() -> None:
-        # The post is committed as pending_review; if the broker is down the request still succeeds
-        # and the sweep queues the review later. Nothing is published meanwhile (fail closed).
-        try:
-            review_post.send(post_id, revision)
-        except Exception as exc:
-            logger.warning(
-                "could not queue the AI review of post %s (the sweep will retry): %s", post_id, exc
-            )
-
-    transaction.on_commit(send)
-
-
-def _decision_for(score: float) -> str:
-    ps = get_platform_settings()
-    if score >= ps.ai_revoke_threshold:
-        return Decision.QUARANTINE
-    if score >= ps.ai_review_threshold:
-        return Decision.REVIEW
-    return Decision.PUBLISH
-
-
-DECISIVE = (Decision.PUBLISH, Decision.REVIEW, Decision.QUARANTINE)
+    """Queue the AI review of the post's current revision once the surrounding transaction commits
+    (the ``review_post`` actor, by name). If the broker is down the post stays ``pending_review`` and
+    the sweep queues the review later: nothing is published meanwhile (fail closed)."""
+    send_on_commit("review_post", str(post.pk), post.revision)
 
 
 def waiting_for_ai(post: Post, revision: int) -> bool:
@@ -106,7 +70,9 @@ def waiting_for_ai(post: Post, revision: int) -> bool:
         and post.revision == revision
         and post.status == PostStatus.PENDING_REVIEW
         and post.moderation_state == ModerationState.UNDER_REVIEW
-        and not AiReview.objects.filter(post=post, post_revision=revision, decision__in=DECISIVE).exists()
+        and not AiReview.objects.filter(
+            post=post, post_revision=revision, decision__in=policy.AI_VERDICTS
+        ).exists()
     )
 
 
@@ -124,10 +90,13 @@ def ai_verdict_apply(
     attempt: int = 1,
     raw: dict | None = None,
 ) -> AiReview:
-    """Record an AI review and apply its band. A verdict for an older revision, or for a post a human
-    decided meanwhile, is recorded as stale and changes nothing."""
-    post = Post.objects.select_for_update().get(pk=post_id)
-    decision = _decision_for(overall) if waiting_for_ai(post, revision) else Decision.STALE
+    """Record an AI review (``overall`` in [0, 1]) and apply its band (``policy.decision_for``):
+    ``pending_review``/``under_review`` → ``published``/``clean``, stays for a human, or
+    ``quarantined``/``flagged``. A verdict for another revision, a post a human or the reports moved
+    on, a deleted post or a duplicate is recorded as ``stale`` and changes nothing: the actor must
+    not retry it, so that is not an error. Raises ``NotFound`` only when the post row is gone."""
+    post = post_lock(post_id=post_id, include_deleted=True)
+    decision = policy.decision_for(overall) if waiting_for_ai(post, revision) else Decision.STALE
     review = AiReview.objects.create(
         post=post,
         post_revision=revision,
@@ -153,7 +122,8 @@ def ai_verdict_apply(
     return review
 
 
-def ai_review_failed(
+@transaction.atomic
+def ai_review_record_failure(
     *,
     post_id: UUID | str,
     revision: int,
@@ -163,23 +133,23 @@ def ai_review_failed(
     final: bool,
     duration_ms: float,
 ) -> AiReview:
-    """Record a provider failure. The post stays in ``pending_review`` (fail closed); when the retries
-    are spent a human decides, and the queue shows why."""
-    with transaction.atomic():
-        post = Post.objects.select_for_update().get(pk=post_id)
-        review = AiReview.objects.create(
-            post=post,
-            post_revision=revision,
-            provider=provider,
-            decision=Decision.ERROR,
-            error=error[:2000],
-            attempt=attempt,
-            duration_ms=duration_ms,
-            raw={"final": final},
-        )
-        if final and waiting_for_ai(post, revision):
-            post.metadata = {**post.metadata, "ai_review_error": error[:500]}
-            post.save(update_fields=["metadata", "updated_at"])
+    """Record a provider failure (an ``error`` AiReview). The post stays in ``pending_review`` (fail
+    closed); when the retries are spent (``final``) a human decides, and the queue shows why
+    (``metadata.ai_review_error``). Raises ``NotFound`` only when the post row is gone."""
+    post = post_lock(post_id=post_id, include_deleted=True)
+    review = AiReview.objects.create(
+        post=post,
+        post_revision=revision,
+        provider=provider,
+        decision=Decision.ERROR,
+        error=error[:2000],
+        attempt=attempt,
+        duration_ms=duration_ms,
+        raw={"final": final},
+    )
+    if final and waiting_for_ai(post, revision):
+        post.metadata = {**post.metadata, "ai_review_error": error[:500]}
+        post.save(update_fields=["metadata", "updated_at"])
     return review
 
 
@@ -200,10 +170,8 @@ def _lock_for_decision(
     expected_status: str | None,
     take_over: bool,
 ) -> Post:
-    try:
-        post = Post.objects.select_for_update(of=("self",)).select_related("author").get(pk=post_id)
-    except (Post.DoesNotExist, ValueError):
-        raise NotFound("Post not found.") from None
+    """Lock the post for a moderator's decision and check who may make it, and from where."""
+    post = post_lock(post_id=post_id, include_deleted=True)
     if post.author_id == moderator.pk:
         raise PermissionDenied("Moderators cannot moderate their own posts.")
     if expected_status and post.status != expected_status:
@@ -227,6 +195,11 @@ def _lock_for_decision(
             f"{claim.expires_at:%H:%M} UTC; take it over to act.",
         )
     return post
+
+
+def _require_reason(action: str, reason: str) -> None:
+    if action in policy.REASON_REQUIRED and not reason.strip():
+        raise ReasonRequired(extra={"errors": {"reason": ["Required for this decision."]}})
 
 
 def _record(
@@ -254,6 +227,14 @@ def post_approve(
     expected_status: str | None = None,
     take_over: bool = False,
 ) -> Post:
+    """``pending_review``|``quarantined`` → ``published``/``approved`` (DESIGN.md §3, §7).
+
+    ``expected_status`` is the status the moderator saw: if the post moved on meanwhile (another
+    moderator, the AI), ``AlreadyDecided`` (409 ``already_decided``). Other moderators' live claims
+    block the decision (``ClaimedByOther``, 409 ``claimed``) unless ``take_over``. Moderating one's own
+    post is ``PermissionDenied``; other from-states are ``InvalidTransition``. Writes the audit row
+    and releases the claim. ``post_reject`` and ``post_quarantine`` take the same arguments."""
+    _require_reason(ModerationAction.APPROVE, reason)
     post = _lock_for_decision(
         post_id=post_id,
         moderator=moderator,
@@ -280,9 +261,10 @@ def post_reject(
     expected_status: str | None = None,
     take_over: bool = False,
 ) -> Post:
-    """Final. The reason is shown to the creator; the media's bytes go on the blocklist."""
-    from media.models import Media
-
+    """Any non-draft → ``rejected``/``rejected``; final. ``reason`` is required (``ReasonRequired``,
+    400 ``reason_required``): it is shown to the creator. The media's bytes go on the blocklist.
+    Errors as ``post_approve``."""
+    _require_reason(ModerationAction.REJECT, reason)
     post = _lock_for_decision(
         post_id=post_id,
         moderator=moderator,
@@ -317,6 +299,8 @@ def post_quarantine(
     expected_status: str | None = None,
     take_over: bool = False,
 ) -> Post:
+    """``published``|``pending_review`` → ``quarantined``/``flagged``. Errors as ``post_approve``."""
+    _require_reason(ModerationAction.QUARANTINE, reason)
     post = _lock_for_decision(
         post_id=post_id,
         moderator=moderator,
@@ -335,10 +319,10 @@ def post_quarantine(
 
 @transaction.atomic
 def post_claim(*, post_id: UUID | str, moderator: AbstractBaseUser, take_over: bool = False) -> PostClaim:
-    try:
-        post = Post.objects.select_for_update().get(pk=post_id, deleted_at__isnull=True)
-    except (Post.DoesNotExist, ValueError):
-        raise NotFound("Post not found.") from None
+    """Hold a queued post for ``claim_minutes`` so other moderators do not act on it meanwhile.
+    Another moderator's live claim is ``ClaimedByOther`` unless ``take_over``; posts not waiting for
+    review are ``InvalidTransition``; one's own post is ``PermissionDenied``."""
+    post = post_lock(post_id=post_id)
     if post.author_id == moderator.pk:
         raise PermissionDenied("Moderators cannot moderate their own posts.")
     if post.status not in (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED):
@@ -366,43 +350,5 @@ def post_claim(*, post_id: UUID | str, moderator: AbstractBaseUser, take_over: b
 
 @transaction.atomic
 def post_release_claim(*, post_id: UUID | str, moderator: AbstractBaseUser) -> None:
+    """Drop the moderator's own claim on the post, if any (idempotent)."""
     PostClaim.objects.filter(post_id=post_id, moderator=moderator).delete()
-
-
-# --- reports ------------------------------------------------------------------------------------------------
-
-
-def post_reports_threshold_reached(*, post: Post) -> bool:
-    """Inside the caller's transaction, with the post locked: send a published post back to review
-    once ``report_threshold`` distinct users reported it since its last approval."""
-    if post.status != PostStatus.PUBLISHED:
-        return False
-    last_approval = (
-        ModerationDecision.objects.filter(post=post, action=ModerationAction.APPROVE)
-        .order_by("-created_at")
-        .values_list("created_at", flat=True)
-        .first()
-    )
-    reports = post.reports.all()
-    if last_approval:
-        reports = reports.filter(created_at__gt=last_approval)
-    reporters = reports.values("reporter_id").distinct().count()
-    if reporters < get_platform_settings().report_threshold:
-        return False
-    before = (post.status, post.moderation_state)
-    post.status = PostStatus.PENDING_REVIEW
-    post.moderation_state = ModerationState.UNDER_REVIEW
-    post.submitted_at = timezone.now()
-    post.revision += 1  # any AI verdict still in flight was for the post before the reports
-    post.save(update_fields=["status", "moderation_state", "submitted_at", "revision", "updated_at"])
-    ModerationDecision.objects.create(
-        post=post,
-        moderator=None,
-        action=ModerationAction.REPORTS_THRESHOLD,
-        reason=f"{reporters} distinct reports",
-        from_status=before[0],
-        to_status=post.status,
-        from_moderation_state=before[1],
-        to_moderation_state=post.moderation_state,
-    )
-    return True

@@ -1,3 +1,7 @@
+"""Moderation's Dramatiq actors: thin, they take ids and call ``moderation.review``. Services send them
+by name (``config.queueing.send_on_commit("review_post", post_id, revision)``) and never import this
+module; ``ModerationConfig.ready`` imports it so every process declares the actors."""
+
 import dramatiq
 from django.conf import settings
 
@@ -15,4 +19,5 @@ AI_MAX_RETRIES = settings.AI_MAX_RETRIES
     time_limit=10 * 60_000,
 )
 def review_post(post_id: str, revision: int) -> None:
+    """AI review of one revision of a post; retried with backoff, then left for a human."""
     review_post_revision(post_id=post_id, revision=revision, max_retries=AI_MAX_RETRIES)

@@ -154,7 +154,9 @@ def test_second_moderator_is_told_it_was_decided(staff):
     post = PostFactory(status="pending_review")
     services.post_approve(post_id=post.pk, moderator=staff, expected_status="pending_review")
     with pytest.raises(services.AlreadyDecided):
-        services.post_reject(post_id=post.pk, moderator=other, expected_status="pending_review")
+        services.post_reject(
+            post_id=post.pk, moderator=other, reason="spam", expected_status="pending_review"
+        )
     assert ModerationDecision.objects.filter(post=post).count() == 1
 
 
@@ -186,7 +188,7 @@ def test_concurrent_decisions_one_wins(staff):
     def act(fn, moderator):
         barrier.wait()
         try:
-            fn(post_id=post.pk, moderator=moderator, expected_status="pending_review")
+            fn(post_id=post.pk, moderator=moderator, reason="checked", expected_status="pending_review")
             results.append("ok")
         except services.AlreadyDecided:
             results.append("already")
