@@ -24,7 +24,7 @@ from config.errors import ServiceError
 from content.models import Post
 from media import storage
 from media.models import Media, MediaKind
-from moderation import services
+from moderation import policy, services
 from moderation.models import (
     AiReview,
     BlockedMedia,
@@ -125,17 +125,6 @@ def active_claim(post: Post) -> PostClaim | None:
     return claim if claim and claim.expires_at > timezone.now() else None
 
 
-def score_band(score: float | None) -> str:
-    if score is None:
-        return "none"
-    ps = get_platform_settings()
-    if score >= ps.ai_revoke_threshold:
-        return "flag"
-    if score >= ps.ai_review_threshold:
-        return "review"
-    return "clean"
-
-
 def post_label(post: Post) -> str:
     return post.title or (post.body[:60] + ("…" if len(post.body) > 60 else "")) or f"{post.type} post"
 
@@ -166,26 +155,10 @@ class ScoreBandFilter(admin.SimpleListFilter):
     parameter_name = "band"
 
     def lookups(self, request, model_admin):
-        ps = get_platform_settings()
-        return [
-            ("clean", f"Clean (< {ps.ai_review_threshold:g})"),
-            ("review", f"Review ({ps.ai_review_threshold:g}–{ps.ai_revoke_threshold:g})"),
-            ("flag", f"Flag (≥ {ps.ai_revoke_threshold:g})"),
-            ("none", "No score"),
-        ]
+        return policy.band_choices()
 
     def queryset(self, request, queryset):
-        ps = get_platform_settings()
-        value = self.value()
-        if value == "clean":
-            return queryset.filter(ai_score__lt=ps.ai_review_threshold)
-        if value == "review":
-            return queryset.filter(ai_score__gte=ps.ai_review_threshold, ai_score__lt=ps.ai_revoke_threshold)
-        if value == "flag":
-            return queryset.filter(ai_score__gte=ps.ai_revoke_threshold)
-        if value == "none":
-            return queryset.filter(ai_score__isnull=True)
-        return queryset
+        return policy.filter_by_band(queryset, self.value(), field="ai_score")
 
 
 class ReportedFilter(admin.SimpleListFilter):
@@ -330,7 +303,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         )
         return format_html(
             '<span class="pf-score pf-{}">{}</span> {}',
-            score_band(post.ai_score),
+            policy.band_for(post.ai_score),
             f"{post.ai_score:.2f}",
             labels,
         )
@@ -398,7 +371,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             ],
             "reports_list": post.reports.select_related("reporter"),
             "decisions": post.decisions.select_related("moderator"),
-            "score_band": score_band(post.ai_score),
+            "score_band": policy.band_for(post.ai_score),
             "top_labels": top_labels(post.ai_labels, post.ai_scores, n=5),
             "claim": claim,
             "claimed_by_other": bool(claim and claim.moderator_id != request.user.pk),
@@ -469,9 +442,6 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             if op in DECISIONS:
                 service, _, done = DECISIONS[op]
                 reason = request.POST.get("reason", "").strip()
-                if op == "reject" and not reason:
-                    messages.error(request, "Give the creator a reason for the rejection.")
-                    return HttpResponseRedirect(detail_url)
                 post = service(
                     post_id=post.pk,
                     moderator=request.user,
@@ -497,7 +467,8 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
 
     # bulk decisions (changelist actions, confirmed on an intermediate page)
 
-    def _bulk(self, request, queryset, op: str, *, title: str, needs_reason: bool = False):
+    def _bulk(self, request, queryset, op: str, *, title: str):
+        needs_reason = op in policy.REASON_REQUIRED
         if not self.has_review_permission(request):
             raise PermissionDenied
         selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
@@ -575,7 +546,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
 
     @admin.action(description="Reject selected posts…", permissions=["review"])
     def reject_selected(self, request, queryset):
-        return self._bulk(request, queryset, "reject", title="Reject these posts?", needs_reason=True)
+        return self._bulk(request, queryset, "reject", title="Reject these posts?")
 
     @admin.action(description="Quarantine selected posts", permissions=["review"])
     def quarantine_selected(self, request, queryset):

@@ -22,10 +22,10 @@ from django.db.models.functions import Coalesce
 
 from content.models import Post, PostStatus, Report
 from media.models import Media, MediaKind
-from moderation.models import AiReview, Decision, ModerationAction, ModerationDecision
+from moderation import policy
+from moderation.models import AiReview, ModerationAction, ModerationDecision
 
 QUEUE_STATUSES = (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED)
-AI_VERDICTS = (Decision.PUBLISH, Decision.REVIEW, Decision.QUARANTINE)
 HUMAN_FINAL = (ModerationAction.APPROVE, ModerationAction.REJECT)
 ACCURACY_MAX_ROWS = 50_000
 QUEUE_ORDERING = (F("submitted_at").asc(nulls_first=True), "created_at", "pk")
@@ -115,7 +115,6 @@ def top_labels(labels: list | None, scores: dict | None, n: int = 3) -> list[tup
 # --- AI accuracy -----------------------------------------------------------------------------------------
 
 
-AI_BAND = {Decision.PUBLISH: "clean", Decision.REVIEW: "review", Decision.QUARANTINE: "flag"}
 THRESHOLDS = tuple(round(t / 10, 1) for t in range(1, 10))
 
 
@@ -158,7 +157,7 @@ def ai_accuracy(*, start: datetime, end: datetime, max_rows: int = ACCURACY_MAX_
     final = ModerationDecision.objects.filter(post=OuterRef("pk"), action__in=HUMAN_FINAL).order_by(
         "-created_at", "-pk"
     )
-    verdict = AiReview.objects.filter(post=OuterRef("pk"), decision__in=AI_VERDICTS).order_by(
+    verdict = AiReview.objects.filter(post=OuterRef("pk"), decision__in=policy.AI_VERDICTS).order_by(
         "-created_at", "-pk"
     )
     rows = list(
@@ -183,19 +182,19 @@ def ai_accuracy(*, start: datetime, end: datetime, max_rows: int = ACCURACY_MAX_
         if ai_decision is None:
             report.without_ai += 1
             continue
-        band = AI_BAND[ai_decision]
+        band = policy.BAND_FOR_DECISION[ai_decision]
         bands[(band, action)] += 1
         if action == ModerationAction.APPROVE:
             report.approved += 1
-            report.false_positives += band != "clean"
+            report.false_positives += band != policy.Band.CLEAN
         else:
             report.rejected += 1
-            report.false_negatives += band == "clean"
+            report.false_negatives += band == policy.Band.CLEAN
         if score is not None:
             scored.append((action, score))
     report.bands = {
         band: {a: bands[(band, a)] for a in (ModerationAction.APPROVE, ModerationAction.REJECT)}
-        for band in ("clean", "review", "flag")
+        for band in policy.SCORED_BANDS
     }
     for t in THRESHOLDS:
         report.what_if.append(
