@@ -1,10 +1,15 @@
 """Every post transition, allowed and refused (DESIGN.md §3)."""
 
+import re
+
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from config.errors import InvalidTransition, MediaFailed, NotFound, PermissionDenied, ValidationFailed
 from content import services
+from content.locks import post_lock
 from content.models import ModerationState, Post, PostStatus, PostType
 from media.models import ProcessingStatus
 from moderation.models import ModerationDecision
@@ -239,3 +244,65 @@ def test_report_only_published(user):
     post = PostFactory(status=PostStatus.DRAFT)
     with pytest.raises(NotFound):  # a draft of someone else is invisible
         services.report_create(post_id=post.pk, reporter=user, reason="spam")
+
+
+# --- the one post lock, and what a transition writes ------------------------------------------------------
+
+
+def test_post_lock_hides_what_the_actor_may_not_see(user, other_user):
+    draft = PostFactory(author=user)
+    published = PostFactory(author=user, published=True)
+    with transaction.atomic():
+        assert post_lock(post_id=draft.pk, actor=user) == draft
+        with pytest.raises(NotFound):  # someone else's draft: 404, never 403
+            post_lock(post_id=draft.pk, actor=other_user)
+        with pytest.raises(PermissionDenied):
+            post_lock(post_id=published.pk, actor=other_user)
+        assert post_lock(post_id=published.pk, actor=other_user, owner_only=False) == published
+        for bad in ("not-a-uuid", None, "00000000-0000-0000-0000-000000000000"):
+            with pytest.raises(NotFound):
+                post_lock(post_id=bad)
+
+
+def test_post_lock_skips_deleted_posts_unless_asked(user):
+    post = PostFactory(author=user, deleted_at=timezone.now())
+    with transaction.atomic():
+        with pytest.raises(NotFound):
+            post_lock(post_id=post.pk)
+        assert post_lock(post_id=post.pk, include_deleted=True) == post
+
+
+def _updated_columns(queries) -> set[str]:
+    """Columns set by the UPDATEs of content_post among captured queries."""
+    columns = set()
+    for q in queries:
+        sql = q["sql"]
+        if sql.startswith('UPDATE "content_post" SET'):
+            assignments = sql.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
+            columns |= set(re.findall(r'"(\w+)" = ', assignments))
+    return columns
+
+
+def test_transitions_write_only_the_columns_they_change(user, platform):
+    platform(moderation_mode="reactive_only")
+    post = PostFactory(author=user)
+    with CaptureQueriesContext(connection) as ctx:
+        services.post_update(post_id=post.pk, actor=user, body="new body")
+    assert _updated_columns(ctx.captured_queries) == {"title", "body", "link_url", "revision", "updated_at"}
+    with CaptureQueriesContext(connection) as ctx:
+        services.post_publish(post_id=post.pk, actor=user)
+    assert _updated_columns(ctx.captured_queries) == set(services.SUBMIT_FIELDS)
+    with CaptureQueriesContext(connection) as ctx:
+        services.post_unpublish(post_id=post.pk, actor=user)
+    assert _updated_columns(ctx.captured_queries) == {
+        "status",
+        "moderation_state",
+        "published_at",
+        "revision",
+        "updated_at",
+    }
+    media_post = PostFactory(author=user, type=PostType.IMAGE, status=PostStatus.PROCESSING)
+    MediaFactory(post=media_post, processing_status=ProcessingStatus.READY)
+    with CaptureQueriesContext(connection) as ctx:
+        services.post_media_settled(post_id=media_post.pk)
+    assert _updated_columns(ctx.captured_queries) == {"status", "publish_requested", "metadata", "updated_at"}
