@@ -354,6 +354,14 @@ FFPROBE_BINARY = env("FFPROBE_BINARY", "ffprobe")
 
 # --- AI prescreen ------------------------------------------------------------------------------------
 AI_VIDEO_FRAMES = env_int("AI_VIDEO_FRAMES", 8)
+AI_FRAME_TIMEOUT_SECONDS = env_float("AI_FRAME_TIMEOUT_SECONDS", 120.0)
+# Animated images are screened like video (moderation/providers/frames.py): frames by time and by scene
+# change, every one scored; decoding is bounded before (canvas pixels x frames) and during (seconds).
+AI_ANIMATION_TIME_FRAMES = env_int("AI_ANIMATION_TIME_FRAMES", 8)
+AI_ANIMATION_SCENE_FRAMES = env_int("AI_ANIMATION_SCENE_FRAMES", 16)
+AI_SCENE_THRESHOLD = env_float("AI_SCENE_THRESHOLD", 0.02)
+AI_ANIMATION_TIMEOUT_SECONDS = env_float("AI_ANIMATION_TIMEOUT_SECONDS", 60.0)
+AI_ANIMATION_MAX_DECODED_PIXELS = env_int("AI_ANIMATION_MAX_DECODED_PIXELS", 1_000_000_000)
 AI_MAX_RETRIES = env_int("AI_MAX_RETRIES", 3)
 HIVE_API_KEY = env("HIVE_API_KEY")
 HIVE_API_URL = env("HIVE_API_URL", "https://api.thehive.ai/api/v2/task/sync")

@@ -47,7 +47,10 @@ def build_input(post: Post, workdir: Path) -> ReviewInput:
     ).exclude(kind=MediaKind.TRANSCRIPT)
     for m in media:
         if m.kind in (MediaKind.IMAGE, MediaKind.THUMBNAIL):
-            chosen = _pick(m.variants, IMAGE_VARIANT_PREFERENCE)
+            # The still variants show frame 1 only; an animation is screened from its original, which
+            # has every frame (the public mp4 is made from it). The providers sample its frames.
+            animated = bool(m.metadata.get("animated")) or int(m.metadata.get("frame_count") or 1) > 1
+            chosen = None if animated else _pick(m.variants, IMAGE_VARIANT_PREFERENCE)
             key, ext = (chosen["key"], Path(chosen["key"]).suffix) if chosen else (m.original_key, "")
             item.image_paths.append(storage.download_to(key, workdir / f"{m.pk}-img{ext}"))
         elif m.kind in (MediaKind.VIDEO, MediaKind.LIVESTREAM_RECORDING):
@@ -84,7 +87,7 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
         if not 0.0 <= float(result.overall) <= 1.0:
             raise ProviderError(f"provider returned an overall score out of range: {result.overall!r}")
     except Exception as exc:  # provider down, slow, garbage, or our own I/O: fail closed
-        final = attempt > max_retries
+        final = attempt > max_retries or not getattr(exc, "retryable", True)
         error = f"{type(exc).__name__}: {exc}"
         ai_review_record_failure(
             post_id=post_id,

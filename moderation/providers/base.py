@@ -9,13 +9,22 @@ from typing import Any
 
 class ProviderError(Exception):
     """The provider could not give a verdict (down, slow, garbage). The review actor retries it and,
-    when retries are spent, leaves the post in ``pending_review`` for a human (fail closed)."""
+    when retries are spent, leaves the post in ``pending_review`` for a human (fail closed).
+
+    ``retryable=False`` says trying again cannot help (e.g. an animation too large to screen within
+    its budget): the post goes to a human at once instead of after the retries."""
+
+    def __init__(self, message: str = "", *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass
 class ReviewInput:
     text: str = ""  # title + body + link, joined by newlines
-    image_paths: list[Path] = field(default_factory=list)  # local copies of processed image variants
+    # Local copies of processed image variants, or of the original of an animated image: providers
+    # sample frames from any animated image across its whole length (frames.visual_sources).
+    image_paths: list[Path] = field(default_factory=list)
     video_paths: list[Path] = field(default_factory=list)  # local renditions; providers sample frames
     poster_paths: list[Path] = field(default_factory=list)  # video posters, scored like images
     hints: dict[str, Any] = field(default_factory=dict)  # e.g. {"post_id": ...} for logging

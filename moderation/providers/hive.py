@@ -1,6 +1,7 @@
 """The ``hive`` provider: Hive's synchronous moderation API (v2 ``task/sync``).
 
-Images, posters and frames sampled from each video are uploaded one by one as multipart ``media`` to
+Images, posters, and frames sampled from each video and each animated image (``frames.visual_sources``,
+the same frames the local provider scores) are uploaded one by one as multipart ``media`` to
 the visual project; the text goes as ``text_data`` to the text project (Hive keeps a key per project:
 ``HIVE_TEXT_API_KEY`` falls back to ``HIVE_API_KEY``). 429, 5xx, timeouts and connection errors are
 retried with exponential backoff within a bounded budget; anything else unexpected is a ProviderError,
@@ -24,7 +25,7 @@ import requests
 from django.conf import settings
 
 from .base import Provider, ProviderError, ProviderResult, ReviewInput
-from .local import sample_video_frames
+from .frames import visual_sources
 
 logger = logging.getLogger(__name__)
 
@@ -306,18 +307,12 @@ class HiveProvider(Provider):
             )
             results.append(self._score_visual(source, payload))
 
-        for i, path in enumerate(item.image_paths, 1):
-            send_media(f"image {i}", Path(path))
-        for i, path in enumerate(item.poster_paths, 1):
-            send_media(f"poster {i}", Path(path))
-        if item.video_paths:
-            count = int(getattr(settings, "AI_VIDEO_FRAMES", 8))
+        visual = None
+        if has_visual:
             with tempfile.TemporaryDirectory(prefix="postflow-hive-") as tmp:
-                for i, video in enumerate(item.video_paths, 1):
-                    workdir = Path(tmp) / f"video_{i}"
-                    workdir.mkdir()
-                    for frame in sample_video_frames(Path(video), count=count, workdir=workdir):
-                        send_media(f"video {i} @{frame.time_seconds:g}s", frame.path)
+                visual = visual_sources(item, Path(tmp))
+                for source, path in visual.pictures:
+                    send_media(source, path)
         if has_text:
             for i, chunk in enumerate(_text_chunks(item.text), 1):
                 payload = self._post(key=text_key, deadline=deadline, stats=stats, data={"text_data": chunk})
@@ -342,5 +337,7 @@ class HiveProvider(Provider):
             raw={
                 "sources": {scored.source: scored.classes for scored in results},
                 "requests": stats["requests"],
+                "frames": visual.frames if visual else {},
+                "animations": visual.animations if visual else {},
             },
         )

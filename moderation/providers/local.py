@@ -4,11 +4,9 @@ is downloaded at run time; they are loaded once per worker process and shared by
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import subprocess
 import tempfile
 import threading
 import time
@@ -18,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
-
-from media.processors import ffmpeg as ffmpeg_safety
 
 from .base import Provider, ProviderError, ProviderResult, ReviewInput
+from .frames import SampledFrame, probe_duration, sample_video_frames, visual_sources
+
+__all__ = ["LocalProvider", "SampledFrame", "models", "probe_duration", "sample_video_frames"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +60,6 @@ DETECT_BATCH_SIZE = 8  # images per ONNX run; 8 × 3×320×320 floats is ~10 MB
 MAX_LABELS = 20
 MAX_RAW_DETECTIONS = 50
 
-# Frame sampling. Both strategies run ONE ffmpeg process. Measured on 2 cores with 8 frames from 1080p
-# H.264 (keyframe every 8.3 s): a 30 s clip takes 2.4 s with the fps filter (decodes every frame, 107 MB)
-# and 2.5 s with one accurate `-ss` seek per frame (decodes one GOP per frame, ~350 MB); a 120 s clip
-# 5.4 s vs 2.6 s. So short clips use the fps filter and longer ones seek.
-SEEK_SAMPLING_MIN_SECONDS = 40.0
-FRAME_MAX_SIDE = 640  # the detector looks at 320×320; Hive is fine with 640
-# Only the demuxers our renditions (and common uploads) need; mov covers mp4/m4v/3gp, matroska covers webm.
-# The one allow-list of containers ffmpeg may open (media/processors/ffmpeg.py).
-VIDEO_DEMUXERS = ",".join(sorted(ffmpeg_safety.VIDEO_DEMUXERS))
 _TEXT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -128,124 +117,6 @@ def models() -> _Models:
         )
         logger.info("local AI models loaded in %.0f ms (%s)", _models.load_ms, model_version)
         return _models
-
-
-# --- Video frames -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SampledFrame:
-    path: Path
-    time_seconds: float
-
-
-def _ffprobe_binary() -> str:
-    return getattr(settings, "FFPROBE_BINARY", "ffprobe")
-
-
-def _ffmpeg_timeout() -> float:
-    return float(getattr(settings, "AI_FRAME_TIMEOUT_SECONDS", 120.0))
-
-
-def probe_duration(path: Path) -> float | None:
-    """Duration of the first video stream (or the container) in seconds; None when unknown."""
-    command = [
-        _ffprobe_binary(),
-        "-v",
-        "error",
-        "-protocol_whitelist",
-        "file",
-        "-format_whitelist",
-        VIDEO_DEMUXERS,
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "format=duration:stream=duration,codec_type",
-        "-of",
-        "json",
-        str(path),
-    ]
-    try:
-        completed = subprocess.run(command, capture_output=True, timeout=_ffmpeg_timeout(), check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ProviderError(f"ffprobe could not read {path.name}: {exc}") from exc
-    if completed.returncode != 0:
-        raise ProviderError(f"ffprobe could not read {path.name}: {_stderr_tail(completed.stderr)}")
-    try:
-        info = json.loads(completed.stdout or b"{}")
-    except ValueError as exc:
-        raise ProviderError(f"ffprobe gave unreadable output for {path.name}") from exc
-    streams = [s for s in info.get("streams", []) if s.get("codec_type") == "video"]
-    if not streams:
-        raise ProviderError(f"{path.name} has no video stream to sample frames from.")
-    for candidate in (streams[0].get("duration"), info.get("format", {}).get("duration")):
-        try:
-            duration = float(candidate)
-        except (TypeError, ValueError):
-            continue
-        if duration > 0:
-            return duration
-    return None
-
-
-def _stderr_tail(stderr: bytes, lines: int = 3) -> str:
-    text = stderr.decode("utf-8", "replace").strip().splitlines()
-    return " | ".join(text[-lines:]) or "no error output"
-
-
-def sample_video_frames(
-    path: Path, *, count: int, workdir: Path, method: str | None = None
-) -> list[SampledFrame]:
-    """Extract ``count`` frames spread evenly over the video (the midpoints of ``count`` equal slices)
-    as JPEGs in ``workdir``, with one ffmpeg run. ``method`` forces "fps" or "seek" (benchmarks)."""
-    path = Path(path)
-    if count < 1:
-        return []
-    duration = probe_duration(path)
-    scale = (
-        f"scale='min({FRAME_MAX_SIDE},iw)':'min({FRAME_MAX_SIDE},ih)':force_original_aspect_ratio=decrease"
-    )
-    base = [getattr(settings, "FFMPEG_BINARY", "ffmpeg"), "-hide_banner", "-loglevel", "error", "-nostdin"]
-    safe_input = ["-protocol_whitelist", "file", "-format_whitelist", VIDEO_DEMUXERS]
-    if duration is None:
-        # No duration (a live-style stream): one frame a second from the start is the best we can do.
-        times = [float(i) for i in range(count)]
-        command = [*base, *safe_input, "-i", str(path), "-an", "-sn", "-dn", "-vf", f"fps=1,{scale}"]
-        command += ["-frames:v", str(count), "-q:v", "3", str(workdir / "frame_%03d.jpg")]
-    else:
-        step = duration / count
-        times = [step * (i + 0.5) for i in range(count)]
-        method = method or ("seek" if duration >= SEEK_SAMPLING_MIN_SECONDS else "fps")
-        if method == "fps":
-            # The fps filter emits, for output slot k, the last frame before (k + 0.5) slices: the midpoints.
-            command = [*base, *safe_input, "-i", str(path), "-an", "-sn", "-dn"]
-            command += ["-vf", f"fps={count}/{duration:.6f},{scale}", "-frames:v", str(count)]
-            command += ["-q:v", "3", str(workdir / "frame_%03d.jpg")]
-        elif method == "seek":
-            command = list(base)
-            for t in times:
-                command += ["-threads", "2", "-ss", f"{t:.3f}", *safe_input, "-i", str(path)]
-            for i in range(count):
-                command += ["-map", f"{i}:v:0", "-vf", scale, "-frames:v", "1", "-q:v", "3"]
-                command += [str(workdir / f"frame_{i + 1:03d}.jpg")]
-        else:
-            raise ValueError(f"Unknown frame sampling method {method!r}.")
-    try:
-        completed = subprocess.run(command, capture_output=True, timeout=_ffmpeg_timeout(), check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ProviderError(f"ffmpeg could not sample frames from {path.name}: {exc}") from exc
-    if completed.returncode != 0:
-        raise ProviderError(
-            f"ffmpeg could not sample frames from {path.name}: {_stderr_tail(completed.stderr)}"
-        )
-    frames = [
-        SampledFrame(path=workdir / f"frame_{i + 1:03d}.jpg", time_seconds=round(t, 3))
-        for i, t in enumerate(times)
-        if (workdir / f"frame_{i + 1:03d}.jpg").is_file()
-    ]
-    if not frames:
-        raise ProviderError(f"ffmpeg produced no frames from {path.name}.")
-    return frames
 
 
 # --- Scoring -----------------------------------------------------------------------------------------
@@ -352,20 +223,10 @@ class LocalProvider(Provider):
         started = time.perf_counter()
         loaded = models()
         timings: dict[str, float] = {}
-        sources: list[tuple[str, Path]] = [
-            (f"image {i}", Path(p)) for i, p in enumerate(item.image_paths, 1)
-        ] + [(f"poster {i}", Path(p)) for i, p in enumerate(item.poster_paths, 1)]
-        frame_counts: dict[str, int] = {}
-
         with tempfile.TemporaryDirectory(prefix="postflow-ai-") as tmp:
-            count = int(getattr(settings, "AI_VIDEO_FRAMES", 8))
             t0 = time.perf_counter()
-            for i, video in enumerate(item.video_paths, 1):
-                workdir = Path(tmp) / f"video_{i}"
-                workdir.mkdir()
-                frames = sample_video_frames(Path(video), count=count, workdir=workdir)
-                frame_counts[f"video {i}"] = len(frames)
-                sources += [(f"video {i} @{f.time_seconds:g}s", f.path) for f in frames]
+            visual = visual_sources(item, Path(tmp))
+            sources = visual.pictures
             timings["frames_ms"] = (time.perf_counter() - t0) * 1000
 
             t0 = time.perf_counter()
@@ -404,7 +265,8 @@ class LocalProvider(Provider):
                     :MAX_RAW_DETECTIONS
                 ],
                 "images_scored": len(sources),
-                "frames": frame_counts,
+                "frames": visual.frames,
+                "animations": visual.animations,
                 "profanity": round(profanity, 4),
                 "weights": {name: weight for name, (_, weight) in NUDENET_WEIGHTS.items()},
                 "timings_ms": {name: round(ms, 1) for name, ms in timings.items()},

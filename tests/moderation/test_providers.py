@@ -422,3 +422,17 @@ def test_hive_answer_without_any_known_class_fails_closed(hive, tmp_path):
     hive.default = Reply(body=visual_answer({"brand_new_class": 0.99, "another_one": 0.01}))
     with pytest.raises(ProviderError, match="no class we know"):
         HiveProvider().review(ReviewInput(image_paths=[landscape(tmp_path / "photo.jpg")]))
+
+
+def test_local_animated_image_scores_every_sampled_frame(tmp_path):
+    """An animated GIF is not one still: the detector runs on frames across the whole animation."""
+    frames = [Image.open(landscape(tmp_path / f"f{seed}.jpg", (320, 240), seed=seed)) for seed in (1, 2, 3)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[100, 2000, 2000], loop=0)
+
+    result = LocalProvider().review(ReviewInput(image_paths=[gif]))
+
+    assert result.raw["frames"] == {"image 1": 3}
+    assert result.raw["images_scored"] == 3
+    assert result.raw["animations"]["image 1"]["frames_total"] == 3
+    assert result.overall < 0.3
