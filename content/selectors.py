@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Prefetch, Q, QuerySet
 
 from content.models import Post, PostStatus
+from content.services import is_staff_viewer
 from media.models import Media
 
 
@@ -16,10 +17,11 @@ def _with_relations(qs: QuerySet[Post]) -> QuerySet[Post]:
 
 
 def posts_visible_to(user) -> QuerySet[Post]:
-    """DESIGN.md §3: published posts for everyone; the owner's own and, for staff, everything."""
+    """DESIGN.md §3: published posts for everyone; the owner's own and, for staff viewers
+    (``content.services.is_staff_viewer``), everything."""
     qs = Post.objects.alive()
     if user is not None and user.is_authenticated:
-        if user.is_staff:
+        if is_staff_viewer(user):
             return _with_relations(qs)
         return _with_relations(qs.filter(Q(status=PostStatus.PUBLISHED) | Q(author=user)))
     return _with_relations(qs.filter(status=PostStatus.PUBLISHED))
