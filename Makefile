@@ -86,15 +86,14 @@ endef
 
 prod-up: deps ffmpeg
 	@mkdir -p $(PROD_DIR)/var
-	@$(PY) -c "import psycopg; c=psycopg.connect('postgres://postgres@127.0.0.1:5432/postgres', autocommit=True); \
-		c.execute('CREATE DATABASE postflow') if not c.execute(\"SELECT 1 FROM pg_database WHERE datname='postflow'\").fetchone() else None"
+	@env $(PROD_ENV) $(PY) -m config.dbcreate
 	$(call start_bg,s3,$(VENV)/bin/moto_server -H 127.0.0.1 -p 9000)
 	@sleep 2; $(PY) -c "import boto3; s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:9000', region_name='us-east-1', \
 		aws_access_key_id='local', aws_secret_access_key='local'); \
 		s3.create_bucket(Bucket='postflow') if 'postflow' not in [b['Name'] for b in s3.list_buckets()['Buckets']] else None"
 	@env $(PROD_ENV) $(PY) manage.py migrate --noinput -v0
 	@env $(PROD_ENV) $(PY) manage.py ensure_demo_admin
-	$(call start_bg,web,env $(PROD_ENV) $(VENV)/bin/gunicorn config.wsgi:application -b 127.0.0.1:$(PROD_PORT) -w 2 --threads 4)
+	$(call start_bg,web,env $(PROD_ENV) $(VENV)/bin/gunicorn -c config/gunicorn_conf.py config.wsgi:application -b 127.0.0.1:$(PROD_PORT) -w 2 --threads 4)
 	$(call start_bg,worker-video,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 1 --queues media.video)
 	$(call start_bg,worker-default,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 4 --queues media.image media.audio moderation)
 	$(call start_bg,scheduler,env $(PROD_ENV) $(PY) manage.py run_scheduler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
@@ -12,6 +13,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser as DRFJSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -19,7 +21,48 @@ from config.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
+
+class JSONTooDeep(exceptions.ParseError):
+    default_detail = "The JSON body is nested too deeply."
+    default_code = "json_too_deep"
+
+
+class JSONParser(DRFJSONParser):
+    """DRF's JSON parser with a nesting limit (``JSON_MAX_DEPTH``): deeper bodies are 400
+    ``json_too_deep`` instead of a ``RecursionError`` (a 500) in the parser or in code that walks the
+    data later. Python's json module recurses once per level and fails near the interpreter's limit
+    (about 1000 levels), so a body too deep even to parse is refused the same way."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise JSONTooDeep() from None
+        limit = settings.JSON_MAX_DEPTH
+        if json_depth(data) > limit:
+            raise JSONTooDeep(f"The JSON body is nested more than {limit} levels deep.")
+        return data
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0, ``[]`` and ``{}`` are 1), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
 _DRF_CODES = {
+    JSONTooDeep: "json_too_deep",
     exceptions.ParseError: "malformed_request",
     exceptions.AuthenticationFailed: "authentication_failed",
     exceptions.NotAuthenticated: "not_authenticated",
@@ -124,7 +167,7 @@ ErrorSerializer = inline_serializer(
 def error_responses(*codes: int, **described: str) -> dict[int, OpenApiResponse]:
     """OpenAPI responses for the error statuses an endpoint can return."""
     texts = {
-        400: "Invalid input (`invalid`, `malformed_request`).",
+        400: "Invalid input (`invalid`, `malformed_request`, `json_too_deep`).",
         401: "Not authenticated, or a wrong token or session (`not_authenticated`, `authentication_failed`).",
         403: "Not allowed (`permission_denied`).",
         404: "Not found, or not visible to the caller (`not_found`).",

@@ -1,6 +1,11 @@
 """Django's Redis cache, made to fail open: the cache (throttle counters, the platform-settings copy)
 is an optimisation, so a Redis outage must not turn requests into 500s. Reads miss, writes are
-skipped, and a warning is logged at most once a minute."""
+skipped, a warning is logged at most once a minute, and every failed call counts in the Prometheus
+counter ``postflow_cache_errors_total{operation}`` on ``/metrics``.
+
+A decision (docs/operations.md): while Redis is down the rate limits are not enforced (throttles fail
+open) rather than refusing every request; the login lockout does not depend on the cache (django-axes
+keeps its counts in the database), so password guessing stays limited."""
 
 from __future__ import annotations
 
@@ -16,6 +21,15 @@ logger = logging.getLogger("postflow.cache")
 _last_warning = [0.0]
 
 
+@functools.cache
+def cache_errors():
+    """The ``postflow_cache_errors_total`` counter, labelled by cache operation (``get``, ``add``…).
+    Created on first use, like config.observability's metrics (no Prometheus import at startup)."""
+    from prometheus_client import Counter
+
+    return Counter("postflow_cache_errors_total", "Cache calls that failed (Redis down)", ["operation"])
+
+
 def _fail_open(default=None, *, arg_default: bool = False):
     def decorate(method):
         @functools.wraps(method)
@@ -23,9 +37,14 @@ def _fail_open(default=None, *, arg_default: bool = False):
             try:
                 return method(self, *args, **kwargs)
             except (RedisConnectionError, RedisTimeoutError) as exc:
+                cache_errors().labels(method.__name__).inc()
                 if time.monotonic() - _last_warning[0] > 60:
                     _last_warning[0] = time.monotonic()
-                    logger.warning("cache unavailable, carrying on without it: %s", exc)
+                    logger.warning(
+                        "cache (Redis) unavailable: throttles are NOT enforced until it is back: %s",
+                        exc,
+                        extra={"event": "cache_unavailable"},
+                    )
                 if arg_default:
                     return kwargs.get("default", args[1] if len(args) > 1 else None)
                 return default

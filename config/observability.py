@@ -20,6 +20,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from config.logs import request_id_var
+from config.security import client_ip
 
 logger = logging.getLogger("postflow.request")
 
@@ -79,6 +80,7 @@ class RequestObservabilityMiddleware:
                 "status": response.status_code,
                 "duration_ms": round(elapsed * 1000, 1),
                 "user_id": user.pk if user is not None and user.is_authenticated else None,
+                "client_ip": client_ip(request),
             },
         )
         return response

@@ -7,9 +7,11 @@ an in-process Dramatiq worker and the local AI provider. ``DATABASE_URL``, ``RED
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -57,6 +59,12 @@ def env_list(name: str, default: str) -> list[str]:
 
 TESTING = "pytest" in sys.modules or env_bool("POSTFLOW_TESTING", False)
 
+# The embedded default keeps its SQLite file and stored files under var/: make sure it exists whenever
+# one of them is in use (not only when SECRET_KEY is unset), so `migrate` works on a fresh clone.
+if not env("DATABASE_URL") or not env("S3_BUCKET") or not env("SECRET_KEY"):
+    with contextlib.suppress(OSError):  # read-only: Django names the real problem when it opens a file
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+
 # --- Core -------------------------------------------------------------------------------------
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = env("SECRET_KEY")
@@ -66,7 +74,6 @@ if not SECRET_KEY:
     # Development only: a per-machine key kept under var/ so sessions and signed URLs survive restarts.
     _key_file = VAR_DIR / "secret_key"
     try:
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
         if not _key_file.exists():
             _key_file.write_text(secrets.token_urlsafe(50))
         SECRET_KEY = _key_file.read_text().strip()
@@ -94,10 +101,13 @@ INSTALLED_APPS = [
     "django_dramatiq",
     "imagekit",
     "storages",
+    "axes",
 ]
 
 MIDDLEWARE = [
     "config.observability.RequestObservabilityMiddleware",
+    # Every answer under /api/ and /m/ is JSON, even Django's own (DEBUG 404 pages, 405s).
+    "config.views.JsonApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -106,6 +116,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -153,6 +165,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# django-axes first: it refuses a locked-out account or address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 if TESTING:
     # Hashing dominates a test suite that creates many users; real hashers stay in production.
@@ -260,6 +277,13 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# How many reverse proxies in front of the web processes append to X-Forwarded-For (nginx, a load
+# balancer). 0 (the default): the header is ignored and the client address is REMOTE_ADDR. This one
+# setting feeds DRF's throttles, the login lockout and the request log (config.security.client_ip).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(f"TRUSTED_PROXY_COUNT must be 0 or more, not {TRUSTED_PROXY_COUNT}.")
+
 # --- REST API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -270,7 +294,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + ([] if not DEBUG else ["rest_framework.renderers.BrowsableAPIRenderer"]),
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "config.api.JSONParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
@@ -283,6 +307,8 @@ REST_FRAMEWORK = {
         "reports": env("THROTTLE_REPORTS", "60/hour"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Anonymous throttles key on the client address (see TRUSTED_PROXY_COUNT above).
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Postflow API",
@@ -296,6 +322,9 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {},
 }
+# JSON bodies nested deeper than this are refused with 400 `json_too_deep` (no endpoint needs more
+# than a few levels; deep nesting would otherwise exhaust the interpreter's recursion limit).
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 32)
 # Bodies larger than this are refused before parsing (JSON); file uploads stream to disk.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
@@ -387,6 +416,22 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_REFERRER_POLICY = "same-origin"
+
+# Failed logins (admin and API): django-axes locks an account, and separately an address, after
+# LOGIN_FAILURE_LIMIT failures, for LOGIN_LOCKOUT_MINUTES from the last one. Operators unlock with
+# `manage.py axes_reset_username <name>` / `axes_reset_ip <ip>` / `axes_reset` (docs/operations.md).
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+AXES_ENABLED = env_bool("LOGIN_LOCKOUT_ENABLED", True)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A failure during a lockout does not restart it: the Retry-After we give stays true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.security.login_locked_response"
+AXES_HTTP_RESPONSE_CODE = 429
 
 METRICS_TOKEN = env("METRICS_TOKEN")
 LOG_FORMAT = env("LOG_FORMAT", "plain" if DEBUG else "json")

@@ -1,7 +1,19 @@
 """JSON error pages for the API and media URLs; HTML for the admin and everything else."""
 
-from django.http import JsonResponse
+from http import HTTPStatus
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+
+_CODES = {
+    400: ("bad_request", "The request was malformed."),
+    403: ("permission_denied", "You may not do that."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+    413: ("request_too_large", "The request body is too large."),
+    414: ("uri_too_long", "The URL is too long."),
+    500: ("server_error", "Something went wrong on our side."),
+}
 
 
 def _wants_json(request) -> bool:
@@ -34,3 +46,37 @@ def permission_denied(request, exception=None):
     if _wants_json(request):
         return JsonResponse({"code": "permission_denied", "detail": "You may not do that."}, status=403)
     return defaults.permission_denied(request, exception)
+
+
+class JsonApiErrorsMiddleware:
+    """Every error answer under ``/api/`` and ``/m/`` is JSON ``{code, detail}``, including the ones
+    Django writes itself: with DEBUG on, the handler404/500 views are skipped for the technical HTML
+    pages, and Django's own 405s are empty text. DRF's responses (which may be the browsable API's
+    HTML, asked for by a browser) are left alone."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code >= 400
+            and request.path.startswith(("/api/", "/m/"))
+            and not hasattr(response, "data")  # a DRF Response, already rendered on purpose
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            status = response.status_code
+            code, detail = _CODES.get(status) or ("error", _phrase(status))
+            replacement = JsonResponse({"code": code, "detail": detail}, status=status)
+            for header in ("Allow", "Retry-After", "Content-Range", "WWW-Authenticate", "Vary"):
+                if header in response:
+                    replacement[header] = response[header]
+            return replacement
+        return response
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase + "."
+    except ValueError:
+        return "The request could not be completed."

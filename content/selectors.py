@@ -8,10 +8,27 @@ from django.db.models import Prefetch, Q, QuerySet
 from content.models import Post, PostStatus
 from media.models import Media
 
+STAFF_VIEW_PERMISSION = "media.view_media"
+
+
+def is_staff_viewer(user: AbstractBaseUser | None) -> bool:
+    """Staff who may see every post that is not public and its bytes: ``is_staff`` *and* the
+    ``media.view_media`` permission (the Moderators group has it; superusers have every permission).
+    A bare ``is_staff`` flag is not enough (docs/operations.md)."""
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_staff
+        and user.is_active
+        and user.has_perm(STAFF_VIEW_PERMISSION)
+    )
+
 
 def is_owner_or_staff(user: AbstractBaseUser | None, owner_id: int | None) -> bool:
     """Who sees what is not public (DESIGN.md §3): the owner, and staff."""
-    return bool(user is not None and user.is_authenticated and (user.is_staff or user.pk == owner_id))
+    if user is None or not user.is_authenticated:
+        return False
+    return user.pk == owner_id or is_staff_viewer(user)
 
 
 def can_view_post(post: Post, user: AbstractBaseUser | None) -> bool:
@@ -29,10 +46,11 @@ def _with_relations(qs: QuerySet[Post]) -> QuerySet[Post]:
 
 
 def posts_visible_to(user) -> QuerySet[Post]:
-    """DESIGN.md §3: published posts for everyone; the owner's own and, for staff, everything."""
+    """DESIGN.md §3: published posts for everyone; the owner's own and, for staff viewers
+    (``is_staff_viewer``), everything."""
     qs = Post.objects.alive()
     if user is not None and user.is_authenticated:
-        if user.is_staff:
+        if is_staff_viewer(user):
             return _with_relations(qs)
         return _with_relations(qs.filter(Q(status=PostStatus.PUBLISHED) | Q(author=user)))
     return _with_relations(qs.filter(status=PostStatus.PUBLISHED))

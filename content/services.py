@@ -38,7 +38,12 @@ from content.models import (
     PostType,
     Report,
 )
-from content.selectors import can_view_post, is_owner_or_staff  # noqa: F401 (media's interface)
+from content.selectors import (  # noqa: F401 (media's interface)
+    STAFF_VIEW_PERMISSION,
+    can_view_post,
+    is_owner_or_staff,
+    is_staff_viewer,
+)
 from media.models import Media, MediaKind, ProcessingStatus
 from moderation import policy
 from moderation.models import ModerationAction, ModerationDecision

@@ -85,7 +85,13 @@ def other_user(db):
 
 @pytest.fixture
 def staff(db):
-    return UserFactory(is_staff=True)
+    """Staff who may see what is not public: ``is_staff`` with ``media.view_media``, as the Moderators
+    group grants (content.services.is_staff_viewer). A bare ``is_staff`` user sees only what is public."""
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(is_staff=True)
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="media", codename="view_media"))
+    return user
 
 
 def client_for(user=None) -> APIClient:

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from config.api import NewestFirstCursorPagination, error_responses
 from config.errors import NotFound
+from config.security import login_is_locked, login_locked_response
 from content import selectors, services
 from content.api.serializers import (
     PollOutSerializer,
@@ -77,7 +78,13 @@ class TokenView(APIView):
         request=TokenRequestSerializer,
         responses={
             200: TokenSerializer,
-            **error_responses(400, 429, e400="Wrong username or password (`invalid_credentials`)."),
+            **error_responses(
+                400,
+                429,
+                e400="Wrong username or password (`invalid_credentials`).",
+                e429="Too many requests (`throttled`), or too many failed logins for this account or "
+                "address (`login_locked`, even with the right password); see `Retry-After`.",
+            ),
         },
         tags=["auth"],
         summary="Get the API token",
@@ -85,9 +92,11 @@ class TokenView(APIView):
     def post(self, request):
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(
-            request, username=data.validated_data["username"], password=data.validated_data["password"]
-        )
+        credentials = {k: data.validated_data[k] for k in ("username", "password")}
+        # django-axes counts the failure and refuses a locked-out username or address (config.security).
+        user = authenticate(request, **credentials)
+        if login_is_locked(request):
+            return login_locked_response(request, credentials=credentials)
         if user is None or not user.is_active:
             return Response(
                 {"code": "invalid_credentials", "detail": "Wrong username or password."}, status=400

@@ -13,13 +13,13 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from config.api import error_body, error_responses
+from config.api import JSONParser, error_body, error_responses
 from config.errors import FileTooLarge, NotFound, ServiceError
 from content.services import can_view_post, is_owner_or_staff
 from media import services, storage

@@ -177,7 +177,7 @@ def test_unpublished_media_urls_work_only_for_owner_and_staff(broker, worker):
     path = urlsplit(data["variants"]["thumb"]["url"]).path
     assert client_for(user).get(path).status_code == 200
     assert client_for(staff).get(path).status_code == 200
-    assert client_for(bare_staff).get(path).status_code == 200  # staff see everything (DESIGN.md §3)
+    assert client_for(bare_staff).get(path).status_code == 404  # staff need media.view_media (issue 9)
     assert client_for().get(path).status_code == 404
     assert client_for(stranger).get(path).status_code == 404
     assert client_for(stranger).get(f"/api/v1/content/media/{media['id']}").status_code == 404
