@@ -24,6 +24,7 @@ from config.errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from config.queueing import send_on_commit
 from content.models import (
     ModerationState,
     Poll,
@@ -200,6 +201,7 @@ def post_delete(*, post_id: UUID | str, actor: AbstractBaseUser) -> None:
     post.deleted_at = timezone.now()
     post.publish_requested = False
     post.save(update_fields=["deleted_at", "publish_requested", "updated_at"])
+    send_on_commit("media_revoke_post_urls", str(post.pk))
 
 
 # --- publishing ----------------------------------------------------------------------------------
@@ -287,6 +289,7 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
     post.published_at = None
     post.revision += 1
     post.save()
+    send_on_commit("media_revoke_post_urls", str(post.pk))
     return post
 
 

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.errors import Conflict, InvalidTransition, NotFound, PermissionDenied
+from config.queueing import send_on_commit
 from content.models import ModerationState, Post, PostStatus
 from moderation.models import (
     AiReview,
@@ -305,6 +306,7 @@ def post_reject(
             defaults={"reason": reason or "Rejected post", "source_post": post, "added_by": moderator},
         )
     _record(post, moderator, ModerationAction.REJECT, reason, before)
+    send_on_commit("media_revoke_post_urls", str(post.pk))
     return post
 
 
@@ -330,6 +332,7 @@ def post_quarantine(
     post.moderation_state = ModerationState.FLAGGED
     post.save(update_fields=["status", "moderation_state", "updated_at"])
     _record(post, moderator, ModerationAction.QUARANTINE, reason, before)
+    send_on_commit("media_revoke_post_urls", str(post.pk))
     return post
 
 
@@ -405,4 +408,5 @@ def post_reports_threshold_reached(*, post: Post) -> bool:
         from_moderation_state=before[1],
         to_moderation_state=post.moderation_state,
     )
+    send_on_commit("media_revoke_post_urls", str(post.pk))
     return True
