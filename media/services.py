@@ -166,6 +166,10 @@ def blocklist_check(sha256: str) -> bool:
 def upload_create(
     *, owner: AbstractBaseUser, filename: str, content_type: str, size: int, sha256: str = "", request=None
 ) -> tuple[Upload, dict[str, Any]]:
+    """Reserve ``size`` bytes of the owner's quota as a pending Upload and say where to send them
+    (``storage.upload_target``). Quota check and reservation are serialised per user
+    (``_check_quota`` locks the user's row). Errors: UnsupportedMediaType, FileTooLarge,
+    QuotaExceeded, BlockedMedia (a declared sha256 on the blocklist)."""
     kind = kind_for_content_type(content_type)
     if kind is None:
         raise UnsupportedMediaType(
