@@ -193,6 +193,7 @@ def post_delete(*, post_id: UUID | str, actor: AbstractBaseUser) -> None:
     post.deleted_at = timezone.now()
     post.publish_requested = False
     post.save(update_fields=["deleted_at", "publish_requested", "updated_at"])
+    send_on_commit("media_revoke_post_urls", str(post.pk))
 
 
 # --- publishing ----------------------------------------------------------------------------------
@@ -281,6 +282,7 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
     post.published_at = None
     post.revision += 1
     post.save(update_fields=["status", "moderation_state", "published_at", "revision", "updated_at"])
+    send_on_commit("media_revoke_post_urls", str(post.pk))
     return post
 
 
@@ -413,4 +415,5 @@ def post_hold_for_reports(*, post_id: UUID | str) -> Post:
         from_moderation_state=before[1],
         to_moderation_state=post.moderation_state,
     )
+    send_on_commit("media_revoke_post_urls", str(post.pk))
     return post

@@ -106,6 +106,15 @@ class Media(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     detached_at = models.DateTimeField(null=True, blank=True)
     purged_at = models.DateTimeField(null=True, blank=True)
+    # Bearer URLs (S3 presigned GETs) outlive the post being public unless the keys change: set when
+    # such a URL was first issued for the current keys, cleared when the keys are rotated.
+    urls_exposed_at = models.DateTimeField(
+        null=True, blank=True, help_text="A bearer URL was issued for the current keys at this time."
+    )
+    keys_rotated_at = models.DateTimeField(null=True, blank=True)
+    stale_keys = models.JSONField(
+        default=list, blank=True, help_text="Old keys of a rotation whose objects are still to be deleted."
+    )
 
     class Meta:
         ordering = ["position", "created_at"]
@@ -118,6 +127,12 @@ class Media(models.Model):
                 condition=Q(processing_status__in=["pending", "processing", "failed"]),
             ),
             models.Index(fields=["owner", "created_at"], name="media_owner_idx"),
+            # The revocation safety net looks only at media whose bearer URLs may still be out there.
+            models.Index(
+                fields=["urls_exposed_at"],
+                name="media_urls_exposed_idx",
+                condition=Q(urls_exposed_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from content.models import PostStatus
 from media import storage
 from media.models import Media, Upload, UploadState
+from media.revocation import media_revoke_overdue
 
 # Evidence: posts a moderator rejected or quarantined, and posts still waiting for review (an author
 # deleting a reported post must not make the evidence disappear).
@@ -23,6 +24,7 @@ class PurgeReport:
     media: int = 0
     objects: int = 0
     uploads: int = 0
+    revoked: int = 0
 
 
 def purge_candidates(*, retention_days: int):
@@ -34,12 +36,17 @@ def purge_candidates(*, retention_days: int):
 
 def purge_media(*, retention_days: int, dry_run: bool = False) -> PurgeReport:
     report = PurgeReport()
+    if not dry_run:
+        # The scheduler does this every minute; purge runs it too, for deployments without one.
+        report.revoked = len(media_revoke_overdue().rotated)
     for media in purge_candidates(retention_days=retention_days).iterator():
         report.media += 1
         if dry_run:
             continue
-        report.objects += storage.delete_prefix(f"media/{media.owner_id}/{media.pk}/")
-        Media.objects.filter(pk=media.pk).update(purged_at=timezone.now(), variants={})
+        report.objects += storage.delete_media_objects(media.owner_id, media.pk)
+        Media.objects.filter(pk=media.pk).update(
+            purged_at=timezone.now(), variants={}, urls_exposed_at=None, stale_keys=[]
+        )
     expired = Upload.objects.filter(
         state__in=[UploadState.PENDING, UploadState.RECEIVED],
         expires_at__lt=timezone.now() - timedelta(hours=1),

@@ -15,6 +15,7 @@ from typing import IO, Any
 from uuid import UUID
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Sum
@@ -117,6 +118,7 @@ def _check_size(kind: str, size: int) -> None:
 
 
 def user_storage_used(user: AbstractBaseUser) -> int:
+    """Bytes the user holds: stored media not yet purged plus uploads reserved but not attached."""
     media = Media.objects.filter(owner=user, purged_at__isnull=True).aggregate(n=Sum("size_bytes"))["n"] or 0
     staged = (
         Upload.objects.filter(owner=user, state__in=[UploadState.PENDING, UploadState.RECEIVED]).aggregate(
@@ -128,6 +130,12 @@ def user_storage_used(user: AbstractBaseUser) -> int:
 
 
 def _check_quota(user: AbstractBaseUser, extra: int) -> None:
+    """Refuse ``extra`` bytes over the user's quota. Must run inside the transaction that then
+    reserves them (an Upload or a Media row): the user's row is locked first, so two requests of one
+    user check and reserve one after the other (on PostgreSQL; SQLite serialises writers anyway)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("_check_quota must run inside the transaction that reserves the bytes")
+    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
     used = user_storage_used(user)
     quota = settings.MEDIA_USER_QUOTA_BYTES
     if used + extra > quota:
@@ -158,6 +166,10 @@ def blocklist_check(sha256: str) -> bool:
 def upload_create(
     *, owner: AbstractBaseUser, filename: str, content_type: str, size: int, sha256: str = "", request=None
 ) -> tuple[Upload, dict[str, Any]]:
+    """Reserve ``size`` bytes of the owner's quota as a pending Upload and say where to send them
+    (``storage.upload_target``). Quota check and reservation are serialised per user
+    (``_check_quota`` locks the user's row). Errors: UnsupportedMediaType, FileTooLarge,
+    QuotaExceeded, BlockedMedia (a declared sha256 on the blocklist)."""
     kind = kind_for_content_type(content_type)
     if kind is None:
         raise UnsupportedMediaType(

@@ -1,12 +1,24 @@
 """The one seam over django-storages (DESIGN.md §2). Code above it never knows which backend runs.
 
-Keys: ``uploads/{user}/{upload_id}`` for staged uploads, ``media/{user}/{media_id}/original.{ext}``
-and ``media/{user}/{media_id}/{variant}.{ext}``. Clients never see or build keys: they get URLs.
+Keys: ``uploads/{user}/{upload_id}`` for staged uploads, ``media/{user}/{media_id}/{name}.{ext}`` for
+a medium's original and variants, and ``media/{user}/{media_id}/{generation}/{name}.{ext}`` once its
+keys were rotated (``rotated_key``). This module is the only place that spells that layout. Clients
+never see or build keys: they get URLs.
+
+The backend is chosen once per configured storage (as Zulip's ``zerver/lib/upload/{local,s3}.py``):
+``LocalBackend`` over Django's ``FileSystemStorage``, ``S3Backend`` over django-storages'
+``S3Storage``. Both are used only through their public API (``save``, ``open``, ``exists``,
+``delete``, ``size``, ``url(name, parameters=…, expire=…)``, and S3Storage's ``bucket`` and
+``connection`` for what Django's Storage API has no verb for: ranged reads, server-side copies,
+prefix listings and presigned POSTs).
 """
 
 from __future__ import annotations
 
 import mimetypes
+import posixpath
+import re
+import secrets
 import shutil
 import time
 import uuid
@@ -19,7 +31,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.core import signing
 from django.core.files import File
-from django.core.files.storage import storages
+from django.core.files.storage import Storage, storages
 from django.urls import reverse
 
 _URL_SALT = "postflow.media-url"
@@ -27,23 +39,62 @@ _UPLOAD_SALT = "postflow.upload-url"
 CHUNK = 1024 * 1024
 
 
-def backend():
-    return storages["default"]
-
-
-def is_s3() -> bool:
-    return backend().__class__.__name__ == "S3Storage"
-
-
 # --- keys ------------------------------------------------------------------------------------------
+
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class InvalidKey(ValueError):
+    """A storage key that is not in canonical form (traversal, empty segments, odd characters)."""
+
+
+def clean_key(key: Any) -> str:
+    """``key`` itself when it is a canonical storage key, else ``InvalidKey``.
+
+    Canonical: relative, ``/``-separated, no empty, ``.`` or ``..`` segments, no backslash, no percent
+    sign (so no percent-encoded traversal either), and only ``[A-Za-z0-9._-]`` in each segment — every
+    key this module makes has that form. Comparing keys is only meaningful between canonical ones:
+    ``media/1/x/../../2/y/original.jpg`` starts with ``media/1/x/`` but names another user's file.
+    """
+    if not isinstance(key, str) or not key or len(key) > 500:
+        raise InvalidKey("empty or too long")
+    if posixpath.normpath(key) != key or key.startswith("/"):
+        raise InvalidKey(f"not a normalised relative path: {key!r}")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or not _KEY_SEGMENT.match(segment):
+            raise InvalidKey(f"bad segment {segment!r} in {key!r}")
+    return key
 
 
 def upload_key(user_id: int, upload_id: Any) -> str:
     return f"uploads/{user_id}/{upload_id}"
 
 
+def media_prefix(user_id: int, media_id: Any) -> str:
+    """The folder holding every object of one medium, whatever its key generation."""
+    return f"media/{user_id}/{media_id}/"
+
+
 def media_key(user_id: int, media_id: Any, name: str, ext: str) -> str:
-    return f"media/{user_id}/{media_id}/{name}.{ext.lstrip('.')}"
+    return f"{media_prefix(user_id, media_id)}{name}.{ext.lstrip('.')}"
+
+
+def key_belongs_to(key: Any, *, user_id: int, media_id: Any) -> bool:
+    """True when ``key`` is canonical and inside the medium's folder (see ``clean_key``)."""
+    try:
+        return clean_key(key).startswith(media_prefix(user_id, media_id))
+    except InvalidKey:
+        return False
+
+
+def rotated_key(key: str, *, user_id: int, media_id: Any) -> str:
+    """A new, unguessable key for the same object of a medium: ``media/{u}/{m}/{random}/{file}``.
+
+    URLs signed for the old key stop working once the old object is deleted (DESIGN.md §4: no URL
+    issued while a post was public works after it is hidden)."""
+    if not key_belongs_to(key, user_id=user_id, media_id=media_id):
+        raise InvalidKey(f"{key!r} is not a key of media {media_id}")
+    return f"{media_prefix(user_id, media_id)}{secrets.token_hex(12)}/{posixpath.basename(key)}"
 
 
 def extension_for(mime_type: str) -> str:
@@ -67,105 +118,216 @@ def extension_for(mime_type: str) -> str:
     return guess.lstrip(".")
 
 
+# --- the two backends ---------------------------------------------------------------------------------
+
+
+class LocalBackend:
+    """Files under ``FileSystemStorage.location``. Every URL is a signed Django URL, checked at
+    request time, so nothing it issues is a bearer credential for hidden media."""
+
+    bearer_urls = False
+
+    def __init__(self, store: Storage):
+        self.store = store
+
+    def save(self, key: str, source: Path | BinaryIO, content_type: str | None) -> None:
+        path = Path(self.store.path(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.part")
+        if isinstance(source, Path):
+            shutil.copyfile(source, tmp)
+        else:
+            with tmp.open("wb") as out:
+                shutil.copyfileobj(source, out, CHUNK)
+        tmp.replace(path)  # atomic: readers never see half a file
+
+    def download_to(self, key: str, dest: Path) -> None:
+        with self.store.open(key, "rb") as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+
+    def read_head(self, key: str, n: int) -> bytes:
+        with self.store.open(key, "rb") as fh:
+            return fh.read(n)
+
+    def copy(self, src: str, dst: str, content_type: str | None) -> None:
+        target = Path(self.store.path(dst))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{uuid.uuid4().hex[:12]}.part")
+        shutil.copyfile(self.store.path(src), tmp)
+        tmp.replace(target)
+
+    def delete_prefix(self, prefix: str) -> int:
+        root = Path(self.store.path(prefix))
+        if not root.exists():
+            return 0
+        count = sum(1 for p in root.rglob("*") if p.is_file())
+        shutil.rmtree(root)
+        return count
+
+    def open_for_response(self, key: str) -> File:
+        return self.store.open(key, "rb")
+
+    def presigned_get(self, key: str, *, mime_type: str, disposition: str, ttl: int) -> str | None:
+        return None  # served through Django
+
+    def upload_target(self, *, key: str, content_type: str, max_bytes: int, ttl: int) -> dict | None:
+        return None  # the signed Django PUT
+
+
+class S3Backend:
+    """A private bucket through django-storages' ``S3Storage``. Published media get presigned GETs,
+    which are bearer URLs: they keep working until they expire unless the object's key changes —
+    hence ``rotated_key`` and ``media.revocation``."""
+
+    bearer_urls = True
+
+    def __init__(self, store: Storage):
+        self.store = store
+
+    def _object_key(self, key: str) -> str:
+        # The bucket key for a storage key (what django-storages' name normalisation does, for our
+        # canonical keys): the configured location, if any, in front.
+        location = (self.store.location or "").strip("/")
+        return f"{location}/{clean_key(key)}" if location else clean_key(key)
+
+    def _object(self, key: str):
+        return self.store.bucket.Object(self._object_key(key))
+
+    def save(self, key: str, source: Path | BinaryIO, content_type: str | None) -> None:
+        if isinstance(source, Path):
+            with source.open("rb") as fh:
+                self._save(key, fh, content_type)
+        else:
+            self._save(key, source, content_type)
+
+    def _save(self, key: str, fh: BinaryIO, content_type: str | None) -> None:
+        content = File(fh, name=posixpath.basename(key))
+        content.content_type = content_type  # S3Storage sends it as the object's Content-Type
+        saved = self.store.save(key, content)
+        if saved != key:  # file_overwrite is on in settings; anything else would lose track of bytes
+            raise RuntimeError(f"S3 storage saved {key!r} as {saved!r}")
+
+    def download_to(self, key: str, dest: Path) -> None:
+        self._object(key).download_file(str(dest))
+
+    def read_head(self, key: str, n: int) -> bytes:
+        return self._object(key).get(Range=f"bytes=0-{n - 1}")["Body"].read()
+
+    def copy(self, src: str, dst: str, content_type: str | None) -> None:
+        extra = {"ContentType": content_type, "MetadataDirective": "REPLACE"} if content_type else {}
+        self.store.connection.meta.client.copy(
+            {"Bucket": self.store.bucket_name, "Key": self._object_key(src)},
+            self.store.bucket_name,
+            self._object_key(dst),
+            ExtraArgs=extra,
+        )
+
+    def delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        for obj in self.store.bucket.objects.filter(Prefix=self._object_key(prefix.rstrip("/")) + "/"):
+            obj.delete()
+            deleted += 1
+        return deleted
+
+    def open_for_response(self, key: str) -> Iterator[bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self._object(key).get()["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise FileNotFoundError(key) from exc
+            raise
+        return body.iter_chunks(CHUNK)
+
+    def presigned_get(self, key: str, *, mime_type: str, disposition: str, ttl: int) -> str:
+        return self.store.url(
+            clean_key(key),
+            parameters={"ResponseContentType": mime_type, "ResponseContentDisposition": disposition},
+            expire=ttl,
+        )
+
+    def upload_target(self, *, key: str, content_type: str, max_bytes: int, ttl: int) -> dict:
+        post = self.store.connection.meta.client.generate_presigned_post(
+            Bucket=self.store.bucket_name,
+            Key=self._object_key(key),
+            Fields={"Content-Type": content_type},
+            Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
+            ExpiresIn=ttl,
+        )
+        return {"method": "POST", "url": post["url"], "fields": post["fields"], "headers": {}}
+
+
+_chosen: tuple[Storage, LocalBackend | S3Backend] | None = None
+
+
+def backend() -> LocalBackend | S3Backend:
+    """The backend for ``STORAGES["default"]``, chosen once per configured storage."""
+    global _chosen
+    store = storages["default"]
+    if _chosen is None or _chosen[0] is not store:
+        from storages.backends.s3 import S3Storage
+
+        _chosen = (store, S3Backend(store) if isinstance(store, S3Storage) else LocalBackend(store))
+    return _chosen[1]
+
+
+def issues_bearer_urls() -> bool:
+    """True when URLs of published media work without asking Django (S3 presigned GETs)."""
+    return backend().bearer_urls
+
+
 # --- bytes ------------------------------------------------------------------------------------------
 
 
 def save(key: str, source: Path | BinaryIO, content_type: str | None = None) -> str:
     """Store bytes under exactly ``key`` (overwriting), streaming from a path or file object."""
-    store = backend()
-    if is_s3():
-        params = {"ContentType": content_type} if content_type else {}
-        if isinstance(source, Path):
-            with source.open("rb") as fh:
-                store.bucket.Object(store._normalize_name(key)).upload_fileobj(fh, ExtraArgs=params)
-        else:
-            store.bucket.Object(store._normalize_name(key)).upload_fileobj(source, ExtraArgs=params)
-        return key
-    path = Path(store.path(key))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.part")
-    if isinstance(source, Path):
-        shutil.copyfile(source, tmp)
-    else:
-        with tmp.open("wb") as out:
-            shutil.copyfileobj(source, out, CHUNK)
-    tmp.replace(path)  # atomic: readers never see half a file
+    backend().save(clean_key(key), source, content_type)
     return key
 
 
 def open_read(key: str) -> File:
-    return backend().open(key, "rb")
+    return backend().store.open(clean_key(key), "rb")
 
 
 def exists(key: str) -> bool:
-    return backend().exists(key)
+    return backend().store.exists(clean_key(key))
 
 
 def size(key: str) -> int:
-    return backend().size(key)
+    return backend().store.size(clean_key(key))
 
 
 def delete(key: str) -> None:
-    if key and backend().exists(key):
-        backend().delete(key)
+    if key and backend().store.exists(clean_key(key)):
+        backend().store.delete(key)
 
 
 def delete_prefix(prefix: str) -> int:
     """Delete every object under ``prefix`` (a media's folder). Returns how many were deleted."""
-    store = backend()
-    if is_s3():
-        deleted = 0
-        for obj in store.bucket.objects.filter(Prefix=store._normalize_name(prefix)):
-            obj.delete()
-            deleted += 1
-        return deleted
-    root = Path(store.path(prefix))
-    if not root.exists():
-        return 0
-    count = sum(1 for p in root.rglob("*") if p.is_file())
-    shutil.rmtree(root)
-    return count
+    return backend().delete_prefix(clean_key(prefix.rstrip("/")) + "/")
+
+
+def delete_media_objects(user_id: int, media_id: Any) -> int:
+    """Delete every stored object of one medium (all key generations). Returns how many."""
+    return delete_prefix(media_prefix(user_id, media_id))
 
 
 def download_to(key: str, dest: Path) -> Path:
     """Copy an object to a local file (processors work on local paths), streaming."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if is_s3():
-        store = backend()
-        store.bucket.Object(store._normalize_name(key)).download_file(str(dest))
-        return dest
-    with open_read(key) as src, dest.open("wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)
+    backend().download_to(clean_key(key), dest)
     return dest
 
 
 def read_head(key: str, n: int = 4096) -> bytes:
     """The first bytes (for sniffing). On S3 a ranged GET: never the whole object."""
-    if is_s3():
-        store = backend()
-        body = store.bucket.Object(store._normalize_name(key)).get(Range=f"bytes=0-{n - 1}")["Body"]
-        return body.read()
-    with open_read(key) as fh:
-        return fh.read(n)
+    return backend().read_head(clean_key(key), n)
 
 
 def copy(src: str, dst: str, content_type: str | None = None) -> str:
     """Copy an object; on S3 the copy happens inside S3 (multipart for large objects)."""
-    store = backend()
-    if is_s3():
-        extra = {"ContentType": content_type, "MetadataDirective": "REPLACE"} if content_type else {}
-        store.bucket.meta.client.copy(
-            {"Bucket": store.bucket_name, "Key": store._normalize_name(src)},
-            store.bucket_name,
-            store._normalize_name(dst),
-            ExtraArgs=extra,
-        )
-        return dst
-    target = Path(store.path(dst))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{uuid.uuid4().hex[:12]}.part")
-    shutil.copyfile(store.path(src), tmp)
-    tmp.replace(target)
+    backend().copy(clean_key(src), clean_key(dst), content_type)
     return dst
 
 
@@ -193,22 +355,14 @@ def signed_url(
     ``public`` (the post is published): on S3 a presigned GET, else a signed Django URL. Media of a
     post that is not published is always served through Django, which checks at request time that
     the requester is the owner or staff: such a URL works for nobody else, even if it leaks.
+    A public S3 URL stops working when the medium's keys are rotated (``media.revocation``).
     """
     ttl = ttl or settings.MEDIA_URL_TTL_SECONDS
     disposition = f"inline; filename*=UTF-8''{quote(filename)}"
-    if public and is_s3():
-        store = backend()
-        client = store.bucket.meta.client
-        return client.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": store.bucket_name,
-                "Key": store._normalize_name(key),
-                "ResponseContentType": mime_type,
-                "ResponseContentDisposition": disposition,
-            },
-            ExpiresIn=ttl,
-        )
+    if public:
+        url = backend().presigned_get(clean_key(key), mime_type=mime_type, disposition=disposition, ttl=ttl)
+        if url:
+            return url
     token = signing.dumps(
         {"k": key, "m": str(media_id), "t": mime_type, "f": filename, "e": int(time.time()) + ttl},
         salt=_URL_SALT,
@@ -230,30 +384,25 @@ class SignedFile:
 
 
 def verify_url_token(token: str) -> SignedFile | None:
+    """The signed file a ``/m/<token>`` URL names, or None when the signature is bad, the URL has
+    expired, or the key in it is not canonical (``clean_key``)."""
     try:
         data = signing.loads(token, salt=_URL_SALT)
     except signing.BadSignature:
         return None
     if not isinstance(data, dict) or int(data.get("e", 0)) < time.time():
         return None
-    return SignedFile(key=data["k"], media_id=data["m"], mime_type=data["t"], filename=data["f"])
+    try:
+        key = clean_key(data.get("k"))
+    except InvalidKey:
+        return None
+    return SignedFile(key=key, media_id=data["m"], mime_type=data["t"], filename=data["f"])
 
 
 def open_for_response(key: str) -> File | Iterator[bytes]:
     """The bytes of ``key`` for an HTTP response: the file itself on the filesystem, S3's body in
     chunks on S3 (one GET, never spooled to local disk). FileNotFoundError when it is missing."""
-    if not is_s3():
-        return open_read(key)
-    from botocore.exceptions import ClientError
-
-    store = backend()
-    try:
-        body = store.bucket.Object(store._normalize_name(key)).get()["Body"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            raise FileNotFoundError(key) from exc
-        raise
-    return body.iter_chunks(CHUNK)
+    return backend().open_for_response(clean_key(key))
 
 
 # --- direct uploads ---------------------------------------------------------------------------------------
@@ -263,18 +412,14 @@ def upload_target(
     *, upload_id: Any, key: str, content_type: str, max_bytes: int, ttl: int, request=None
 ) -> dict:
     """Where the client sends the bytes. S3: a presigned POST whose policy pins the key, the
-    Content-Type and a content-length-range. Filesystem: a signed, single-use Django PUT URL."""
-    if is_s3():
-        store = backend()
-        client = store.bucket.meta.client
-        post = client.generate_presigned_post(
-            Bucket=store.bucket_name,
-            Key=store._normalize_name(key),
-            Fields={"Content-Type": content_type},
-            Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
-            ExpiresIn=ttl,
-        )
-        return {"method": "POST", "url": post["url"], "fields": post["fields"], "headers": {}}
+    Content-Type and a content-length-range (moto does not enforce that policy; the attach-time
+    HEAD and sniff are the checks we rely on, docs/operations.md). Filesystem: a signed, single-use
+    Django PUT URL."""
+    target = backend().upload_target(
+        key=clean_key(key), content_type=content_type, max_bytes=max_bytes, ttl=ttl
+    )
+    if target is not None:
+        return target
     token = signing.dumps({"u": str(upload_id), "e": int(time.time()) + ttl}, salt=_UPLOAD_SALT)
     path = reverse("upload-data", kwargs={"upload_id": upload_id}) + f"?signature={quote(token)}"
     return {

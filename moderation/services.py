@@ -287,6 +287,7 @@ def post_reject(
             defaults={"reason": reason or "Rejected post", "source_post": post, "added_by": moderator},
         )
     _record(post, moderator, ModerationAction.REJECT, reason, before)
+    send_on_commit("media_revoke_post_urls", str(post.pk))
     return post
 
 
@@ -314,6 +315,7 @@ def post_quarantine(
     post.moderation_state = ModerationState.FLAGGED
     post.save(update_fields=["status", "moderation_state", "updated_at"])
     _record(post, moderator, ModerationAction.QUARANTINE, reason, before)
+    send_on_commit("media_revoke_post_urls", str(post.pk))
     return post
 
 

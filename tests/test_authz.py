@@ -267,10 +267,12 @@ def test_signed_url_of_hidden_media_stops_working_for_others_once_unpublished(us
     """A URL issued while the post was public is checked again when used."""
     post = PostFactory(author=user, type=PostType.IMAGE, body="", published=True)
     media = MediaFactory(post=post)
-    media.original_key = f"media/{user.pk}/{media.pk}/original.jpg"
-    media.save(update_fields=["original_key"])
-    storage.save(media.original_key, io.BytesIO(jpeg_bytes()), "image/jpeg")
-    url = urlsplit(client_for(user).get(f"/api/v1/content/media/{media.pk}").json()["original_url"]).path
+    media.variants = {"large": {"key": f"media/{user.pk}/{media.pk}/large.jpg", "mime_type": "image/jpeg"}}
+    media.save(update_fields=["variants"])
+    storage.save(media.variants["large"]["key"], io.BytesIO(jpeg_bytes()), "image/jpeg")
+    url = urlsplit(
+        client_for(user).get(f"/api/v1/content/media/{media.pk}").json()["variants"]["large"]["url"]
+    ).path
     assert client_for(other_user).get(url).status_code == 200
     assert client_for(user).post(f"/api/v1/content/posts/{post.pk}/unpublish").status_code == 200
     for who in (other_user, None):

@@ -9,6 +9,7 @@ from content.models import PostStatus
 from content.services import is_owner_or_staff
 from media import storage
 from media.models import Media, Upload
+from media.revocation import media_mark_urls_exposed
 
 
 class VariantSerializer(serializers.Serializer):
@@ -55,26 +56,33 @@ class MediaSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def _public(self, media: Media) -> bool:
+        """Whether this viewer gets the public (cacheable, on S3 bearer) URLs of ``media``. A bearer
+        URL is recorded before it is issued, so hiding the post later rotates the keys it names."""
         post = media.post
-        return post is not None and post.status == PostStatus.PUBLISHED and post.deleted_at is None
+        if post is None or post.status != PostStatus.PUBLISHED or post.deleted_at is not None:
+            return False
+        return media_mark_urls_exposed(media)
 
-    def _url(self, media: Media, key: str, mime: str, name: str, *, private: bool = False) -> str:
+    def _url(self, media: Media, key: str, mime: str, name: str, *, public: bool) -> str:
         filename = f"{media.pk}-{name}{Path(key).suffix}"
         return storage.signed_url(
             key,
             media_id=media.pk,
             mime_type=mime,
             filename=filename,
-            public=self._public(media) and not private,
+            public=public,
             request=self.context.get("request"),
         )
 
     @extend_schema_field(serializers.DictField(child=VariantSerializer()))
     def get_variants(self, media: Media) -> dict:
         out = {}
+        public = self._public(media)
         for name, v in (media.variants or {}).items():
             out[name] = {
-                "url": self._url(media, v["key"], v.get("mime_type", "application/octet-stream"), name),
+                "url": self._url(
+                    media, v["key"], v.get("mime_type", "application/octet-stream"), name, public=public
+                ),
                 "width": v.get("width"),
                 "height": v.get("height"),
                 "mime_type": v.get("mime_type"),
@@ -86,8 +94,9 @@ class MediaSerializer(serializers.ModelSerializer):
     def get_original_url(self, media: Media) -> str | None:
         if not _viewer_is_owner(media, self.context.get("request")):
             return None
-        # The original may carry EXIF/GPS: always served through Django, checked per request, never cached.
-        return self._url(media, media.original_key, media.mime_type, "original", private=True)
+        # The original may carry EXIF/GPS: always served through Django, which checks at every request
+        # that the viewer is the owner or staff (media.api.views.media_file), never cached.
+        return self._url(media, media.original_key, media.mime_type, "original", public=False)
 
     def to_representation(self, media: Media) -> dict:
         data = super().to_representation(media)

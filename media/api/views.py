@@ -242,11 +242,19 @@ def _request_user(request: HttpRequest):
     return result[0] if result else None
 
 
+def _media_keys(media: Media) -> set[str]:
+    keys = {media.original_key}
+    keys |= {v["key"] for v in (media.variants or {}).values() if isinstance(v, dict) and v.get("key")}
+    return keys
+
+
 @extend_schema(exclude=True)
 @_allow_methods("GET", "HEAD")
 def media_file(request: HttpRequest, token: str) -> HttpResponse:
-    """Serve stored bytes behind a signed, expiring URL. Media of a post that is not published is
-    served only to its owner and staff, checked now, whatever the URL says."""
+    """Serve stored bytes behind a signed, expiring URL. What the URL says is checked against the
+    row now: the key must be canonical and one of the medium's current keys; media of a post that is
+    not published, and every original (it may carry EXIF/GPS), are served only to the owner and
+    staff, authenticated by session or token on this request."""
     signed = storage.verify_url_token(token)
     if signed is None:
         return JsonResponse(
@@ -255,12 +263,15 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
     media = Media.objects.select_related("post").filter(pk=signed.media_id, detached_at__isnull=True).first()
     if media is None or media.post is None or media.post.deleted_at is not None or media.purged_at:
         raise Http404
-    if media.post.status != "published":
+    if not storage.key_belongs_to(signed.key, user_id=media.owner_id, media_id=media.pk):
+        raise Http404
+    if signed.key not in _media_keys(media):
+        raise Http404  # a key of an older generation (rotated since) or of nothing at all
+    is_original = signed.key == media.original_key
+    if media.post.status != "published" or is_original:
         user = _request_user(request)
         if not is_owner_or_staff(user, media.owner_id):
             raise Http404
-    if not signed.key.startswith(f"media/{media.owner_id}/{media.pk}/"):
-        raise Http404
     try:
         body = storage.open_for_response(signed.key)
     except (FileNotFoundError, OSError):
@@ -273,7 +284,7 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         as_attachment=False, filename=signed.filename
     )
     response["X-Content-Type-Options"] = "nosniff"
-    public = media.post.status == "published" and signed.key != media.original_key
+    public = media.post.status == "published" and not is_original
     # Short public caching: a post quarantined later stops being served within minutes.
     response["Cache-Control"] = "public, max-age=300" if public else "private, no-store"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"

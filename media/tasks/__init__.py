@@ -3,6 +3,7 @@ take an id and call the runner, which owns claiming, idempotency and the Process
 
 from media.tasks.audio import process_audio_media
 from media.tasks.image import process_image_media
+from media.tasks.urls import media_revoke_post_urls  # noqa: F401  (declares the actor)
 from media.tasks.video import process_video_media
 
 ACTORS = {"image": process_image_media, "video": process_video_media, "audio": process_audio_media}

@@ -12,6 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 from django.core.management.base import BaseCommand, CommandError
 
 from media.locks import LockHeld
+from media.revocation import media_revoke_overdue
 from media.sweep import sweep_pending_media, sweep_stuck_posts
 from moderation.platform import get_platform_settings
 
@@ -52,6 +53,7 @@ class Command(BaseCommand):
     def handle(self, *args, once: bool, **options):
         if once:
             run_sweep()
+            media_revoke_overdue()
             return
         scheduler = BlockingScheduler(timezone="UTC")
         state = {"cron": None, "enabled": None}
@@ -80,6 +82,8 @@ class Command(BaseCommand):
         except Exception as exc:
             raise CommandError(f"Cannot read platform settings: {exc}") from exc
         scheduler.add_job(sync, "interval", seconds=60, id="sync-settings")
+        # Not behind the sweep switch: a hidden post's media URLs must stop working (media.revocation).
+        scheduler.add_job(media_revoke_overdue, "interval", seconds=60, id="revoke-media-urls", coalesce=True)
         self.stdout.write("Scheduler running (Ctrl-C to stop).")
         try:
             scheduler.start()
