@@ -11,13 +11,12 @@ import time
 import zlib
 from pathlib import Path
 
-import blurhash
 import pillow_heif
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageStat, features
 
 from media.processors.base import MediaTooLarge, ProcessingError, StepLog, UnsupportedMedia
-from media.processors.image import ImageProcessor
+from media.processors.image import ImageProcessor, blurhash_average_colour
 from media.processors.image_specs import RESAMPLE, shrink
 
 RED = (255, 0, 0)
@@ -342,9 +341,8 @@ def test_blurhash_dominant_colour_and_steps(tmp_path):
 
     result, steps = run(src, tmp_path / "out")
 
-    assert result.blurhash and blurhash.is_valid_blurhash(result.blurhash)
-    decoded = blurhash.decode(result.blurhash, 8, 6)
-    assert is_red(decoded.getpixel((4, 3)))
+    assert result.blurhash and len(result.blurhash) == 4 + 2 * 4 * 3  # 4x3 components
+    assert blurhash_average_colour(result.blurhash) == RED
     assert result.metadata["dominant_color"] == "#ff0000"
     records = steps.as_list()
     names = [s["name"] for s in records]
