@@ -373,3 +373,16 @@ def test_a_video_over_the_budget_is_refused_before_ffmpeg_decodes_it(clips, tmp_
         VideoProcessor().process(source=clips["hd"], workdir=tmp_path, steps=steps)
     assert [s["name"] for s in steps.as_list()] == ["probe"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_variant_names_are_declared_once_beside_the_image_specs():
+    from media.processors import image_specs as specs
+
+    assert tuple(rung.name for rung in LADDER) == specs.VIDEO_RENDITIONS
+    video = set(specs.VIDEO_RENDITIONS)
+    assert set(specs.VIDEO_REVIEW_PREFERENCE) == set(specs.VIDEO_DISPLAY_PREFERENCE) == video
+    names = {spec.name for spec in specs.IMAGE_VARIANTS}
+    assert names == set(specs.IMAGE_REVIEW_PREFERENCE) == set(specs.IMAGE_DISPLAY_PREFERENCE)
+    assert set(specs.IMAGE_PREVIEW_PREFERENCE) <= names
+    assert {f.name for f in specs.JPEG_FALLBACKS} == {n + specs.JPEG_SUFFIX for n in names}
+    assert {f.fallback_for for f in specs.JPEG_FALLBACKS} == names
