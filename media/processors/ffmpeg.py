@@ -352,12 +352,11 @@ def _run(
                         block[name] = value
                         if name != "progress":
                             continue
+                        last_block, block = block, {}
                         now = time.monotonic()
                         if value == "end" or now - last_report >= progress_interval:
                             last_report = now
-                            on_progress(dict(block))
-                            last_block = dict(block)
-                        block = {}
+                            on_progress(dict(last_block))
             if on_progress is not None and time.monotonic() - last_report >= progress_interval:
                 last_report = time.monotonic()  # alive but silent: repeat the last figures
                 on_progress(dict(last_block))

@@ -339,7 +339,9 @@ def animation_info(path: Path, img: Image.Image) -> AnimationInfo:
     reports an AVIF sequence's frame count from its sample table. Stills give one frame.
     """
     fmt = img.format or ""
-    if fmt not in ANIMATED_FORMATS:
+    # Pillow parses PNG's acTL and WebP's animation header at open: a still is known without reading on.
+    still = fmt in ("PNG", "WEBP") and not getattr(img, "is_animated", False)
+    if fmt not in ANIMATED_FORMATS or still:
         return AnimationInfo(1, img.width, img.height)
     if fmt == "AVIF":
         frames = int(getattr(img, "n_frames", 1) or 1)
