@@ -367,6 +367,10 @@ IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
 IMAGE_JPEG_FALLBACK = env_bool("IMAGE_JPEG_FALLBACK", False)
 IMAGE_MAX_FRAMES = env_int("IMAGE_MAX_FRAMES", 1000)
 IMAGE_FFMPEG_TIMEOUT_SECONDS = env_int("IMAGE_FFMPEG_TIMEOUT_SECONDS", 120)
+# Decoded work a job may take on, checked from headers before decoding (issue 9 row 5). Images: canvas
+# pixels x frames (and the MP4 made of an animation); video: width x height x fps x seconds.
+MEDIA_MAX_IMAGE_DECODED_PIXELS = env_int("MEDIA_MAX_IMAGE_DECODED_PIXELS", 1_000_000_000)
+MEDIA_MAX_VIDEO_DECODED_PIXELS = env_int("MEDIA_MAX_VIDEO_DECODED_PIXELS", 1920 * 1080 * 30 * 3600)
 VIDEO_MAX_DURATION_SECONDS = env_int("VIDEO_MAX_DURATION_SECONDS", 2 * 3600)
 VIDEO_MAX_PIXELS = env_int("VIDEO_MAX_PIXELS", 3840 * 2160)
 VIDEO_CRF = env_int("VIDEO_CRF", 23)

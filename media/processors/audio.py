@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ffmpeg as ffmpeg_python
 import numpy as np
 from django.conf import settings
 
@@ -34,6 +35,7 @@ from .base import (
     UnsupportedMedia,
     VariantFile,
 )
+from .image_specs import M4A
 
 TARGET_I = -16.0  # LUFS, integrated loudness (what podcasts and most streaming players target)
 TARGET_TP = -1.5  # dBTP, true peak
@@ -172,19 +174,24 @@ class WaveformPeaks:
         return [round(float(v), 3) for v in values]
 
 
-def loudnorm_filter(measured: dict[str, str] | None = None) -> str:
-    """The ``loudnorm`` filter: analysis mode, or the second pass with the first pass's figures."""
-    parts = [f"I={TARGET_I}", f"TP={TARGET_TP}", f"LRA={TARGET_LRA}", "print_format=json"]
+def loudnorm_options(measured: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ``loudnorm`` filter's options: analysis mode, or the second pass with the first pass's figures."""
+    options: dict[str, Any] = {"I": TARGET_I, "TP": TARGET_TP, "LRA": TARGET_LRA, "print_format": "json"}
     if measured:
-        parts += [
-            f"measured_I={_clamp(measured['input_i'], -99, 0)}",
-            f"measured_TP={_clamp(measured['input_tp'], -99, 99)}",
-            f"measured_LRA={_clamp(measured['input_lra'], 0, 99)}",
-            f"measured_thresh={_clamp(measured['input_thresh'], -99, 0)}",
-            f"offset={_clamp(measured['target_offset'], -99, 99)}",
-            "linear=true",
-        ]
-    return "loudnorm=" + ":".join(parts)
+        options.update(
+            measured_I=_clamp(measured["input_i"], -99, 0),
+            measured_TP=_clamp(measured["input_tp"], -99, 99),
+            measured_LRA=_clamp(measured["input_lra"], 0, 99),
+            measured_thresh=_clamp(measured["input_thresh"], -99, 0),
+            offset=_clamp(measured["target_offset"], -99, 99),
+            linear="true",
+        )
+    return options
+
+
+def loudnorm_filter(measured: dict[str, str] | None = None) -> str:
+    """``loudnorm_options`` as one filter string (``-af`` syntax), e.g. for the benchmarks."""
+    return "loudnorm=" + ":".join(f"{k}={v}" for k, v in loudnorm_options(measured).items())
 
 
 _EBUR128 = {
@@ -237,34 +244,45 @@ class AudioProcessor(Processor):
             check_limits(info)
         budget = ffmpeg.time_budget(
             info.duration,
-            factor=getattr(settings, "AUDIO_TIMEOUT_FACTOR", 1.0),
-            minimum=getattr(settings, "AUDIO_TIMEOUT_MIN_SECONDS", 60),
+            factor=settings.AUDIO_TIMEOUT_FACTOR,
+            minimum=settings.AUDIO_TIMEOUT_MIN_SECONDS,
         )
         deadline = time.monotonic() + budget
         workdir.mkdir(parents=True, exist_ok=True)
-        buckets = getattr(settings, "AUDIO_WAVEFORM_BUCKETS", 800)
+        buckets = settings.AUDIO_WAVEFORM_BUCKETS
 
         with steps.step("measure", buckets=buckets, budget_s=round(budget, 1)) as s:
             waveform = WaveformPeaks(buckets=buckets, expected_samples=int(info.duration * WAVEFORM_RATE))
             # The EBU R128 meter measures what loudnorm's analysis pass does (I, LRA, threshold, true
             # peak) in a sixth of the time: loudnorm always works at 192 kHz (3 min: 5.5 s vs 0.9 s).
-            graph = (
-                "[0:a:0]asplit=2[m][w];[m]ebur128=peak=true:framelog=verbose[measured];"
-                f"[w]aformat=sample_fmts=s16:sample_rates={WAVEFORM_RATE}:channel_layouts=mono[wave]"
+            media = ffmpeg.safe_input(source, demuxer=info.demuxer)
+            sound = media["a:0"].filter_multi_output("asplit")
+            meter = sound[0].filter("ebur128", peak="true", framelog="verbose")
+            wave = sound[1].filter(
+                "aformat", sample_fmts="s16", sample_rates=WAVEFORM_RATE, channel_layouts="mono"
             )
-            args = ["-filter_complex", graph, "-map", "[measured]", "-f", "null", "-"]
-            args += ["-map", "[wave]", "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"]
+            nodes = [
+                ffmpeg_python.output(meter, "-", f="null"),
+                ffmpeg_python.output(wave, "pipe:1", f="s16le", **{"c:a": "pcm_s16le"}),
+            ]
             cover = None
             if info.cover_stream is not None:
                 extension, mime = _COVER_EXTENSIONS.get(info.cover_codec, ("png", "image/png"))
                 cover = workdir / f"cover.{extension}"
                 codec = "copy" if info.cover_codec in _COVER_EXTENSIONS else "png"
-                args += ["-map", f"0:{info.cover_stream}", "-c:v", codec, "-frames:v", "1"]
-                args += ["-map_metadata", "-1", "-f", "image2", "-update", "1", str(cover)]
+                nodes.append(
+                    ffmpeg_python.output(
+                        media[str(info.cover_stream)],
+                        str(cover),
+                        f="image2",
+                        update=1,
+                        map_metadata="-1",
+                        **{"c:v": codec, "frames:v": 1},
+                    )
+                )
             run = _run(
-                source,
+                ffmpeg_python.merge_outputs(*nodes),
                 info,
-                args,
                 deadline,
                 steps,
                 s,
@@ -287,8 +305,10 @@ class AudioProcessor(Processor):
             # Only dynamic normalisation fits (a linear gain would clip). loudnorm's dynamic mode needs
             # the offset its own analysis pass computes, so run that pass for these files only.
             with steps.step("measure_dynamic") as s:
-                args = ["-map", "0:a:0", "-af", loudnorm_filter(), "-f", "null", "-"]
-                run = _run(source, info, args, deadline, steps, s, outputs=[])
+                analysis = ffmpeg.safe_input(source, demuxer=info.demuxer)["a:0"]
+                analysis = analysis.filter("loudnorm", **loudnorm_options())
+                analysis = ffmpeg_python.output(analysis, "-", f="null")
+                run = _run(analysis, info, deadline, steps, s, outputs=[])
                 measured = parse_loudnorm(run.stderr)
                 s.output.update(
                     target_offset=measured.get("target_offset"), elapsed_s=round(run.elapsed_s, 2)
@@ -299,17 +319,27 @@ class AudioProcessor(Processor):
             # loudnorm works (and outputs) at 192 kHz; an explicit layout avoids a negotiation failure
             # ffmpeg 5.1 has after loudnorm, and downmixes surround for the web.
             layout = "mono" if channels == 1 else "stereo"
-            if silent:
-                filters = []
-            elif gain is not None:
-                filters = [f"volume={gain}dB"]  # linear: the whole file moves by one gain, dynamics intact
-            else:
-                filters = [loudnorm_filter(measured)]  # dynamic: loudnorm's limiter keeps the true peak
-            filters.append(f"aformat=sample_rates={sample_rate}:channel_layouts={layout}")
-            args = ["-map", "0:a:0", "-af", ",".join(filters), "-c:a", "aac", "-b:a", AUDIO_BITRATE]
-            args += ["-map_metadata", "-1", "-map_chapters", "-1", "-vn", "-sn", "-dn"]
-            args += ["-movflags", "+faststart", "-f", "mp4", str(output)]
-            run = _run(source, info, args, deadline, steps, s, outputs=[output])
+            sound = ffmpeg.safe_input(source, demuxer=info.demuxer)["a:0"]
+            if gain is not None:
+                # linear: the whole file moves by one gain, dynamics intact
+                sound = sound.filter("volume", f"{gain}dB")
+            elif not silent:
+                # dynamic: loudnorm's limiter keeps the true peak
+                sound = sound.filter("loudnorm", **loudnorm_options(measured))
+            sound = sound.filter("aformat", sample_rates=sample_rate, channel_layouts=layout)
+            encode = ffmpeg_python.output(
+                sound,
+                str(output),
+                f="mp4",
+                movflags="+faststart",
+                map_metadata="-1",
+                map_chapters="-1",
+                vn=None,
+                sn=None,
+                dn=None,
+                **{"c:a": "aac", "b:a": AUDIO_BITRATE},
+            )
+            run = _run(encode, info, deadline, steps, s, outputs=[output])
             if silent:
                 result = {}
             elif gain is not None:
@@ -356,7 +386,7 @@ class AudioProcessor(Processor):
             },
             variants=[
                 VariantFile(
-                    name="m4a",
+                    name=M4A,
                     path=output,
                     mime_type="audio/mp4",
                     size_bytes=size,
@@ -396,9 +426,8 @@ def cover_media(cover: Path, mime_type: str, workdir: Path, notes: dict[str, Any
 
 
 def _run(
-    source: Path,
+    graph: Any,
     info: AudioInfo,
-    args: list[str],
     deadline: float,
     steps: StepLog,
     record: StepRecord,
@@ -408,10 +437,8 @@ def _run(
 ) -> ffmpeg.RunResult:
     """One ffmpeg run within what is left of the shared time budget, its progress shown in ``record``."""
     try:
-        return ffmpeg.run_ffmpeg(
-            source=source,
-            demuxer=info.demuxer,
-            args=args,
+        return ffmpeg.run_graph(
+            graph,
             timeout=max(0.001, deadline - time.monotonic()),
             outputs=outputs,
             on_stdout=on_stdout,

@@ -41,9 +41,23 @@ class MediaTooLarge(ProcessingError):
     code = "media_too_large"
 
 
+class DecodeBudgetExceeded(MediaTooLarge):
+    """The file would cost more decoding work (pixels × frames) than one job may spend.
+
+    Checked from headers before anything is decoded (issue 9 row 5: a 23 KB GIF with a 7000×7000
+    canvas and 999 frames took minutes of CPU). Retrying gives the same answer, so it is never retried.
+    """
+
+    code = "decode_budget_exceeded"
+    retryable = False
+
+
 class ProcessingTimeout(ProcessingError):
+    """A run went past its time budget. Not retried (issue 9 row 5): the budget already scales with
+    the file's length, so a retry would burn the same worker time again and fail the same way."""
+
     code = "processing_timeout"
-    retryable = True
+    retryable = False
 
 
 @dataclass
@@ -105,12 +119,30 @@ class StepRecord:
         }
 
 
-class StepLog:
-    """Collects named steps for ProcessorRun.steps. ``on_change`` lets the runner persist progress."""
+HEARTBEAT_SECONDS = 1.0
 
-    def __init__(self, on_change: Callable[[list[dict[str, Any]]], None] | None = None):
+
+class StepLog:
+    """Collects named steps for ProcessorRun.steps. ``on_change`` lets the runner persist progress.
+
+    Long steps call ``progress`` (ffmpeg's progress pipe) or ``beat`` (frame and variant loops) as
+    they go; ``on_change`` then runs at least every ``heartbeat_seconds`` while work goes on, and at
+    most that often for a running step, so the runner can heartbeat the row (issue 9 row 10: a
+    healthy long job must never look stuck). ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        on_change: Callable[[list[dict[str, Any]]], None] | None = None,
+        *,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.steps: list[StepRecord] = []
         self._on_change = on_change
+        self.heartbeat_seconds = heartbeat_seconds
+        self._clock = clock
+        self._last_change = clock()
 
     @contextmanager
     def step(self, name: str, **inputs: Any) -> Iterator[StepRecord]:
@@ -136,11 +168,19 @@ class StepLog:
         self.changed()
 
     def progress(self, record: StepRecord, **values: Any) -> None:
-        """Update a running step's output (e.g. ffmpeg's out_time) and let the runner persist it."""
+        """Update a running step's output (e.g. ffmpeg's out_time); the runner sees it within
+        ``heartbeat_seconds`` (calls in between only update the record)."""
         record.output.update(_jsonable(values))
-        self.changed()
+        self.beat()
+
+    def beat(self) -> None:
+        """Call often from a long loop: tells the runner the job is alive, at most every
+        ``heartbeat_seconds``; cheap when it is not yet time."""
+        if self._clock() - self._last_change >= self.heartbeat_seconds:
+            self.changed()
 
     def changed(self) -> None:
+        self._last_change = self._clock()
         if self._on_change:
             try:
                 self._on_change(self.as_list())

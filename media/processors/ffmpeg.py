@@ -8,24 +8,37 @@ segments are ``file:///etc/passwd``. So every run here
   forces that same demuxer with ``-f`` on ffmpeg, so hls, concat, image2 … can never be picked;
 * runs in its own process group with a hard deadline: on timeout, on any exception, or when the
   worker interrupts the thread (dramatiq's ``TimeLimitExceeded``/``Shutdown`` are BaseExceptions)
-  the whole group is killed, reaped, and partial outputs are deleted.
+  the whole group is killed, reaped, and partial outputs are deleted;
+* on Linux, asks the kernel to SIGKILL the child when the thread that started it dies
+  (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the worker never leaves ffmpeg running (issue 9 row 6).
+
+Command lines for ffmpeg are built with ffmpeg-python's graph API (``safe_input`` → filters →
+``ffmpeg.output``) and run with ``run_graph``, which checks every input node before it runs.
+``run_ffmpeg`` keeps taking a ready argument list for callers that build their own.
+
+This module holds the only ``Popen`` of ffmpeg/ffprobe in Postflow's processors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ffmpeg as ffmpeg_python
 from django.conf import settings
+from ffmpeg.dag import topo_sort
+from ffmpeg.nodes import InputNode, get_stream_spec_nodes
 
 from .base import ProcessingError, ProcessingTimeout, UnsupportedMedia
 
@@ -35,6 +48,9 @@ VIDEO_DEMUXERS = frozenset({"mov", "matroska", "avi", "mpegts", "flv", "ogg", "m
 AUDIO_DEMUXERS = frozenset(
     {"mp3", "wav", "flac", "ogg", "mov", "matroska", "aac", "aiff", "asf", "caf", "w64", "wv"}
 )
+ANIMATION_DEMUXERS = frozenset({"gif"})  # animated images ffmpeg reads itself (image.py's mp4 variant)
+ALL_DEMUXERS = VIDEO_DEMUXERS | AUDIO_DEMUXERS | ANIMATION_DEMUXERS
+RAW_FRAMES = "pipe:0"  # the one non-file input: raw frames we decoded ourselves, fed on stdin
 
 _STDERR_KEEP = 64 * 1024
 _STDOUT_MAX = 16 * 1024 * 1024  # ffprobe JSON; more than this is not a real media file
@@ -153,16 +169,11 @@ def ffmpeg_command(
     loglevel: str = "error",
 ) -> list[str]:
     """The full ffmpeg command line ``run_ffmpeg`` executes (without ``-progress``)."""
-    if demuxer not in VIDEO_DEMUXERS | AUDIO_DEMUXERS:
+    if demuxer not in ALL_DEMUXERS:
         raise UnsupportedMedia("This file's container is not one we accept.")
     return [
         settings.FFMPEG_BINARY,
-        "-hide_banner",
-        "-nostdin",
-        "-nostats",
-        "-y",
-        "-v",
-        loglevel,
+        *_global_args(loglevel),
         *input_options,
         "-protocol_whitelist",
         "file",
@@ -172,6 +183,84 @@ def ffmpeg_command(
         _file_url(source),
         *args,
     ]
+
+
+def _global_args(loglevel: str) -> list[str]:
+    return ["-hide_banner", "-nostdin", "-nostats", "-y", "-v", loglevel]
+
+
+def safe_input(source: Path, *, demuxer: str, **options: Any) -> Any:
+    """An ffmpeg-python input node for one untrusted file: ``file:`` URL, ``file`` protocol only,
+    and ``demuxer`` (from the allow-lists above) forced with ``-f``. ``options`` are further input
+    options (e.g. ``t=5``)."""
+    if demuxer not in ALL_DEMUXERS:
+        raise UnsupportedMedia("This file's container is not one we accept.")
+    return ffmpeg_python.input(_file_url(source), f=demuxer, protocol_whitelist="file", **options)
+
+
+def raw_frames_input(*, width: int, height: int, fps: int, pix_fmt: str = "rgb24") -> Any:
+    """An ffmpeg-python input node reading raw frames from stdin (give ``run_graph`` a ``stdin``)."""
+    return ffmpeg_python.input(RAW_FRAMES, f="rawvideo", pix_fmt=pix_fmt, s=f"{width}x{height}", r=fps)
+
+
+def graph_command(stream: Any, *, loglevel: str = "error", allow_stdin: bool = False) -> list[str]:
+    """The argv for an ffmpeg-python output (or ``merge_outputs``) stream, after checking its inputs.
+
+    Every input node must come from ``safe_input`` (``file:`` URL, ``protocol_whitelist=file``, an
+    allow-listed demuxer) or, with ``allow_stdin``, from ``raw_frames_input``. Raises
+    ``UnsupportedMedia`` otherwise, so no graph can open a URL or pick a demuxer by probing.
+    """
+    nodes, _ = topo_sort(get_stream_spec_nodes(stream))
+    for node in nodes:
+        if not isinstance(node, InputNode):
+            continue
+        options = node.kwargs
+        filename = str(options.get("filename", ""))
+        if filename == RAW_FRAMES and allow_stdin and options.get("format") == "rawvideo":
+            continue
+        if not (
+            filename.startswith("file:/")
+            and options.get("protocol_whitelist") == "file"
+            and options.get("format") in ALL_DEMUXERS
+        ):
+            raise UnsupportedMedia("This file's container is not one we accept.")
+    return [settings.FFMPEG_BINARY, *_global_args(loglevel), *ffmpeg_python.get_args(stream)]
+
+
+def run_graph(
+    stream: Any,
+    *,
+    timeout: float,
+    outputs: Iterable[Path] = (),
+    on_progress: Callable[[dict[str, str]], None] | None = None,
+    on_stdout: Callable[[bytes], None] | None = None,
+    stdin: Iterable[bytes] | None = None,
+    progress_interval: float = 1.0,
+    loglevel: str = "error",
+    failure_message: str = "We could not process this file; it may be damaged.",
+) -> RunResult:
+    """Run an ffmpeg-python graph (see ``graph_command``) with the same guarantees as ``run_ffmpeg``.
+
+    ``stdin`` yields raw frame bytes for a ``raw_frames_input``; it is written without blocking, so
+    the deadline holds even when ffmpeg stops reading. ``outputs`` are deleted unless the run succeeds.
+    """
+    cmd = graph_command(stream, loglevel=loglevel, allow_stdin=stdin is not None)
+    outputs = list(outputs)
+    try:
+        return _run(
+            cmd,
+            timeout=timeout,
+            on_stdout=on_stdout,
+            on_progress=on_progress,
+            stdin=stdin,
+            progress_interval=progress_interval,
+            failure_message=failure_message,
+        )
+    except BaseException:
+        for path in outputs:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        raise
 
 
 def _file_url(path: Path) -> str:
@@ -185,9 +274,16 @@ def _run(
     timeout: float,
     on_stdout: Callable[[bytes], None] | None = None,
     on_progress: Callable[[dict[str, str]], None] | None = None,
+    stdin: Iterable[bytes] | None = None,
     progress_interval: float = 1.0,
     failure_message: str = "We could not process this file; it may be damaged.",
 ) -> RunResult:
+    """Start ``cmd`` (the only Popen of ffmpeg/ffprobe), pump its pipes until it exits or the deadline.
+
+    ``on_progress`` gets each ``-progress`` block at most every ``progress_interval`` seconds, and the
+    last block again when ffmpeg prints none for that long (a long seek or a slow first frame), so the
+    caller can heartbeat for as long as the child is alive.
+    """
     started = time.monotonic()
     deadline = started + timeout
     if timeout <= 0:
@@ -199,11 +295,12 @@ def _run(
     try:
         proc = subprocess.Popen(
             cmd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE if on_stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group, so killpg reaches anything it spawns
             pass_fds=(progress_w,) if progress_w is not None else (),
+            preexec_fn=_die_with_parent(),
         )
     except BaseException:
         if progress_r is not None:
@@ -215,9 +312,15 @@ def _run(
     stderr_tail = bytearray()
     progress_buf = bytearray()
     block: dict[str, str] = {}
-    last_report = 0.0
+    last_block: dict[str, str] = {"progress": "continue"}
+    last_report = time.monotonic()
+    feed = iter(stdin) if stdin is not None else None
+    pending = memoryview(b"")
     selector = selectors.DefaultSelector()
     try:
+        if proc.stdin is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
+            selector.register(proc.stdin.fileno(), selectors.EVENT_WRITE, "stdin")
         if proc.stdout is not None:
             selector.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdout")
         selector.register(proc.stderr.fileno(), selectors.EVENT_READ, "stderr")
@@ -228,6 +331,9 @@ def _run(
             if remaining <= 0:
                 raise _Deadline
             for key, _ in selector.select(min(remaining, 0.5)):
+                if key.data == "stdin":
+                    pending = _feed_stdin(proc, selector, feed, pending)
+                    continue
                 chunk = os.read(key.fd, _READ_CHUNK)
                 if not chunk:
                     selector.unregister(key.fd)
@@ -246,11 +352,14 @@ def _run(
                         block[name] = value
                         if name != "progress":
                             continue
+                        last_block, block = block, {}
                         now = time.monotonic()
                         if value == "end" or now - last_report >= progress_interval:
                             last_report = now
-                            on_progress(dict(block))
-                        block = {}
+                            on_progress(dict(last_block))
+            if on_progress is not None and time.monotonic() - last_report >= progress_interval:
+                last_report = time.monotonic()  # alive but silent: repeat the last figures
+                on_progress(dict(last_block))
         returncode, peak_rss_mb = _reap(proc, deadline)
     except _Deadline:
         _kill(proc)
@@ -260,7 +369,7 @@ def _run(
         raise
     finally:
         selector.close()
-        for stream in (proc.stdout, proc.stderr):
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
         if progress_r is not None:
@@ -280,9 +389,64 @@ class _Deadline(Exception):
     pass
 
 
+def _feed_stdin(
+    proc: subprocess.Popen, selector: selectors.BaseSelector, feed: Iterator[bytes], pending: memoryview
+) -> memoryview:
+    """Write one piece of ``feed`` (as much as the pipe takes now) and return what is left of it, so
+    the caller's loop checks its deadline between pieces. At the end of ``feed``, or when ffmpeg
+    closed the pipe, stdin is closed."""
+    fd = proc.stdin.fileno()
+    try:
+        while not pending:
+            chunk = next(feed, None)
+            if chunk is None:
+                break
+            pending = memoryview(chunk)
+        if pending:
+            return pending[os.write(fd, pending) :]
+    except BlockingIOError:
+        return pending
+    except BrokenPipeError:
+        pass  # ffmpeg stopped reading; its exit status and log say why
+    selector.unregister(fd)
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.close()
+    return memoryview(b"")
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = None
+if os.uname().sysname == "Linux":
+    with contextlib.suppress(OSError):
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel SIGKILL the child when its parent dies (Linux only).
+
+    The kernel fires it when the *thread* that forked the child exits, not only the process. That is
+    what we want here: Dramatiq's worker threads live as long as the worker process, and the thread
+    that starts ffmpeg waits for it (or kills it) before it takes its next message, so the signal
+    arrives only when the worker itself is gone, e.g. after ``kill -9`` or the OOM killer. If the
+    parent died between fork and prctl, the child kills itself. Elsewhere: None (no-op).
+    """
+    if _libc is None:
+        return None
+    parent = os.getpid()
+    prctl = _libc.prctl
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
 def _timeout_error() -> ProcessingTimeout:
     return ProcessingTimeout(
-        "Processing took longer than its time budget and was stopped; we will try again later."
+        "Processing took longer than its time budget and was stopped. "
+        "Upload a shorter or smaller version of the file."
     )
 
 

@@ -7,36 +7,39 @@ themselves are the imagekit specs in ``image_specs``; this module only drives th
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
-import subprocess
-import time
+import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import blurhash
+import ffmpeg as ffmpeg_python
+import numpy as np
 import pillow_heif
 from django.conf import settings
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError, features
 from pilkit.processors import ProcessorPipeline
 from pilkit.utils import prepare_image
 
+from media.processors import ffmpeg
 from media.processors.base import (
+    DecodeBudgetExceeded,
     MediaTooLarge,
     ProcessingError,
-    ProcessingTimeout,
     Processor,
     ProcessorResult,
     StepLog,
+    StepRecord,
     UnsupportedMedia,
     VariantFile,
 )
 from media.processors.image_specs import (
     IMAGE_VARIANTS,
     JPEG_FALLBACKS,
+    MP4,
     RESAMPLE,
     FitLongestSide,
     VariantSpec,
@@ -100,7 +103,7 @@ class ImageProcessor(Processor):
         self.jpeg_fallback = jpeg_fallback
 
     def process(self, *, source: Path, workdir: Path, steps: StepLog) -> ProcessorResult:
-        max_pixels = int(getattr(settings, "IMAGE_MAX_PIXELS", 50_000_000))
+        max_pixels = settings.IMAGE_MAX_PIXELS
         with steps.step("open", file=source, max_pixels=max_pixels) as step:
             img = open_image(source, max_pixels=max_pixels)
             step.output = {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
@@ -114,9 +117,20 @@ class ImageProcessor(Processor):
         stored_w, stored_h = img.size
 
         with steps.step("inspect") as step:
-            frames, duration_ms = _scan_frames(img) if fmt in ANIMATED_FORMATS else (1, None)
+            # Frame count and canvas from the file's headers, then the budget, before any frame is
+            # decoded (issue 9 row 5); only AVIF needs its frames read for their durations.
+            animation = animation_info(source, img)
+            step.output = {
+                "frames": animation.frames,
+                "canvas": f"{animation.width}x{animation.height}",
+                "duration_ms": animation.duration_ms,
+            }
+            check_decode_budget(animation)
+            if animation.frames > 1 and animation.duration_ms is None:
+                animation.duration_ms = _frame_durations(img, steps)
+                step.output["duration_ms"] = animation.duration_ms
+            frames, duration_ms = animation.frames, animation.duration_ms
             animated = frames > 1
-            step.output = {"frames": frames, "duration_ms": duration_ms}
 
         # Which variants and how much of the original they need do not depend on the orientation.
         plan = self._plan(stored_w, stored_h)
@@ -167,8 +181,17 @@ class ImageProcessor(Processor):
         duration = round(duration_ms / 1000, 3) if animated and duration_ms else None
         if animated:
             metadata["duration_seconds"] = duration
-            with steps.step("mp4", source_format=fmt, frames=frames) as step:
-                mp4 = _animation_to_mp4(img, source, workdir / "mp4.mp4", fmt=fmt, orientation=orientation)
+            with steps.step(MP4, source_format=fmt, frames=frames) as step:
+                mp4 = _animation_to_mp4(
+                    img,
+                    source,
+                    workdir / f"{MP4}.mp4",
+                    fmt=fmt,
+                    orientation=orientation,
+                    duration_s=duration,
+                    steps=steps,
+                    record=step,
+                )
                 variants.append(mp4)
                 step.output = {"width": mp4.width, "height": mp4.height, "bytes": mp4.size_bytes}
 
@@ -204,7 +227,7 @@ class ImageProcessor(Processor):
     ) -> tuple[list[VariantFile], Image.Image]:
         fallback_on = self.jpeg_fallback
         if fallback_on is None:
-            fallback_on = bool(getattr(settings, "IMAGE_JPEG_FALLBACK", False))
+            fallback_on = settings.IMAGE_JPEG_FALLBACK
         icc_profile = SRGB_ICC if icc_converted else None
 
         for spec in self.specs:
@@ -289,34 +312,196 @@ def _orientation(img: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _scan_frames(img: Image.Image) -> tuple[int, int | None]:
-    """Count frames and add up their durations, refusing animations with too many frames."""
-    max_frames = int(getattr(settings, "IMAGE_MAX_FRAMES", 1000))
-    if not getattr(img, "is_animated", False):
-        return 1, None
-    frames, duration = 0, 0
+@dataclass
+class AnimationInfo:
+    """What an image's headers say about its animation: no pixel has been decoded to learn it.
+
+    ``width``/``height`` is the canvas every frame is composed on (for GIF, grown to cover frames
+    that stick out of the logical screen, as Pillow does). ``duration_ms`` is None when the format
+    only tells it by decoding (AVIF sequences).
+    """
+
+    frames: int
+    width: int
+    height: int
+    duration_ms: int | None = None
+
+    @property
+    def decoded_pixels(self) -> int:
+        return self.frames * self.width * self.height
+
+
+def animation_info(path: Path, img: Image.Image) -> AnimationInfo:
+    """Frames, canvas and duration of an opened image, read cheaply from its container.
+
+    Pillow's ``n_frames`` on a GIF decodes every frame (151 s for the 23 KB bomb of issue 9 row 5), so
+    GIF blocks, PNG ``acTL``/``fcTL`` chunks and WebP ``ANMF`` chunks are walked here instead; libavif
+    reports an AVIF sequence's frame count from its sample table. Stills give one frame.
+    """
+    fmt = img.format or ""
+    # Pillow parses PNG's acTL and WebP's animation header at open: a still is known without reading on.
+    still = fmt in ("PNG", "WEBP") and not getattr(img, "is_animated", False)
+    if fmt not in ANIMATED_FORMATS or still:
+        return AnimationInfo(1, img.width, img.height)
+    if fmt == "AVIF":
+        frames = int(getattr(img, "n_frames", 1) or 1)
+        return AnimationInfo(frames, img.width, img.height)
+    data = path.read_bytes()
+    try:
+        if fmt == "GIF":
+            info = _gif_info(data)
+        elif fmt == "PNG":
+            info = _apng_info(data)
+        else:
+            info = _webp_info(data)
+    except (struct.error, IndexError, ValueError) as exc:
+        raise ProcessingError(_damaged_message(exc)) from exc
+    info.width, info.height = max(info.width, img.width), max(info.height, img.height)
+    return info
+
+
+def check_decode_budget(info: AnimationInfo) -> None:
+    """Refuse, before decoding, an image whose frames or total decoded pixels exceed the limits.
+
+    Three limits (config/settings.py): ``IMAGE_MAX_PIXELS`` per frame (canvas), ``IMAGE_MAX_FRAMES``,
+    and ``MEDIA_MAX_IMAGE_DECODED_PIXELS`` for canvas pixels × frames and for the MP4 made of an
+    animation (its pixels × frames at 25 fps over the animation's duration). Raises
+    ``MediaTooLarge``/``DecodeBudgetExceeded`` (never retried) with a sentence the creator can act on.
+    """
+    max_pixels = settings.IMAGE_MAX_PIXELS
+    canvas = info.width * info.height
+    if canvas > max_pixels:
+        raise MediaTooLarge(
+            f"The image is {info.width}x{info.height} ({canvas / 1e6:.0f} megapixels); the limit is "
+            f"{max_pixels / 1e6:g} megapixels. Resize it and upload it again."
+        )
+    if info.frames <= 1:
+        return
+    max_frames = settings.IMAGE_MAX_FRAMES
+    if info.frames > max_frames:
+        raise MediaTooLarge(
+            f"The animation has {info.frames} frames; the limit is {max_frames}. "
+            "Shorten it and upload it again."
+        )
+    budget = settings.MEDIA_MAX_IMAGE_DECODED_PIXELS
+    if info.decoded_pixels > budget:
+        raise DecodeBudgetExceeded(
+            f"The animation is {info.width}x{info.height} with {info.frames} frames: "
+            f"{info.decoded_pixels / 1e6:,.0f} megapixels to decode; the limit is {budget / 1e6:,.0f}. "
+            "Make it smaller or give it fewer frames and upload it again."
+        )
+    if info.duration_ms:
+        mp4_w, mp4_h = _mp4_size(info.width, info.height)
+        mp4_frames = math.ceil(info.duration_ms / 1000 * MP4_PIPE_FPS)
+        if mp4_w * mp4_h * mp4_frames > budget:
+            raise DecodeBudgetExceeded(
+                f"The animation plays for {ffmpeg.human_duration(info.duration_ms / 1000)}; at "
+                f"{info.width}x{info.height} that is more video than we make from an animation. "
+                "Shorten it or make it smaller and upload it again."
+            )
+
+
+def _gif_info(data: bytes) -> AnimationInfo:
+    """Walk a GIF's blocks (GIF89a spec): count image descriptors, add up the graphic-control delays."""
+    if data[:6] not in (b"GIF87a", b"GIF89a"):
+        raise ValueError("not a GIF")
+    width, height, packed = struct.unpack_from("<HHB", data, 6)
+    pos = 13 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0)
+    frames = duration = delay = 0
+    right, bottom = width, height
+    size = len(data)
+    while pos < size:
+        block = data[pos]
+        pos += 1
+        if block == 0x21:  # extension: label, then sub-blocks
+            label = data[pos]
+            pos += 1
+            if label == 0xF9 and data[pos] >= 4:
+                delay = data[pos + 2] | data[pos + 3] << 8
+            pos = _skip_sub_blocks(data, pos)
+        elif block == 0x2C:  # image descriptor: geometry, local colour table, LZW data
+            left, top, w, h, flags = struct.unpack_from("<HHHHB", data, pos)
+            pos += 9 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+            pos = _skip_sub_blocks(data, pos)
+            frames += 1
+            duration += delay * 10
+            delay = 0
+            right, bottom = max(right, left + w), max(bottom, top + h)
+        else:  # the trailer (0x3B) or trailing garbage: decoders stop here too
+            break
+    return AnimationInfo(max(1, frames), right, bottom, duration or None)
+
+
+def _skip_sub_blocks(data: bytes, pos: int) -> int:
+    size = len(data)
+    while pos < size:
+        length = data[pos]
+        pos += 1 + length
+        if length == 0:
+            break
+    return pos
+
+
+def _apng_info(data: bytes) -> AnimationInfo:
+    """Walk PNG chunks: ``acTL`` gives the frame count, each ``fcTL`` one frame's delay (APNG spec)."""
+    width, height = struct.unpack_from(">II", data, 16)
+    frames, fctl, duration = None, 0, 0.0
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        body = pos + 8
+        if kind == b"acTL" and length >= 8:
+            frames = struct.unpack_from(">I", data, body)[0]
+        elif kind == b"fcTL" and length >= 26:
+            fctl += 1
+            num, den = struct.unpack_from(">HH", data, body + 20)
+            duration += num * 1000 / (den or 100)
+        elif kind == b"IEND":
+            break
+        pos = body + length + 4
+    if frames is None:
+        return AnimationInfo(1, width, height)
+    return AnimationInfo(max(1, frames, fctl), width, height, round(duration) or None)
+
+
+def _webp_info(data: bytes) -> AnimationInfo:
+    """Walk a WebP's RIFF chunks: the ``VP8X`` canvas and one ``ANMF`` chunk per frame."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise ValueError("not a WebP")
+    width = height = 0
+    frames = duration = 0
+    pos = 12
+    while pos + 8 <= len(data):
+        kind = data[pos : pos + 4]
+        length = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = pos + 8
+        if kind == b"VP8X" and length >= 10:
+            width = 1 + int.from_bytes(data[body + 4 : body + 7], "little")
+            height = 1 + int.from_bytes(data[body + 7 : body + 10], "little")
+        elif kind == b"ANMF" and length >= 16:
+            frames += 1
+            duration += int.from_bytes(data[body + 12 : body + 15], "little")
+        pos = body + length + (length & 1)
+    return AnimationInfo(max(1, frames), width, height, (duration or None) if frames > 1 else None)
+
+
+def _frame_durations(img: Image.Image, steps: StepLog) -> int | None:
+    """Add up the frame durations by reading every frame (AVIF only; run after the budget check)."""
+    total = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            while True:
-                try:
-                    img.seek(frames)
-                except EOFError:
-                    break
-                frames += 1
-                duration += int(img.info.get("duration") or 0)
-                if frames > max_frames:
-                    raise MediaTooLarge(
-                        f"The animation has more than {max_frames} frames; shorten it and upload it again."
-                    )
+            for index in range(getattr(img, "n_frames", 1)):
+                img.seek(index)
+                img.load()
+                total += int(img.info.get("duration") or 0)
+                steps.beat()
         img.seek(0)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise MediaTooLarge(
-            "An animation frame is larger than allowed. Resize the animation and upload it again."
-        )
+        raise MediaTooLarge("An animation frame is larger than allowed. Resize it and upload it again.")
     except LOAD_ERRORS as exc:
         raise ProcessingError(_damaged_message(exc))
-    return frames, duration or None
+    return total or None
 
 
 def _decode(img: Image.Image, scale: float) -> Image.Image:
@@ -422,10 +607,69 @@ def _placeholder(display: Image.Image) -> tuple[str, str]:
     palette = quantized.getpalette() or []
     r, g, b = palette[index * 3 : index * 3 + 3]
     x, y = (4, 3) if small.width >= small.height else (3, 4)
-    with warnings.catch_warnings():  # blurhash-python still calls Image.getdata(), deprecated in Pillow 13
-        warnings.simplefilter("ignore", DeprecationWarning)
-        hash_ = blurhash.encode(small, x, y)  # closes the image it is given
-    return hash_, f"#{r:02x}{g:02x}{b:02x}"
+    return blurhash_encode(np.asarray(small), x, y), f"#{r:02x}{g:02x}{b:02x}"
+
+
+_BASE83 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~"
+
+
+def blurhash_encode(rgb: np.ndarray, x_components: int, y_components: int) -> str:
+    """The BlurHash of an sRGB ``(height, width, 3)`` uint8 array, with ``x_components`` ×
+    ``y_components`` (1–9 each) cosine components, as the reference encoder computes it
+    (github.com/woltapp/blurhash, Algorithm.md): a DCT of the linear-light pixels, quantised to base 83.
+    """
+    if not (1 <= x_components <= 9 and 1 <= y_components <= 9):
+        raise ValueError("BlurHash components must be between 1 and 9")
+    height, width = rgb.shape[:2]
+    linear = _srgb_to_linear(rgb[..., :3].astype(np.float64) / 255)
+    cos_y = np.cos(np.pi * np.outer(np.arange(y_components), np.arange(height)) / height)
+    cos_x = np.cos(np.pi * np.outer(np.arange(x_components), np.arange(width)) / width)
+    # factors[j, i, c] = sum over pixels of cos_y[j, y] * cos_x[i, x] * linear[y, x, c]
+    factors = np.einsum("jy,ix,yxc->jic", cos_y, cos_x, linear) / (width * height)
+    factors[1:] *= 2
+    factors[0, 1:] *= 2
+    flat = factors.reshape(-1, 3)
+    dc, ac = flat[0], flat[1:]
+
+    out = _base83((x_components - 1) + (y_components - 1) * 9, 1)
+    if len(ac):
+        quantised = int(max(0, min(82, math.floor(float(np.abs(ac).max()) * 166 - 0.5))))
+        maximum = (quantised + 1) / 166
+    else:
+        quantised, maximum = 0, 1.0
+    out += _base83(quantised, 1)
+    r, g, b = (_linear_to_srgb(float(v)) for v in dc)
+    out += _base83((r << 16) + (g << 8) + b, 4)
+    for colour in ac:
+        q = [
+            int(max(0, min(18, math.floor(math.copysign(abs(v / maximum) ** 0.5, v) * 9 + 9.5))))
+            for v in colour
+        ]
+        out += _base83(q[0] * 19 * 19 + q[1] * 19 + q[2], 2)
+    return out
+
+
+def blurhash_average_colour(hash_: str) -> tuple[int, int, int]:
+    """The average sRGB colour a BlurHash encodes (its DC component, characters 2–5)."""
+    value = 0
+    for char in hash_[2:6]:
+        value = value * 83 + _BASE83.index(char)
+    return value >> 16, (value >> 8) & 255, value & 255
+
+
+def _base83(value: int, length: int) -> str:
+    return "".join(_BASE83[value // 83 ** (length - 1 - i) % 83] for i in range(length))
+
+
+def _srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(v: float) -> int:
+    v = max(0.0, min(1.0, v))
+    if v <= 0.0031308:
+        return int(v * 12.92 * 255 + 0.5)
+    return int((1.055 * v ** (1 / 2.4) - 0.055) * 255 + 0.5)
 
 
 def _flatten(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -442,98 +686,90 @@ def _mp4_size(width: int, height: int) -> tuple[int, int]:
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
-def _ffmpeg_output_args(out: Path) -> list[str]:
-    return [
-        "-map", "0:v:0", "-an", "-sn", "-dn",
-        "-c:v", "libx264",
-        "-preset", str(getattr(settings, "VIDEO_PRESET", "veryfast")),
-        "-crf", str(getattr(settings, "VIDEO_CRF", 23)),
-        "-pix_fmt", "yuv420p",
-        "-movflags", "+faststart",
-        "-f", "mp4", f"file:{out}",
-    ]  # fmt: skip
+def _mp4_output(stream: Any, out: Path) -> Any:
+    """H.264 yuv420p MP4 with ``+faststart``, no audio, subtitles or data, no metadata."""
+    return ffmpeg_python.output(
+        stream,
+        str(out),
+        f="mp4",
+        an=None,
+        sn=None,
+        dn=None,
+        **{"c:v": "libx264"},
+        preset=settings.VIDEO_PRESET,
+        crf=settings.VIDEO_CRF,
+        pix_fmt="yuv420p",
+        movflags="+faststart",
+        map_metadata="-1",
+    )
 
 
 def _animation_to_mp4(
-    img: Image.Image, source: Path, out: Path, *, fmt: str, orientation: int
+    img: Image.Image,
+    source: Path,
+    out: Path,
+    *,
+    fmt: str,
+    orientation: int,
+    duration_s: float | None,
+    steps: StepLog,
+    record: StepRecord,
 ) -> VariantFile:
     """An H.264 MP4 of the animation: plays everywhere and is far smaller than a GIF.
 
     GIFs go through ffmpeg's gif demuxer (and only that one); other animated formats, which ffmpeg
-    cannot decode, are fed to it as raw frames decoded by Pillow.
+    cannot decode, are fed to it on stdin as raw frames decoded by Pillow. Both run through
+    ``ffmpeg.run_graph`` (deadline, process-group kill, no orphan), reporting progress to ``record``.
     """
-    timeout = float(getattr(settings, "IMAGE_FFMPEG_TIMEOUT_SECONDS", 120))
-    ffmpeg = str(getattr(settings, "FFMPEG_BINARY", "ffmpeg"))
     width, height = img.size
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     size = _mp4_size(width, height)
-    base = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
-    scale = ["-vf", f"scale={size[0]}:{size[1]}:flags=lanczos,format=yuv420p"]
+    stdin = None
+    if fmt == "GIF":
+        picture = ffmpeg.safe_input(source, demuxer="gif")["v:0"]
+        picture = picture.filter("scale", size[0], size[1], flags="lanczos").filter("format", "yuv420p")
+    else:
+        picture = ffmpeg.raw_frames_input(width=size[0], height=size[1], fps=MP4_PIPE_FPS)
+        picture = picture.filter("format", "yuv420p")
+        stdin = _raw_frames(img, size, orientation=orientation)
+
+    def report(block: dict[str, str]) -> None:
+        steps.progress(record, **ffmpeg.progress_values(block, duration_s))
+
     try:
-        if fmt == "GIF":
-            cmd = [*base, "-f", "gif", "-i", f"file:{source}", *scale, *_ffmpeg_output_args(out)]
-            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-            stderr = proc.stderr
-            returncode = proc.returncode
-        else:
-            returncode, stderr = _pipe_frames(img, base, size, out, orientation=orientation, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ProcessingTimeout(f"Converting the animation took longer than {timeout:g}s; try a shorter one.")
+        ffmpeg.run_graph(
+            _mp4_output(picture, out),
+            timeout=float(settings.IMAGE_FFMPEG_TIMEOUT_SECONDS),
+            outputs=[out],
+            stdin=stdin,
+            on_progress=report,
+            failure_message="The animation could not be converted to video; it may be damaged.",
+        )
     except FileNotFoundError:
         raise ProcessingError("The video encoder is not available on the server.", retryable=True)
-    if returncode != 0 or not out.exists():
-        detail = stderr.decode(errors="replace").strip()[-300:]
-        raise ProcessingError(f"The animation could not be converted to video ({detail}).")
-    return VariantFile(name="mp4", path=out, mime_type="video/mp4", width=size[0], height=size[1])
+    finally:
+        img.seek(0)
+    if not out.exists():
+        raise ProcessingError("The animation could not be converted to video; it may be damaged.")
+    return VariantFile(name=MP4, path=out, mime_type="video/mp4", width=size[0], height=size[1])
 
 
-def _pipe_frames(
-    img: Image.Image, base: list[str], size: tuple[int, int], out: Path, *, orientation: int, timeout: float
-) -> tuple[int, bytes]:
-    """Feed Pillow-decoded frames to ffmpeg at a constant rate, repeating frames to keep their timing."""
-    deadline = time.monotonic() + timeout
+def _raw_frames(img: Image.Image, size: tuple[int, int], *, orientation: int) -> Iterator[bytes]:
+    """Pillow-decoded frames as rgb24 at a constant MP4_PIPE_FPS, repeating frames to keep their timing."""
     stored = (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
-    cmd = [
-        *base,
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}", "-r", str(MP4_PIPE_FPS),
-        "-i", "pipe:0",
-        "-vf", "format=yuv420p",
-        *_ffmpeg_output_args(out),
-    ]  # fmt: skip
-    stderr_path = out.with_suffix(".log")
-    with open(stderr_path, "wb") as stderr_file:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file)
+    frame_ms = 1000 / MP4_PIPE_FPS
+    index = 0
+    while True:
         try:
-            frame_ms = 1000 / MP4_PIPE_FPS
-            index = 0
-            while True:
-                try:
-                    img.seek(index)
-                except EOFError:
-                    break
-                frame = _flatten(img.convert("RGBA")).resize(stored, RESAMPLE, reducing_gap=3.0)
-                if orientation in TRANSPOSE:
-                    frame = frame.transpose(TRANSPOSE[orientation])
-                repeats = max(1, round(int(img.info.get("duration") or 100) / frame_ms))
-                data = frame.tobytes()
-                try:
-                    for _ in range(repeats):
-                        proc.stdin.write(data)
-                except BrokenPipeError:
-                    break  # ffmpeg gave up; its exit status and log say why
-                if time.monotonic() > deadline:
-                    raise subprocess.TimeoutExpired(cmd, timeout)
-                index += 1
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()
-            returncode = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            img.seek(0)
-    stderr = stderr_path.read_bytes()
-    stderr_path.unlink(missing_ok=True)
-    return returncode, stderr
+            img.seek(index)
+        except EOFError:
+            return
+        frame = _flatten(img.convert("RGBA")).resize(stored, RESAMPLE, reducing_gap=3.0)
+        if orientation in TRANSPOSE:
+            frame = frame.transpose(TRANSPOSE[orientation])
+        repeats = max(1, round(int(img.info.get("duration") or 100) / frame_ms))
+        data = frame.tobytes()
+        for _ in range(repeats):
+            yield data
+        index += 1

@@ -21,6 +21,24 @@ WEBP_OPTIONS = {"quality": 82, "method": 4}
 JPEG_OPTIONS = {"quality": 82, "optimize": True, "progressive": True}
 
 
+# Every name Media.variants may hold, declared once; processors, review and admin derive from these.
+LARGE, MEDIUM, SMALL, THUMB = "large", "medium", "small", "thumb"  # image display sizes (specs below)
+JPEG_SUFFIX = "_jpeg"  # IMAGE_JPEG_FALLBACK encodings: "large_jpeg" …
+MP4 = "mp4"  # an animated image as H.264
+R360P, R720P, R1080P = "360p", "720p", "1080p"  # video ladder rungs (media.processors.video.LADDER)
+VIDEO_RENDITIONS = (R360P, R720P, R1080P)
+POSTER, POSTER_THUMB = "poster", "poster_thumb"  # a video's still and its square thumbnail
+M4A = "m4a"  # audio, loudness-normalised AAC
+
+# Which variant each consumer takes first (the first one a Media has wins).
+IMAGE_REVIEW_PREFERENCE = (MEDIUM, SMALL, LARGE, THUMB)  # what the AI scores: detail at a modest size
+VIDEO_REVIEW_PREFERENCE = (R360P, R720P, R1080P)  # sampled frames need no more than 360p
+IMAGE_DISPLAY_PREFERENCE = (MEDIUM, LARGE, SMALL, THUMB)  # a moderator's full view
+VIDEO_DISPLAY_PREFERENCE = (R720P, R360P, R1080P)
+IMAGE_PREVIEW_PREFERENCE = (THUMB, SMALL)  # list thumbnails
+VIDEO_PREVIEW_PREFERENCE = (POSTER_THUMB, POSTER)
+
+
 BAND_ROWS = 128  # output rows per resize call when shrinking a big image
 BAND_MIN_PIXELS = 1_000_000
 
@@ -133,25 +151,25 @@ class VariantSpec(ImageSpec):
 
 
 class LargeSpec(VariantSpec):
-    name = "large"
+    name = LARGE
     size = 2048
     processors = [FitLongestSide(2048)]
 
 
 class MediumSpec(VariantSpec):
-    name = "medium"
+    name = MEDIUM
     size = 1280
     processors = [FitLongestSide(1280)]
 
 
 class SmallSpec(VariantSpec):
-    name = "small"
+    name = SMALL
     size = 640
     processors = [FitLongestSide(640)]
 
 
 class ThumbSpec(VariantSpec):
-    name = "thumb"
+    name = THUMB
     size = 320
     crop = True
     processors = [CenterSquare(320)]
@@ -167,29 +185,29 @@ class JpegFallbackSpec(VariantSpec):
 
 
 class LargeJpegSpec(JpegFallbackSpec):
-    name = "large_jpeg"
-    fallback_for = "large"
+    name = LARGE + JPEG_SUFFIX
+    fallback_for = LARGE
     size = LargeSpec.size
     processors = LargeSpec.processors
 
 
 class MediumJpegSpec(JpegFallbackSpec):
-    name = "medium_jpeg"
-    fallback_for = "medium"
+    name = MEDIUM + JPEG_SUFFIX
+    fallback_for = MEDIUM
     size = MediumSpec.size
     processors = MediumSpec.processors
 
 
 class SmallJpegSpec(JpegFallbackSpec):
-    name = "small_jpeg"
-    fallback_for = "small"
+    name = SMALL + JPEG_SUFFIX
+    fallback_for = SMALL
     size = SmallSpec.size
     processors = SmallSpec.processors
 
 
 class ThumbJpegSpec(JpegFallbackSpec):
-    name = "thumb_jpeg"
-    fallback_for = "thumb"
+    name = THUMB + JPEG_SUFFIX
+    fallback_for = THUMB
     size = ThumbSpec.size
     crop = True
     processors = ThumbSpec.processors

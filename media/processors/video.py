@@ -16,16 +16,19 @@ All metadata (e.g. a phone's GPS location) is dropped from every output.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import ffmpeg as ffmpeg_python
 from django.conf import settings
 
 from . import ffmpeg
 from .base import (
+    DecodeBudgetExceeded,
     MediaTooLarge,
     ProcessingError,
     Processor,
@@ -34,6 +37,7 @@ from .base import (
     UnsupportedMedia,
     VariantFile,
 )
+from .image_specs import POSTER, POSTER_THUMB, R360P, R720P, R1080P, THUMB
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,9 @@ class Rung:
 
 
 LADDER = (
-    Rung("360p", 360, 1_000, "3.0", "3.1"),
-    Rung("720p", 720, 3_000, "3.1", "3.2"),
-    Rung("1080p", 1080, 6_000, "4.0", "4.2"),
+    Rung(R360P, 360, 1_000, "3.0", "3.1"),
+    Rung(R720P, 720, 3_000, "3.1", "3.2"),
+    Rung(R1080P, 1080, 6_000, "4.0", "4.2"),
 )
 AUDIO_BITRATE = "128k"
 POSTER_AT = 0.10  # fraction of the duration: past a fade-in, still representative
@@ -88,6 +92,16 @@ class VideoInfo:
     has_audio: bool
     audio_codec: str | None
     audio_channels: int | None
+    frames: int | None = None  # the stream's frame count when the container states it (nb_frames)
+
+    @property
+    def decoded_frames(self) -> float:
+        """Frames a full decode produces: the stated count, else fps × duration (60 fps if unknown)."""
+        return self.frames or math.ceil((self.fps or MAX_FPS) * self.duration)
+
+    @property
+    def decoded_pixels(self) -> float:
+        return self.width * self.height * self.decoded_frames
 
     def facts(self) -> dict[str, Any]:
         return {
@@ -166,10 +180,17 @@ def probe_video(source: Path) -> VideoInfo:
         has_audio=audio is not None,
         audio_codec=audio.get("codec_name") if audio else None,
         audio_channels=_int(audio.get("channels")) if audio else None,
+        frames=_int(video.get("nb_frames")) or None,
     )
 
 
 def check_limits(info: VideoInfo) -> None:
+    """Refuse, from the probe alone, a video too long, too large, or with too much to decode.
+
+    Limits (config/settings.py): ``VIDEO_MAX_DURATION_SECONDS``, ``VIDEO_MAX_PIXELS`` per frame and
+    ``MEDIA_MAX_VIDEO_DECODED_PIXELS`` for width × height × frames (issue 9 row 5: a 205 KB 4K60
+    clip took 135 s to transcode). Raises ``MediaTooLarge``/``DecodeBudgetExceeded``, never retried.
+    """
     max_duration = settings.VIDEO_MAX_DURATION_SECONDS
     if info.duration > max_duration:
         raise MediaTooLarge(
@@ -181,6 +202,15 @@ def check_limits(info: VideoInfo) -> None:
         raise MediaTooLarge(
             f"Video is {info.width}x{info.height}; the limit is {max_pixels / 1e6:.1f} megapixels "
             "(3840x2160 is 8.3). Export it at a smaller size and upload it again."
+        )
+    budget = settings.MEDIA_MAX_VIDEO_DECODED_PIXELS
+    if info.decoded_pixels > budget:
+        fps = f" at {info.fps:g} fps" if info.fps else ""
+        raise DecodeBudgetExceeded(
+            f"Video is {info.width}x{info.height}{fps} for {ffmpeg.human_duration(info.duration)}: "
+            f"{info.decoded_pixels / 1e9:,.0f} gigapixels to decode; the limit is {budget / 1e9:,.0f} "
+            "(1080p at 30 fps for 1h is 224). Export it shorter, smaller or at a lower frame rate "
+            "and upload it again."
         )
 
 
@@ -199,95 +229,90 @@ def plan_renditions(info: VideoInfo, ladder: tuple[Rung, ...] = LADDER) -> list[
     return plan
 
 
-def ffmpeg_args(
-    info: VideoInfo, renditions: list[Rendition], workdir: Path, *, poster: bool = True
-) -> tuple[list[str], list[Path]]:
-    """Arguments after the input for one run writing ``renditions`` (+ the poster); and the output paths."""
-    args: list[str] = []
-    graph = filter_graph(info, [r for r in renditions if not r.remux], renditions, poster=poster)
-    if graph:
-        args += ["-filter_complex", graph]
+def transcode_graph(
+    info: VideoInfo, source: Path, renditions: list[Rendition], workdir: Path, *, poster: bool = True
+) -> tuple[Any, list[Path]]:
+    """One ffmpeg-python graph that decodes ``source`` once and writes ``renditions`` (+ the poster);
+    and the output paths. Run it with ``ffmpeg.run_graph``.
+
+    Scaling is a cascade (1080p → 720p → 360p is cheaper than three scales from the source, and the
+    filter thread is the serial part of the run); the poster is split off the largest picture and
+    trimmed to POSTER_AT.
+    """
+    media = ffmpeg.safe_input(source, demuxer=info.demuxer)
+    picture, audio = media[str(info.stream_index)], media["a:0?"]
+    cascade = sorted((r for r in renditions if not r.remux), key=lambda r: r.width * r.height, reverse=True)
+    top = renditions[-1] if renditions else None
+    poster_size = (top.width, top.height) if top else _scaled(info, LADDER[-1].height)
+    poster_from_cascade = bool(poster and cascade and (cascade[0].width, cascade[0].height) == poster_size)
+
+    scaled: dict[str, Any] = {}
+    poster_in = None
+    current = picture
+    if poster and not poster_from_cascade:  # e.g. the top rendition is a remux: poster at source size
+        if cascade:
+            parts = current.split()
+            current, poster_in = parts[0], parts[1]
+        else:
+            poster_in = current
+    for i, rendition in enumerate(cascade):
+        chain = current
+        if i == 0 and info.fps and info.fps > MAX_FPS:
+            chain = chain.filter("fps", MAX_FPS)
+        chain = chain.filter("scale", rendition.width, rendition.height).filter("setsar", 1)
+        chain = chain.filter("format", "yuv420p")
+        uses = 1 + (i + 1 < len(cascade)) + (i == 0 and poster_from_cascade)
+        parts = chain.split() if uses > 1 else [chain]
+        scaled[rendition.rung.name] = parts[0]
+        if i + 1 < len(cascade):
+            current = parts[1]
+        if i == 0 and poster_from_cascade:
+            poster_in = parts[uses - 1]
+
+    common = {"map_metadata": "-1", "map_chapters": "-1", "sn": None, "dn": None}
     outputs: list[Path] = []
-    common = ["-map_metadata", "-1", "-map_chapters", "-1", "-sn", "-dn"]
+    nodes = []
     for rendition in renditions:
         path = workdir / rendition.filename
         outputs.append(path)
         if rendition.remux:
-            args += ["-map", f"0:{info.stream_index}", "-map", "0:a:0?", "-c", "copy"]
+            options: dict[str, Any] = {"c": "copy"}
+            streams = [picture, audio]
         else:
             rung = rendition.rung
             high_fps = bool(info.fps and info.fps > 30)
-            args += [
-                "-map",
-                f"[{rung.name}]",
-                "-map",
-                "0:a:0?",
-                "-c:v",
-                "libx264",
-                "-preset",
-                settings.VIDEO_PRESET,
-                "-crf",
-                str(settings.VIDEO_CRF),
-                "-profile:v",
-                "high",
-                "-level:v",
-                rung.level_hfr if high_fps else rung.level,
-                "-maxrate",
-                f"{rung.maxrate_kbps}k",
-                "-bufsize",
-                f"{rung.maxrate_kbps * 2}k",
-                "-c:a",
-                "aac",
-                "-b:a",
-                AUDIO_BITRATE,
-            ]
+            options = {
+                "c:v": "libx264",
+                "preset": settings.VIDEO_PRESET,
+                "crf": settings.VIDEO_CRF,
+                "profile:v": "high",
+                "level:v": rung.level_hfr if high_fps else rung.level,
+                "maxrate": f"{rung.maxrate_kbps}k",
+                "bufsize": f"{rung.maxrate_kbps * 2}k",
+                "c:a": "aac",
+                "b:a": AUDIO_BITRATE,
+            }
             if info.audio_channels and info.audio_channels > 2:
-                args += ["-ac", "2"]
-        args += [*common, "-movflags", "+faststart", "-f", "mp4", str(path)]
+                options["ac"] = 2
+            streams = [scaled[rung.name], audio]
+        options.update(common, movflags="+faststart")
+        nodes.append(ffmpeg_python.output(*streams, str(path), f="mp4", **options))
     if poster:
         path = workdir / "poster.jpg"
         outputs.append(path)
-        args += ["-map", "[poster]", "-frames:v", "1", "-q:v", "3", *common, "-f", "image2", "-update", "1"]
-        args.append(str(path))
-    return args, outputs
+        still = poster_in.trim(start=round(info.duration * POSTER_AT, 3)).setpts("PTS-STARTPTS")
+        if not poster_from_cascade:
+            still = still.filter("scale", *poster_size).filter("setsar", 1)
+        still = still.filter("format", "yuvj420p")
+        nodes.append(_still_output(still, path))
+    return ffmpeg_python.merge_outputs(*nodes), outputs
 
 
-def filter_graph(
-    info: VideoInfo, encoded: list[Rendition], renditions: list[Rendition], *, poster: bool
-) -> str:
-    """Decode once; scale in a cascade (1080p → 720p → 360p is cheaper than three scales from the
-    source, and the filter thread is the serial part of the run); the poster is split off the
-    largest picture and trimmed to POSTER_AT. Outputs are labelled by rung name, and ``[poster]``."""
-    top = renditions[-1] if renditions else None
-    poster_size = (top.width, top.height) if top else _scaled(info, LADDER[-1].height)
-    trim = f"trim=start={round(info.duration * POSTER_AT, 3)},setpts=PTS-STARTPTS"
-    fps_cap = f"fps={MAX_FPS}," if info.fps and info.fps > MAX_FPS else ""
-    cascade = sorted(encoded, key=lambda r: r.width * r.height, reverse=True)
-    poster_from_cascade = poster and cascade and (cascade[0].width, cascade[0].height) == poster_size
-
-    graph: list[str] = []
-    current = f"[0:{info.stream_index}]"
-    if poster and not poster_from_cascade:  # e.g. the top rendition is a remux: poster at source size
-        if cascade:
-            graph.append(f"{current}split=2[src][psrc]")
-            current, poster_in = "[src]", "[psrc]"
-        else:
-            poster_in = current
-        width, height = poster_size
-        graph.append(f"{poster_in}{trim},scale={width}:{height},setsar=1,format=yuvj420p[poster]")
-    for i, rendition in enumerate(cascade):
-        outs = [f"[{rendition.rung.name}]"]
-        if i + 1 < len(cascade):
-            outs.append(f"[down{i}]")
-        if i == 0 and poster_from_cascade:
-            outs.append("[ptop]")
-        chain = f"{current}{fps_cap if i == 0 else ''}scale={rendition.width}:{rendition.height},setsar=1,"
-        chain += "format=yuv420p" + (f",split={len(outs)}{''.join(outs)}" if len(outs) > 1 else outs[0])
-        graph.append(chain)
-        current = f"[down{i}]"
-    if poster_from_cascade:
-        graph.append(f"[ptop]{trim},format=yuvj420p[poster]")
-    return ";".join(graph)
+def _still_output(stream: Any, path: Path) -> Any:
+    """One JPEG frame (quality 3 of 31), no metadata."""
+    return ffmpeg_python.output(
+        stream, str(path), f="image2", update=1, map_metadata="-1", **{"frames:v": 1, "q:v": 3}
+    )
 
 
 class VideoProcessor(Processor):
@@ -306,12 +331,12 @@ class VideoProcessor(Processor):
         budget = ffmpeg.time_budget(
             info.duration,
             factor=settings.VIDEO_TIMEOUT_FACTOR,
-            minimum=getattr(settings, "VIDEO_TIMEOUT_MIN_SECONDS", 60),
+            minimum=settings.VIDEO_TIMEOUT_MIN_SECONDS,
         )
         deadline = time.monotonic() + budget  # one budget for every ffmpeg run of this video
         renditions = plan_renditions(info)
         workdir.mkdir(parents=True, exist_ok=True)
-        args, outputs = ffmpeg_args(info, renditions, workdir)
+        graph, outputs = transcode_graph(info, source, renditions, workdir)
 
         with steps.step(
             "transcode",
@@ -324,10 +349,8 @@ class VideoProcessor(Processor):
                 steps.progress(s, **ffmpeg.progress_values(block, info.duration))
 
             try:
-                run = ffmpeg.run_ffmpeg(
-                    source=source,
-                    demuxer=info.demuxer,
-                    args=args,
+                run = ffmpeg.run_graph(
+                    graph,
                     timeout=deadline - time.monotonic(),
                     outputs=outputs,
                     on_progress=report,
@@ -346,17 +369,10 @@ class VideoProcessor(Processor):
             # The 10 % mark had no frame (a duration that lied); take the first frame instead.
             with steps.step("poster_fallback"):
                 top = renditions[-1]
-                ffmpeg.run_ffmpeg(
-                    source=source,
-                    demuxer=info.demuxer,
-                    args=[
-                        "-map",
-                        f"0:{info.stream_index}",
-                        "-vf",
-                        f"scale={top.width}:{top.height},setsar=1,format=yuvj420p",
-                    ]
-                    + ["-frames:v", "1", "-q:v", "3", "-map_metadata", "-1", "-f", "image2", "-update", "1"]
-                    + [str(poster)],
+                still = ffmpeg.safe_input(source, demuxer=info.demuxer)[str(info.stream_index)]
+                still = still.filter("scale", top.width, top.height).filter("setsar", 1)
+                ffmpeg.run_graph(
+                    _still_output(still.filter("format", "yuvj420p"), poster),
                     timeout=deadline - time.monotonic(),
                     outputs=[poster],
                     failure_message="We could not take a poster picture from this video.",
@@ -385,7 +401,7 @@ class VideoProcessor(Processor):
         top = renditions[-1]
         variants.append(
             VariantFile(
-                name="poster",
+                name=POSTER,
                 path=poster,
                 mime_type="image/jpeg",
                 width=top.width,
@@ -393,7 +409,7 @@ class VideoProcessor(Processor):
                 extra={"codec": "mjpeg", "at_seconds": round(info.duration * POSTER_AT, 3)},
             )
         )
-        with steps.step("poster_thumb") as s:
+        with steps.step(POSTER_THUMB) as s:
             thumb = poster_thumbnail(poster, workdir, s.output)
             s.output.update(width=thumb.width, height=thumb.height, mime_type=thumb.mime_type)
         variants.append(thumb)
@@ -439,11 +455,11 @@ def poster_thumbnail(poster: Path, workdir: Path, notes: dict[str, Any]) -> Vari
             notes["image_error"] = f"{type(exc).__name__}: {exc}"
             result = None
         notes["image_steps"] = [step["name"] for step in image_steps.as_list()]
-        thumb = next((v for v in result.variants if v.name == "thumb"), None) if result else None
+        thumb = next((v for v in result.variants if v.name == THUMB), None) if result else None
         if thumb is not None:
             notes["via"] = "ImageProcessor"
             return VariantFile(
-                name="poster_thumb",
+                name=POSTER_THUMB,
                 path=thumb.path,
                 mime_type=thumb.mime_type,
                 width=thumb.width,
@@ -459,7 +475,7 @@ def poster_thumbnail(poster: Path, workdir: Path, notes: dict[str, Any]) -> Vari
     with Image.open(poster) as image:
         side = min(POSTER_THUMB_SIZE, *image.size)  # a centre square crop, never upscaled
         ImageOps.fit(image.convert("RGB"), (side, side), Image.LANCZOS).save(path, "JPEG", quality=85)
-    return VariantFile(name="poster_thumb", path=path, mime_type="image/jpeg", width=side, height=side)
+    return VariantFile(name=POSTER_THUMB, path=path, mime_type="image/jpeg", width=side, height=side)
 
 
 def _web_ready(info: VideoInfo, top: Rendition) -> bool:

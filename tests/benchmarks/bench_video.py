@@ -31,7 +31,7 @@ RUNS = 3
 def run(report: Callable[[str, float, str], None]) -> None:
     from media.processors import ffmpeg
     from media.processors.base import StepLog
-    from media.processors.video import LADDER, VideoProcessor, ffmpeg_args, plan_renditions, probe_video
+    from media.processors.video import LADDER, VideoProcessor, plan_renditions, probe_video, transcode_graph
 
     with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp:
         tmp = Path(tmp)
@@ -39,9 +39,9 @@ def run(report: Callable[[str, float, str], None]) -> None:
         info = probe_video(mkv)
         peak_rss = 0.0
 
-        def bare(args: list[str]) -> float:
+        def bare(graph) -> float:
             nonlocal peak_rss
-            seconds, rss = _timed(ffmpeg.ffmpeg_command(source=mkv, demuxer=info.demuxer, args=args))
+            seconds, rss = _timed(ffmpeg.graph_command(graph))
             peak_rss = max(peak_rss, rss)
             return seconds
 
@@ -58,12 +58,12 @@ def run(report: Callable[[str, float, str], None]) -> None:
         full = plan_renditions(info)
 
         def single() -> float:
-            return bare(ffmpeg_args(info, two, fresh("single"))[0])
+            return bare(transcode_graph(info, mkv, two, fresh("single"))[0])
 
         def per_output() -> float:
             out = fresh("multi")
-            total = sum(bare(ffmpeg_args(info, [r], out, poster=False)[0]) for r in two)
-            return total + bare(ffmpeg_args(info, [], out, poster=True)[0])
+            total = sum(bare(transcode_graph(info, mkv, [r], out, poster=False)[0]) for r in two)
+            return total + bare(transcode_graph(info, mkv, [], out, poster=True)[0])
 
         def process(source: Path) -> float:
             nonlocal peak_rss
@@ -79,7 +79,7 @@ def run(report: Callable[[str, float, str], None]) -> None:
             {
                 "single": single,
                 "multi": per_output,
-                "bare": lambda: bare(ffmpeg_args(info, full, fresh("bare"))[0]),
+                "bare": lambda: bare(transcode_graph(info, mkv, full, fresh("bare"))[0]),
                 "process": lambda: process(mkv),
                 "remux": lambda: process(web),
             }

@@ -14,13 +14,14 @@ from PIL import Image, ImageStat
 
 from media.processors import ffmpeg
 from media.processors.base import (
+    DecodeBudgetExceeded,
     MediaTooLarge,
     ProcessingError,
     ProcessingTimeout,
     StepLog,
     UnsupportedMedia,
 )
-from media.processors.video import LADDER, VideoInfo, VideoProcessor, plan_renditions
+from media.processors.video import LADDER, VideoInfo, VideoProcessor, check_limits, plan_renditions
 
 FFMPEG = ["ffmpeg", "-hide_banner", "-v", "error", "-y"]
 TESTSRC = "testsrc2=size={size}:rate=25:duration={d}"
@@ -260,7 +261,8 @@ def test_timeout_kills_ffmpeg_and_removes_partial_outputs(clips, tmp_path, setti
     with pytest.raises(ProcessingTimeout) as excinfo:
         VideoProcessor().process(source=clips["hd"], workdir=tmp_path, steps=steps)
 
-    assert excinfo.value.retryable is True
+    # Issue 9 row 5: a time-budget overrun is not retried (the budget already scales with the length).
+    assert excinfo.value.retryable is False
     assert ffmpeg_children(tmp_path) == []
     assert not [p for p in tmp_path.iterdir() if p.suffix in (".mp4", ".jpg")]
     assert steps.as_list()[-1]["status"] == "failed"
@@ -340,3 +342,47 @@ def test_only_the_top_rendition_of_a_web_ready_source_is_a_remux():
 
 def test_processing_error_is_the_base_of_every_refusal():
     assert issubclass(UnsupportedMedia, ProcessingError) and issubclass(ProcessingTimeout, ProcessingError)
+
+
+# --- Issue 9 row 5: the decoded-pixel budget, from the probe, before any decode -------------------
+
+
+def test_a_phone_video_passes_the_decoded_pixel_budget_and_4k60_for_two_hours_does_not():
+    check_limits(_info(1920, 1080, fps=30.0, duration=600.0))  # 1080p30, 10 minutes
+    check_limits(_info(1080, 1920, fps=60.0, duration=1800.0))  # portrait 1080p60, 30 minutes
+
+    with pytest.raises(DecodeBudgetExceeded) as exc:
+        check_limits(_info(3840, 2160, fps=60.0, duration=7200.0))
+    assert exc.value.retryable is False and exc.value.code == "decode_budget_exceeded"
+    assert str(exc.value).startswith("Video is 3840x2160 at 60 fps for 2h: 3,583 gigapixels to decode")
+
+
+def test_the_stated_frame_count_and_a_missing_frame_rate_count_against_the_budget(settings):
+    settings.MEDIA_MAX_VIDEO_DECODED_PIXELS = 1920 * 1080 * 300
+    check_limits(_info(1920, 1080, fps=30.0, duration=10.0))
+    with pytest.raises(DecodeBudgetExceeded):  # the container says 301 frames
+        check_limits(_info(1920, 1080, fps=30.0, duration=10.0, frames=301))
+    with pytest.raises(DecodeBudgetExceeded):  # no frame rate: assume the 60 fps we accept
+        check_limits(_info(1920, 1080, fps=None, duration=10.0))
+
+
+def test_a_video_over_the_budget_is_refused_before_ffmpeg_decodes_it(clips, tmp_path, settings):
+    settings.MEDIA_MAX_VIDEO_DECODED_PIXELS = 1280 * 720 * 25 * 2  # hd.mkv is 3 s of 720p25
+    steps = StepLog()
+    with pytest.raises(DecodeBudgetExceeded, match="Video is 1280x720 at 25 fps for 3s"):
+        VideoProcessor().process(source=clips["hd"], workdir=tmp_path, steps=steps)
+    assert [s["name"] for s in steps.as_list()] == ["probe"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_variant_names_are_declared_once_beside_the_image_specs():
+    from media.processors import image_specs as specs
+
+    assert tuple(rung.name for rung in LADDER) == specs.VIDEO_RENDITIONS
+    video = set(specs.VIDEO_RENDITIONS)
+    assert set(specs.VIDEO_REVIEW_PREFERENCE) == set(specs.VIDEO_DISPLAY_PREFERENCE) == video
+    names = {spec.name for spec in specs.IMAGE_VARIANTS}
+    assert names == set(specs.IMAGE_REVIEW_PREFERENCE) == set(specs.IMAGE_DISPLAY_PREFERENCE)
+    assert set(specs.IMAGE_PREVIEW_PREFERENCE) <= names
+    assert {f.name for f in specs.JPEG_FALLBACKS} == {n + specs.JPEG_SUFFIX for n in names}
+    assert {f.fallback_for for f in specs.JPEG_FALLBACKS} == names
