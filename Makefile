@@ -7,15 +7,34 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE := config.settings
 
-.PHONY: run setup deps ffmpeg chromium test test-unit lint bench loadtest prod-up prod-down prod-manage clean
+.PHONY: run setup deps lock ffmpeg chromium test test-unit lint bench loadtest prod-up prod-down prod-manage clean
 
+# requirements/dev.txt pins every package (pip itself too) with its hashes: a fresh machine installs
+# exactly what CI tested, and nothing unpinned or altered.
 $(VENV)/.deps: requirements/base.txt requirements/prod.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
 	@touch $@
 
 deps: $(VENV)/.deps
+
+# Recompile the hashed requirements/*.txt from the human lists requirements/*.in (after editing a .in,
+# or after a merge that touched them). Existing pins are kept unless a .in asks for another version;
+# `make lock UPGRADE=1` upgrades everything the .in files allow. dev.txt is resolved first and then
+# constrains prod.txt and base.txt, so each layer pins the versions CI tested. A .txt left with merge
+# conflict markers is reset to our side first (pip-compile then re-adds what the merged .in files ask).
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade)
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/pip-compile || $(PY) -m pip install --quiet "$$(grep -E '^pip-tools==' requirements/dev.in)"
+	@for f in requirements/{dev,prod,base}.txt; do \
+		if grep -qE '^(<<<<<<<|=======|>>>>>>>)' $$f 2>/dev/null; then \
+			echo "lock: $$f has merge conflict markers: starting from our side"; \
+			git checkout --ours -- $$f 2>/dev/null || rm -f $$f; fi; done
+	$(PIP_COMPILE) -o requirements/dev.txt requirements/dev.in
+	$(PIP_COMPILE) -c requirements/dev.txt -o requirements/prod.txt requirements/prod.in
+	$(PIP_COMPILE) -c requirements/prod.txt -o requirements/base.txt requirements/base.in
 
 # Debian's ffmpeg, installed when missing and we may (root, or passwordless sudo).
 ffmpeg:
