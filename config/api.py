@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
@@ -13,52 +12,13 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser as DRFJSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.errors import ServiceError
+from config.parsers import JSONParser, JSONTooDeep  # noqa: F401 (the API's parser, re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-class JSONTooDeep(exceptions.ParseError):
-    default_detail = "The JSON body is nested too deeply."
-    default_code = "json_too_deep"
-
-
-class JSONParser(DRFJSONParser):
-    """DRF's JSON parser with a nesting limit (``JSON_MAX_DEPTH``): deeper bodies are 400
-    ``json_too_deep`` instead of a ``RecursionError`` (a 500) in the parser or in code that walks the
-    data later. Python's json module recurses once per level and fails near the interpreter's limit
-    (about 1000 levels), so a body too deep even to parse is refused the same way."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            data = super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise JSONTooDeep() from None
-        limit = settings.JSON_MAX_DEPTH
-        if json_depth(data) > limit:
-            raise JSONTooDeep(f"The JSON body is nested more than {limit} levels deep.")
-        return data
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of parsed JSON (a scalar is 0, ``[]`` and ``{}`` are 1), without recursion."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        depth += 1
-        deepest = max(deepest, depth)
-        stack.extend((child, depth) for child in children)
-    return deepest
 
 
 _DRF_CODES = {

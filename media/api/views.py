@@ -19,8 +19,9 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from config.api import JSONParser, error_body, error_responses
+from config.api import error_body, error_responses
 from config.errors import FileTooLarge, NotFound, ServiceError
+from config.parsers import JSONParser
 from content.services import can_view_post, is_owner_or_staff
 from media import services, storage
 from media.api.serializers import (
