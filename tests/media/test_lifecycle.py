@@ -8,10 +8,11 @@ import pytest
 from PIL import Image
 
 from content.models import Post
+from media import pipeline, processing
+from media.middleware import JobContext
 from media.models import Media, ProcessingStatus, ProcessorRun
 from media.processors.base import ProcessorResult, StepLog
 from media.tasks import process_image_media
-from media.tasks.runner import _claim, _complete, run_media
 from tests.conftest import client_for, queued
 from tests.factories import PostFactory, UserFactory
 from tests.media.helpers import jpeg_bytes, upload_file
@@ -89,14 +90,17 @@ def test_stale_attempt_never_overwrites_newer_one(broker, settings):
     post = PostFactory(author=user, type="image", body="")
     media = _attach(user, post)
     broker.flush_all()
-    old = _claim(media["id"], "image")
+    old = processing.claim(media["id"], "image")
     # The old attempt hangs; the sweep declares it stuck and a newer attempt finishes the job.
     Media.objects.filter(pk=media["id"]).update(processing_status="pending", attempt_token=None)
-    run_media(media["id"], kind="image")
+    pipeline.run(media["id"], kind="image")
     newer = Media.objects.get(pk=media["id"])
     assert newer.processing_status == "ready"
     # Now the old attempt wakes up with a result of its own: it must change nothing.
-    _complete(old, ProcessorResult(width=1, height=1, metadata={"late": True}), StepLog())
+    assert (
+        processing.complete(old, ProcessorResult(width=1, height=1, metadata={"late": True}), {}, StepLog())
+        is False
+    )
     after = Media.objects.get(pk=media["id"])
     assert (after.width, after.variants, "late" in after.metadata) == (newer.width, newer.variants, False)
     assert ProcessorRun.objects.get(pk=old.run.pk).result == "skipped"
@@ -129,7 +133,7 @@ def test_poison_media_is_failed_after_max_claims(broker, settings):
     media = _attach(user, post)
     # Two earlier claims died with their worker (SIGKILL): the row says processing, long ago.
     Media.objects.filter(pk=media["id"]).update(processing_status="pending", attempts=2)
-    run_media(media["id"], kind="image")
+    pipeline.run(media["id"], kind="image")
     row = Media.objects.get(pk=media["id"])
     assert row.processing_status == "failed" and "2 times" in row.processing_error
     assert ProcessorRun.objects.get(media=row).error_class == "AttemptsExhausted"
@@ -197,43 +201,44 @@ def test_expired_url_is_refused(broker, worker, settings):
     assert r.status_code == 403 and r.json()["code"] == "invalid_signature"
 
 
-def _as_message(message_id: str):
-    from dramatiq import Message
-    from dramatiq.middleware import CurrentMessage
+def _as_message(broker, message_id: str):
+    """Run what follows as a worker would process message ``message_id`` (the JobContext middleware
+    tells the claim which message it serves)."""
+    from contextlib import contextmanager
 
-    msg = Message(
-        queue_name="media.image",
-        actor_name="process_image_media",
-        args=(),
-        kwargs={},
-        options={},
-        message_id=message_id,
-    )
-    return CurrentMessage._MESSAGE.set(msg)
+    from dramatiq import Message
+
+    @contextmanager
+    def delivered():
+        msg = Message(
+            queue_name="media.image",
+            actor_name="process_image_media",
+            args=(),
+            kwargs={},
+            options={},
+            message_id=message_id,
+        )
+        middleware = JobContext()
+        middleware.before_process_message(broker, msg)
+        try:
+            yield
+        finally:
+            middleware.after_process_message(broker, msg)
+
+    return delivered()
 
 
 def test_redelivered_message_takes_over_but_duplicate_is_skipped(broker):
-    from dramatiq.middleware import CurrentMessage
-
     user = UserFactory()
     post = PostFactory(author=user, type="image", body="")
     media = _attach(user, post)
-    token = _as_message("msg-1")
-    try:
-        first = _claim(media["id"], "image")  # this attempt's worker will "die"
+    with _as_message(broker, "msg-1"):
+        first = processing.claim(media["id"], "image")  # this attempt's worker will "die"
         assert first is not None
-    finally:
-        CurrentMessage._MESSAGE.reset(token)
-    token = _as_message("msg-2")  # a duplicate message while msg-1 is being processed
-    try:
-        assert _claim(media["id"], "image") is None
-    finally:
-        CurrentMessage._MESSAGE.reset(token)
-    token = _as_message("msg-1")  # Redis redelivers msg-1: its worker is dead
-    try:
-        second = _claim(media["id"], "image")
-    finally:
-        CurrentMessage._MESSAGE.reset(token)
+    with _as_message(broker, "msg-2"):  # a duplicate message while msg-1 is being processed
+        assert processing.claim(media["id"], "image") is None
+    with _as_message(broker, "msg-1"):  # Redis redelivers msg-1: its worker is dead
+        second = processing.claim(media["id"], "image")
     assert second is not None and second.run.attempt == 2
     assert ProcessorRun.objects.get(pk=first.run.pk).error_class == "WorkerLost"  # same message id
     assert Media.objects.get(pk=media["id"]).attempts == 2
