@@ -1,6 +1,7 @@
 """The media lifecycle with a real Dramatiq worker over the StubBroker (committed rows)."""
 
 import io
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -11,7 +12,8 @@ from content.models import Post
 from media import pipeline, processing
 from media.middleware import JobContext
 from media.models import Media, ProcessingStatus, ProcessorRun
-from media.processors.base import ProcessorResult, StepLog
+from media.processors.base import MediaTooLarge, ProcessorResult, StepLog
+from media.processors.image import ImageProcessor
 from media.tasks import process_image_media
 from tests.conftest import client_for, queued
 from tests.factories import PostFactory, UserFactory
@@ -242,3 +244,136 @@ def test_redelivered_message_takes_over_but_duplicate_is_skipped(broker):
     assert second is not None and second.run.attempt == 2
     assert ProcessorRun.objects.get(pk=first.run.pk).error_class == "WorkerLost"  # same message id
     assert Media.objects.get(pk=media["id"]).attempts == 2
+
+
+# --- per-user fairness, overruns, heartbeats (issue 9 rows 5 and 10) ---------------------------------
+
+GATE = threading.Event()
+GATED_WIDTH = 801  # images of this width wait for GATE: a deterministic "slow" job
+
+
+class GatedImageProcessor(ImageProcessor):
+    """The real image processor, except that images ``GATED_WIDTH`` wide first wait for ``GATE``
+    (in short sleeps, so that Dramatiq's time limit can interrupt them)."""
+
+    def process(self, *, source, workdir, steps):
+        with Image.open(source) as im:
+            gated = im.size[0] == GATED_WIDTH
+        deadline = time.monotonic() + 30
+        while gated and not GATE.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().process(source=source, workdir=workdir, steps=steps)
+
+
+@pytest.fixture
+def gated_images(monkeypatch):
+    from media import processors
+
+    GATE.clear()
+    monkeypatch.setitem(processors.PROCESSOR_PATHS, "image", "tests.media.test_lifecycle.GatedImageProcessor")
+    yield GATE
+    GATE.set()
+
+
+def _wait(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_one_account_cannot_hold_every_worker_thread(broker, worker, settings, gated_images):
+    """Three slow images of account A and one of B on a 2-thread worker: B's is processed while
+    A's wait their turn, and waiting used none of A's attempts."""
+    settings.MEDIA_MAX_CONCURRENT_PER_USER = 1
+    settings.MEDIA_FAIRNESS_DELAY_MS = 100
+    a, b = UserFactory(), UserFactory()
+    slow = [
+        _attach(a, PostFactory(author=a, type="image", body=""), jpeg_bytes(GATED_WIDTH, 600))["id"]
+        for _ in range(3)
+    ]
+    fast = _attach(b, PostFactory(author=b, type="image", body=""), jpeg_bytes(640, 480))["id"]
+    assert _wait(lambda: Media.objects.get(pk=fast).processing_status == "ready"), "B's image waited for A's"
+    statuses = sorted(Media.objects.filter(pk__in=slow).values_list("processing_status", flat=True))
+    assert statuses == ["pending", "pending", "processing"]  # one of A's at a time
+    gated_images.set()
+    _drain(broker, worker)
+    rows = Media.objects.filter(pk__in=slow)
+    assert {(m.processing_status, m.attempts) for m in rows} == {("ready", 1)}
+    assert ProcessorRun.objects.filter(media__in=rows).count() == 3  # deferrals are not attempts
+
+
+def test_without_the_cap_one_account_fills_the_threads(broker, worker, settings, gated_images):
+    """The same load with the cap switched off (0): B's image waits behind A's. Shows the test above
+    measures the cap, not luck."""
+    settings.MEDIA_MAX_CONCURRENT_PER_USER = 0
+    a, b = UserFactory(), UserFactory()
+    for _ in range(2):
+        _attach(a, PostFactory(author=a, type="image", body=""), jpeg_bytes(GATED_WIDTH, 600))
+    fast = _attach(b, PostFactory(author=b, type="image", body=""), jpeg_bytes(640, 480))["id"]
+    assert not _wait(lambda: Media.objects.get(pk=fast).processing_status == "ready", timeout=2)
+    gated_images.set()
+    _drain(broker, worker)
+    assert Media.objects.get(pk=fast).processing_status == "ready"
+
+
+def test_time_limit_overrun_fails_at_once_without_retry(broker, worker, platform, gated_images):
+    from dramatiq.middleware import TimeLimit
+
+    # The dramatiq CLI starts TimeLimit's watchdog at process boot; this in-process worker has none.
+    watchdog = next(m for m in broker.middleware if isinstance(m, TimeLimit)).manager
+    if not watchdog.is_alive():
+        watchdog.start()
+    platform(processor_event_trigger_media_enabled=False)
+    user = UserFactory()
+    media = _attach(user, PostFactory(author=user, type="image", body=""), jpeg_bytes(GATED_WIDTH, 600))
+    process_image_media.send_with_options(args=(media["id"],), time_limit=1000)
+    assert _wait(lambda: Media.objects.get(pk=media["id"]).processing_status == "failed", timeout=15)
+    _drain(broker, worker)
+    row = Media.objects.get(pk=media["id"])
+    assert row.processing_status == "failed" and row.failed_permanently and row.attempts == 1
+    assert "longer than the 1 s limit" in row.processing_error
+    run = ProcessorRun.objects.get(media=row)  # one attempt: Dramatiq did not retry it
+    assert (run.result, run.error_class) == ("failed", "TimeLimitExceeded")
+    assert queued(broker, "media.image") == [] and not broker.dead_letters_by_queue["media.image"]
+
+
+class _RefusingProcessor(ImageProcessor):
+    def process(self, *, source, workdir, steps):
+        raise MediaTooLarge("Too much decoded work for one file.")
+
+
+def test_non_retryable_refusal_fails_once(broker, monkeypatch):
+    from media import processors
+
+    monkeypatch.setitem(processors.PROCESSOR_PATHS, "image", "tests.media.test_lifecycle._RefusingProcessor")
+    user = UserFactory()
+    media = _attach(user, PostFactory(author=user, type="image", body=""))
+    pipeline.run(media["id"], kind="image")  # returns: nothing for the broker to retry
+    row = Media.objects.get(pk=media["id"])
+    assert (row.processing_status, row.attempts, row.failed_permanently) == ("failed", 1, True)
+    assert row.processing_error == "Too much decoded work for one file."
+
+
+def test_progress_writes_a_rate_limited_heartbeat(broker, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    user = UserFactory()
+    media = _attach(user, PostFactory(author=user, type="image", body=""))
+    broker.flush_all()
+    claim = processing.claim(media["id"], "image")
+    old = timezone.now() - timedelta(minutes=10)
+    Media.objects.filter(pk=claim.media.pk).update(heartbeat_at=old)
+    settings.MEDIA_HEARTBEAT_SECONDS = 3600
+    write = processing.progress_writer(claim)
+    write([{"name": "decode", "status": "running"}])
+    assert Media.objects.get(pk=claim.media.pk).heartbeat_at == old  # not more often than asked
+    settings.MEDIA_HEARTBEAT_SECONDS = 0
+    write([{"name": "decode", "status": "running"}])
+    beat = Media.objects.get(pk=claim.media.pk).heartbeat_at
+    assert beat > timezone.now() - timedelta(seconds=5)
+    assert ProcessorRun.objects.get(pk=claim.run.pk).steps[0]["name"] == "decode"
