@@ -175,13 +175,19 @@ def _scratch_owner(path: Path) -> int | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs. A zombie (killed, not yet reaped by an init that may never reap it)
+    counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _processes_using(folder: Path) -> list[int]:

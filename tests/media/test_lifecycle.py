@@ -1,6 +1,8 @@
 """The media lifecycle with a real Dramatiq worker over the StubBroker (committed rows)."""
 
 import io
+import os
+import shutil
 import threading
 import time
 from urllib.parse import urlsplit
@@ -377,3 +379,31 @@ def test_progress_writes_a_rate_limited_heartbeat(broker, settings):
     beat = Media.objects.get(pk=claim.media.pk).heartbeat_at
     assert beat > timezone.now() - timedelta(seconds=5)
     assert ProcessorRun.objects.get(pk=claim.run.pk).steps[0]["name"] == "decode"
+
+
+def test_reaper_kills_processes_left_in_a_dead_workers_scratch_folder(tmp_path):
+    """Issue 9 row 6: an ffmpeg whose worker was SIGKILLed keeps running (reparented to init). The
+    reaper kills whatever still works in a dead worker's scratch folder, then removes the folder."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a worker pid that no longer exists
+    scratch = Path(tempfile.mkdtemp(prefix=f"postflow-video-p{gone.pid}-"))
+    (scratch / "original.avi").write_bytes(b"x")
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", str(scratch / "original.avi")],
+        start_new_session=True,  # like ffmpeg: its own process group
+    )
+    mine = Path(tempfile.mkdtemp(prefix=f"postflow-video-p{os.getpid()}-"))  # a live worker's: kept
+    try:
+        killed, removed = pipeline.reap_orphans(force=True)
+        assert orphan.wait(timeout=10) == -9
+        assert (killed, removed) >= (1, 1) and not scratch.exists() and mine.exists()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(mine, ignore_errors=True)
