@@ -399,8 +399,11 @@ def test_reaper_kills_processes_left_in_a_dead_workers_scratch_folder(tmp_path):
     )
     mine = Path(tempfile.mkdtemp(prefix=f"postflow-video-p{os.getpid()}-"))  # a live worker's: kept
     try:
+        cmdline = Path(f"/proc/{orphan.pid}/cmdline")
+        assert _wait(lambda: str(scratch).encode() in cmdline.read_bytes(), timeout=10)
         killed, removed = pipeline.reap_orphans(force=True)
-        assert orphan.wait(timeout=10) == -9
+        _wait(lambda: orphan.poll() is not None, timeout=10)
+        assert orphan.poll() == -9, (killed, removed, scratch.exists(), pipeline._processes_using(scratch))
         assert (killed, removed) >= (1, 1) and not scratch.exists() and mine.exists()
     finally:
         if orphan.poll() is None:
