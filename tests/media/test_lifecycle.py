@@ -410,3 +410,73 @@ def test_reaper_kills_processes_left_in_a_dead_workers_scratch_folder(tmp_path):
             orphan.kill()
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(mine, ignore_errors=True)
+
+
+def test_services_and_sweep_never_import_the_actors():
+    """Issue 10: the cycle media.services -> media.tasks -> runner -> media.services is gone. Only
+    media.tasks imports the pipeline; services, processing and the sweep send actors by name."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for module in ("media/services.py", "media/processing.py", "media/sweep.py", "content/sweep.py"):
+        tree = ast.parse((root / module).read_text())
+        imported = {
+            node.module if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        named = {
+            f"{m}.{a.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for m in [node.module]
+            for a in node.names
+        }
+        bad = {
+            m
+            for m in imported | named
+            if m and (m.startswith("media.tasks") or m.startswith("media.pipeline"))
+        }
+        assert not bad, f"{module} imports {bad}"
+
+
+def test_media_driven_post_transitions_check_their_from_states(broker):
+    from config.errors import InvalidTransition
+    from content.services import post_media_attached, post_processing_started
+
+    user = UserFactory()
+    draft = PostFactory(author=user, type="image", body="")
+    media = _attach(user, draft)
+    Media.objects.filter(pk=media["id"]).update(processing_status="failed")
+    Post.objects.filter(pk=draft.pk).update(status="draft")
+    processing.retry(media_id=media["id"], actor=user)  # the retry puts the draft back in processing
+    assert Post.objects.get(pk=draft.pk).status == "processing"
+    published = PostFactory(author=user, published=True)
+    with pytest.raises(InvalidTransition):
+        post_processing_started(post_id=published.pk)
+    with pytest.raises(InvalidTransition):
+        post_media_attached(post_id=published.pk, is_primary=True, blocked=True)
+    assert Post.objects.get(pk=published.pk).blocked_media is False
+
+
+def test_worker_found_blocklisted_bytes_flag_the_post_column(broker, platform):
+    """Bytes sent straight to S3 are hashed in the worker: a blocklist hit sets Post.blocked_media
+    (a column), and publishing then quarantines the post."""
+    from moderation.models import BlockedMedia
+    from tests.media.helpers import sha256
+
+    platform(blocked_media_action="quarantine", moderation_mode="reactive_only")
+    user = UserFactory()
+    post = PostFactory(author=user, type="image", body="")
+    data = jpeg_bytes(40, 30, (1, 2, 3))
+    media = _attach(user, post, data)
+    broker.flush_all()
+    Media.objects.filter(pk=media["id"]).update(sha256="")  # as if it came through a presigned POST
+    BlockedMedia.objects.create(sha256=sha256(data))
+    pipeline.run(media["id"], kind="image")
+    assert Post.objects.get(pk=post.pk).blocked_media is True
+    assert "blocked_media" not in Post.objects.get(pk=post.pk).metadata
+    r = client_for(user).post(f"/api/v1/content/posts/{post.pk}/publish")
+    assert r.status_code in (200, 202) and r.json()["status"] == "quarantined", r.content
