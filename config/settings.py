@@ -236,6 +236,8 @@ _dramatiq_middleware = [
     "dramatiq.middleware.Retries",
     "dramatiq.middleware.CurrentMessage",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
+    # Every job's message id, duration and peak memory; reaps dead workers' leftovers at boot.
+    "media.middleware.JobContext",
 ]
 if REDIS_URL and env_bool("DRAMATIQ_PROMETHEUS", False):
     _dramatiq_middleware.insert(0, "dramatiq.middleware.prometheus.Prometheus")
@@ -360,8 +362,14 @@ MEDIA_MAX_PER_POST = env_int("MEDIA_MAX_PER_POST", 10)
 MEDIA_USER_QUOTA_BYTES = env_int("MEDIA_USER_QUOTA_BYTES", 5 * 1024 * MB)
 MEDIA_MAX_ATTEMPTS = env_int("MEDIA_MAX_ATTEMPTS", 3)
 MEDIA_STUCK_MINUTES = env_int("MEDIA_STUCK_MINUTES", 30)
-# Fault suite only: a worker that claims media with one of these sha256s kills itself (like an OOM kill).
-POSTFLOW_FAULT_KILL_SHA256 = env_list("POSTFLOW_FAULT_KILL_SHA256", "")
+# A processing attempt writes Media.heartbeat_at at most this often while it reports progress...
+MEDIA_HEARTBEAT_SECONDS = env_int("MEDIA_HEARTBEAT_SECONDS", 5)
+# ...and one that beat within this long is alive: never "stuck", whatever --stuck-minutes says.
+MEDIA_HEARTBEAT_STALE_SECONDS = env_int("MEDIA_HEARTBEAT_STALE_SECONDS", 12 * MEDIA_HEARTBEAT_SECONDS)
+# Per-user fairness: at most this many media of one owner processed at once per kind (queue);
+# a message over the cap comes back after MEDIA_FAIRNESS_DELAY_MS without using an attempt. 0: no cap.
+MEDIA_MAX_CONCURRENT_PER_USER = env_int("MEDIA_MAX_CONCURRENT_PER_USER", 1)
+MEDIA_FAIRNESS_DELAY_MS = env_int("MEDIA_FAIRNESS_DELAY_MS", 1000)
 MEDIA_RETENTION_DAYS = env_int("MEDIA_RETENTION_DAYS", 30)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
 IMAGE_JPEG_FALLBACK = env_bool("IMAGE_JPEG_FALLBACK", False)

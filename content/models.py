@@ -56,6 +56,10 @@ class Post(models.Model):
     link_url = models.URLField(max_length=2000, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     publish_requested = models.BooleanField(default=False)
+    blocked_media = models.BooleanField(
+        default=False,
+        help_text="An attached file is on the moderators' blocklist: publishing sends it to quarantine.",
+    )
     # Bumped by every edit and every publish: an AI verdict computed for an older revision is stale.
     revision = models.PositiveIntegerField(default=1)
     rejection_reason = models.TextField(blank=True, default="")

@@ -40,7 +40,7 @@ def can_view_post(post: Post, user: AbstractBaseUser | None) -> bool:
 
 def _with_relations(qs: QuerySet[Post]) -> QuerySet[Post]:
     return qs.select_related("author", "poll").prefetch_related(
-        Prefetch("media", queryset=Media.objects.filter(detached_at__isnull=True)),
+        Prefetch("media", queryset=Media.objects.attached()),
         "poll__options",
     )
 

@@ -202,7 +202,7 @@ def post_delete(*, post_id: UUID | str, actor: AbstractBaseUser) -> None:
 def _live_media(post: Post) -> list[Media]:
     """Every attached medium, primary or not: nothing of a post goes public before it was processed
     (and so verified and shown to the prescreen)."""
-    return list(Media.objects.filter(post=post, detached_at__isnull=True))
+    return list(Media.objects.attached().filter(post=post))
 
 
 @transaction.atomic
@@ -251,7 +251,7 @@ def _submit(post: Post) -> Post:
     now = timezone.now()
     post.publish_requested = False
     post.revision += 1
-    if post.metadata.get("blocked_media"):
+    if post.blocked_media:
         # Bytes a moderator already rejected: straight to quarantine, a human looks again.
         post.status = PostStatus.QUARANTINED
         post.moderation_state = ModerationState.FLAGGED
@@ -314,6 +314,83 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
         post.metadata = {**post.metadata, "publish_error": "A media file failed processing."}
     post.save(update_fields=["status", "publish_requested", "metadata", "updated_at"])
     return post
+
+
+# --- media-driven transitions ----------------------------------------------------------------------
+# Media never writes Post: media.services and media.processing call these. Each locks the post with
+# post_lock, checks the allowed from-states and saves only the fields it changes.
+
+MEDIA_EDITABLE_STATUSES = (PostStatus.DRAFT, PostStatus.PROCESSING)
+
+
+@transaction.atomic
+def post_media_attached(*, post_id: UUID | str, is_primary: bool, blocked: bool) -> Post:
+    """A medium was attached to the post. A primary medium puts a draft into ``processing`` (it
+    cannot be published before the file is processed); ``blocked`` (the bytes are on the moderators'
+    blocklist) sets ``blocked_media``, which sends the post to quarantine when it is published.
+
+    Allowed from ``draft`` and ``processing``; else ``InvalidTransition``. NotFound if deleted.
+    """
+    post = post_lock(post_id=post_id)
+    _require_status(post, MEDIA_EDITABLE_STATUSES, "attach media to")
+    fields = []
+    if blocked and not post.blocked_media:
+        post.blocked_media = True
+        fields.append("blocked_media")
+    if is_primary and post.status == PostStatus.DRAFT:
+        post.status = PostStatus.PROCESSING
+        fields.append("status")
+    if fields:
+        post.save(update_fields=[*fields, "updated_at"])
+    return post
+
+
+@transaction.atomic
+def post_media_detached(*, post_id: UUID | str, blocked_remaining: bool) -> Post:
+    """A medium was detached. ``blocked_remaining`` says whether another attached file is still on
+    the blocklist; if not, the flag goes with the file. The post may now leave ``processing``: it is
+    settled after commit. Allowed from ``draft`` and ``processing``; else ``InvalidTransition``."""
+    post = post_lock(post_id=post_id)
+    _require_status(post, MEDIA_EDITABLE_STATUSES, "remove media from")
+    if post.blocked_media and not blocked_remaining:
+        post.blocked_media = False
+        post.save(update_fields=["blocked_media", "updated_at"])
+    post_pk = post.pk
+    transaction.on_commit(lambda: post_media_settled(post_id=post_pk))
+    return post
+
+
+@transaction.atomic
+def post_processing_started(*, post_id: UUID | str) -> Post:
+    """A medium of the post is queued again (an explicit retry): a draft goes back to ``processing``
+    so that it is not published before the file is. Allowed from ``draft`` and ``processing`` (then a
+    no-op); else ``InvalidTransition``."""
+    post = post_lock(post_id=post_id)
+    _require_status(post, MEDIA_EDITABLE_STATUSES, "process media of")
+    if post.status == PostStatus.DRAFT:
+        post.status = PostStatus.PROCESSING
+        post.save(update_fields=["status", "updated_at"])
+    return post
+
+
+@transaction.atomic
+def post_media_blocked(*, post_id: UUID | str) -> Post | None:
+    """The worker found an attached file on the moderators' blocklist (files sent straight to S3 are
+    hashed only there): set ``blocked_media``. Returns None when the post was deleted meanwhile.
+    Allowed from ``draft`` and ``processing`` (media is only processed then); else
+    ``InvalidTransition``."""
+    try:
+        post = post_lock(post_id=post_id)
+    except NotFound:
+        return None
+    _require_status(post, MEDIA_EDITABLE_STATUSES, "block media of")
+    if not post.blocked_media:
+        post.blocked_media = True
+        post.save(update_fields=["blocked_media", "updated_at"])
+    return post
+
+
+# --- end of media-driven transitions -------------------------------------------------------------
 
 
 # --- polls ---------------------------------------------------------------------------------------------

@@ -56,6 +56,25 @@ class Upload(models.Model):
         return f"upload {self.id} ({self.state})"
 
 
+class MediaQuerySet(models.QuerySet):
+    """The media filters every app needs, declared once."""
+
+    def attached(self) -> MediaQuerySet:
+        """Media still attached to its post (never detached). The post may be deleted: moderators
+        and the purge still see a deleted post's media; use ``live()`` for what its owner acts on."""
+        return self.filter(detached_at__isnull=True)
+
+    def live(self) -> MediaQuerySet:
+        """Attached media whose post (if it has one) is not deleted."""
+        return self.attached().filter(post__deleted_at__isnull=True)
+
+    def unfinished(self) -> MediaQuerySet:
+        """Attached media a worker has yet to finish (``pending`` or ``processing``)."""
+        return self.attached().filter(
+            processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.PROCESSING]
+        )
+
+
 class Media(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     post = models.ForeignKey(
@@ -101,6 +120,11 @@ class Media(models.Model):
         help_text="The file itself was refused (a retry gives the same answer): the sweep skips it.",
     )
     processing_started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Last sign of life of the attempt that owns the row (written while it works).",
+    )
     processed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -115,6 +139,8 @@ class Media(models.Model):
     stale_keys = models.JSONField(
         default=list, blank=True, help_text="Old keys of a rotation whose objects are still to be deleted."
     )
+
+    objects = MediaQuerySet.as_manager()
 
     class Meta:
         ordering = ["position", "created_at"]

@@ -34,10 +34,9 @@ from config.errors import (
     ValidationFailed,
 )
 from content.models import Post, PostStatus, PostType
-from content.services import post_lock, post_media_settled
-from media import storage
-from media.models import Media, MediaKind, ProcessingStatus, Upload, UploadState
-from media.processors import has_processor
+from content.services import post_lock, post_media_attached, post_media_detached
+from media import processing, storage
+from media.models import Media, MediaKind, Upload, UploadState
 from media.sniff import Sniffed, sniff
 
 logger = logging.getLogger(__name__)
@@ -303,7 +302,7 @@ def _sniff_or_refuse(head: bytes, post: Post) -> Sniffed:
 def _check_attach_allowed(post: Post, kind: str, is_primary: bool) -> None:
     if post.status not in ATTACHABLE_STATUSES:
         raise InvalidTransition(f"Media can only be attached to a draft; this post is {post.status}.")
-    live = Media.objects.filter(post=post, detached_at__isnull=True)
+    live = Media.objects.attached().filter(post=post)
     if live.count() >= settings.MEDIA_MAX_PER_POST:
         raise ValidationFailed(
             f"A post can have at most {settings.MEDIA_MAX_PER_POST} media.", code="too_many_media"
@@ -422,14 +421,8 @@ def _media_create(
             sha256=sha,
             metadata={**({"blocked_media": True} if quarantine else {}), **extra_metadata},
         )
-        if quarantine:
-            post.metadata = {**post.metadata, "blocked_media": True}
-        if is_primary and post.status == PostStatus.DRAFT:
-            post.status = PostStatus.PROCESSING
-        live = Media.objects.filter(post=post, detached_at__isnull=True).count()
-        post.metadata = {**post.metadata, "media_count": live}
-        post.save(update_fields=["status", "metadata", "updated_at"])
-        media_dispatch(media)
+        post_media_attached(post_id=post.pk, is_primary=is_primary, blocked=quarantine)
+        processing.dispatch(media)
     except BaseException:
         # The bytes were stored before the row: without the row they belong to nothing.
         storage.delete(key)
@@ -444,96 +437,21 @@ def media_detach(*, post_id: UUID | str, media_id: UUID | str, actor: AbstractBa
     if post.status not in ATTACHABLE_STATUSES:
         raise InvalidTransition(f"Media can only be removed from a draft; this post is {post.status}.")
     try:
-        media = Media.objects.select_for_update().get(pk=media_id, post=post, detached_at__isnull=True)
+        media = Media.objects.attached().select_for_update().get(pk=media_id, post=post)
     except (Media.DoesNotExist, ValueError):
         raise NotFound("Media not found.") from None
     media.detached_at = timezone.now()
     media.save(update_fields=["detached_at", "updated_at"])
-    live = Media.objects.filter(post=post, detached_at__isnull=True)
-    metadata = {**post.metadata, "media_count": live.count()}
-    if not any(m.get("blocked_media") for m in live.values_list("metadata", flat=True)):
-        metadata.pop("blocked_media", None)  # the blocklisted file is gone from the post
-    post.metadata = metadata
-    post.save(update_fields=["metadata", "updated_at"])
-    transaction.on_commit(lambda: post_media_settled(post_id=post.pk))
+    blocked_remaining = any(
+        m.get("blocked_media")
+        for m in Media.objects.attached().filter(post=post).values_list("metadata", flat=True)
+    )
+    post_media_detached(post_id=post.pk, blocked_remaining=blocked_remaining)
 
 
 # --- lifecycle ---------------------------------------------------------------------------------------------
 
 
-def media_dispatch(media: Media) -> None:
-    """Queue processing after commit, or mark ready at once when processing is switched off."""
-    from moderation.platform import get_platform_settings
-
-    ps = get_platform_settings()
-    if not ps.post_processing_enabled and media.sha256:
-        media.processing_status = ProcessingStatus.READY
-        media.processed_at = timezone.now()
-        media.metadata = {**media.metadata, "bypass": True, "bypass_reason": "post_processing_enabled is off"}
-        media.save(update_fields=["processing_status", "processed_at", "metadata", "updated_at"])
-        if media.post_id:
-            post_id = media.post_id
-            transaction.on_commit(lambda: post_media_settled(post_id=post_id))
-        return
-    if not ps.processor_event_trigger_media_enabled:
-        return  # the sweep picks it up
-    media_send_on_commit(media)
-
-
-def media_send_on_commit(media: Media) -> None:
-    from media.tasks import actor_for_kind
-
-    if not has_processor(media.kind):
-        return
-    actor = actor_for_kind(media.kind)
-    media_id = str(media.pk)
-    transaction.on_commit(lambda: _send_safely(actor, media_id))
-
-
-def _send_safely(actor, media_id: str) -> None:
-    """The row is committed; if the broker is down, the media stays ``pending`` and the sweep sends
-    it later. Nothing is lost and the request still succeeds."""
-    try:
-        actor.send(media_id)
-    except Exception as exc:
-        logger.warning(
-            "could not queue %s for media %s (the sweep will retry): %s", actor.actor_name, media_id, exc
-        )
-
-
-@transaction.atomic
 def media_retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
-    try:
-        media = (
-            Media.objects.select_for_update(of=("self",))
-            .select_related("post")
-            .get(pk=media_id, detached_at__isnull=True, post__deleted_at__isnull=True)
-        )
-    except (Media.DoesNotExist, ValueError):
-        raise NotFound("Media not found.") from None
-    if media.owner_id != actor.pk and not actor.is_staff:
-        raise NotFound("Media not found.")
-    if media.processing_status != ProcessingStatus.FAILED:
-        raise InvalidTransition(f"Only failed media can be retried; this one is {media.processing_status}.")
-    if media.post and media.post.status not in ATTACHABLE_STATUSES:
-        raise InvalidTransition(f"Media of a {media.post.status} post cannot be retried; unpublish it first.")
-    media.processing_status = ProcessingStatus.PENDING
-    media.processing_error = ""
-    media.attempts = 0  # an explicit retry grants a fresh set of attempts
-    media.failed_permanently = False
-    media.attempt_token = None
-    media.save(
-        update_fields=[
-            "processing_status",
-            "processing_error",
-            "attempts",
-            "attempt_token",
-            "failed_permanently",
-            "updated_at",
-        ]
-    )
-    post = media.post
-    if post and media.is_primary and post.status == PostStatus.DRAFT:
-        Post.objects.filter(pk=post.pk, status=PostStatus.DRAFT).update(status=PostStatus.PROCESSING)
-    media_dispatch(media)
-    return media
+    """Retry failed media (see ``media.processing.retry``, which owns every status change)."""
+    return processing.retry(media_id=media_id, actor=actor)

@@ -392,9 +392,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
 
     def _media_items(self, post: Post, request) -> list[dict]:
         items = []
-        for media in post.media.filter(detached_at__isnull=True).order_by(
-            "-is_primary", "position", "created_at"
-        ):
+        for media in post.media.attached().order_by("-is_primary", "position", "created_at"):
             item = {
                 "media": media,
                 "admin_url": reverse("admin:media_media_change", args=[media.pk]),

@@ -37,14 +37,14 @@ def build_input(post: Post, workdir: Path) -> ReviewInput:
     if hasattr(post, "poll"):
         text += "\n" + post.poll.question + "\n" + "\n".join(o.text for o in post.poll.options.all())
     item = ReviewInput(text=text, hints={"post_id": str(post.pk)})
-    unfinished = Media.objects.filter(post=post, detached_at__isnull=True).exclude(
-        processing_status=ProcessingStatus.READY
-    )
+    unfinished = Media.objects.attached().filter(post=post).exclude(processing_status=ProcessingStatus.READY)
     if unfinished.exists():  # never judge a post by part of its media (fail closed: retried, then a human)
         raise ProviderError(f"{unfinished.count()} media of this post are not processed yet")
-    media = Media.objects.filter(
-        post=post, detached_at__isnull=True, processing_status=ProcessingStatus.READY
-    ).exclude(kind=MediaKind.TRANSCRIPT)
+    media = (
+        Media.objects.attached()
+        .filter(post=post, processing_status=ProcessingStatus.READY)
+        .exclude(kind=MediaKind.TRANSCRIPT)
+    )
     for m in media:
         if m.kind in (MediaKind.IMAGE, MediaKind.THUMBNAIL):
             # The still variants show frame 1 only; an animation is screened from its original, which

@@ -62,9 +62,11 @@ def with_review_annotations(qs: QuerySet[Post]) -> QuerySet[Post]:
     the subqueries then run for those rows only."""
     latest_scored = _latest_scored_review()
     latest_any = AiReview.objects.filter(post=OuterRef("pk")).order_by("-created_at", "-pk")
-    preview_media = Media.objects.filter(
-        detached_at__isnull=True, is_primary=True, kind__in=[MediaKind.IMAGE, MediaKind.VIDEO]
-    ).only("id", "post_id", "owner_id", "kind", "variants", "position", "created_at")
+    preview_media = (
+        Media.objects.attached()
+        .filter(is_primary=True, kind__in=[MediaKind.IMAGE, MediaKind.VIDEO])
+        .only("id", "post_id", "owner_id", "kind", "variants", "position", "created_at")
+    )
     return (
         qs.select_related("author", "claim__moderator")
         .annotate(

@@ -13,9 +13,10 @@ from django.utils import timezone
 from config.errors import InvalidTransition, MediaFailed
 from content import services as content_services
 from content.models import Post
+from content.sweep import sweep_stuck_posts
 from media.models import Media
 from media.services import media_detach, safe_filename
-from media.sweep import sweep_candidates, sweep_stuck_posts
+from media.sweep import sweep_candidates
 from moderation import services as moderation_services
 from moderation.models import AiReview, BlockedMedia
 from tests.conftest import client_for, queued
@@ -193,10 +194,10 @@ def test_detaching_the_blocklisted_file_clears_the_flag(user, platform, django_c
             )
             .json()
         )
-    assert Post.objects.get(pk=post.pk).metadata.get("blocked_media") is True
+    assert Post.objects.get(pk=post.pk).blocked_media is True
     with django_capture_on_commit_callbacks(execute=True):
         media_detach(post_id=post.pk, media_id=media["id"], actor=user)
-    assert "blocked_media" not in Post.objects.get(pk=post.pk).metadata
+    assert Post.objects.get(pk=post.pk).blocked_media is False
 
 
 def test_filenames_are_made_safe_for_headers():

@@ -134,6 +134,8 @@ class PostSerializer(serializers.ModelSerializer):
     def get_metadata(self, post: Post) -> dict:
         data = dict(post.metadata or {})
         data["media_count"] = sum(1 for m in post.media.all() if m.detached_at is None)
+        if post.blocked_media:
+            data["blocked_media"] = True  # a column since issue 10; the API still shows it here
         request = self.context.get("request")
         user = getattr(request, "user", None)
         if not is_owner_or_staff(user, post.author_id):

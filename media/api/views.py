@@ -200,7 +200,7 @@ class DetachView(APIView):
 
 
 def _visible_media(request, media_id) -> Media:
-    media = Media.objects.select_related("post").filter(pk=media_id, detached_at__isnull=True).first()
+    media = Media.objects.attached().select_related("post").filter(pk=media_id).first()
     if media is None or media.post is None or not can_view_post(media.post, request.user):
         raise NotFound("Media not found.")
     return media
@@ -261,7 +261,7 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         return JsonResponse(
             error_body("invalid_signature", "This media URL is invalid or has expired."), status=403
         )
-    media = Media.objects.select_related("post").filter(pk=signed.media_id, detached_at__isnull=True).first()
+    media = Media.objects.attached().select_related("post").filter(pk=signed.media_id).first()
     if media is None or media.post is None or media.post.deleted_at is not None or media.purged_at:
         raise Http404
     if not storage.key_belongs_to(signed.key, user_id=media.owner_id, media_id=media.pk):

@@ -1,11 +1,11 @@
 import dramatiq
 from django.conf import settings
 
-from media.tasks.runner import run_media
+from media import pipeline, processing
 
 
 @dramatiq.actor(
-    actor_name="process_image_media",
+    actor_name=processing.actor_name("image"),
     queue_name="media.image",
     max_retries=max(settings.MEDIA_MAX_ATTEMPTS - 1, 0),
     min_backoff=2_000,
@@ -13,4 +13,4 @@ from media.tasks.runner import run_media
     time_limit=300000,
 )
 def process_image_media(media_id: str) -> None:
-    run_media(media_id, kind="image")
+    pipeline.run(media_id, kind="image")

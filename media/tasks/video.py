@@ -1,11 +1,11 @@
 import dramatiq
 from django.conf import settings
 
-from media.tasks.runner import run_media
+from media import pipeline, processing
 
 
 @dramatiq.actor(
-    actor_name="process_video_media",
+    actor_name=processing.actor_name("video"),
     queue_name="media.video",
     max_retries=max(settings.MEDIA_MAX_ATTEMPTS - 1, 0),
     min_backoff=2_000,
@@ -14,4 +14,4 @@ from media.tasks.runner import run_media
     time_limit=int((settings.VIDEO_MAX_DURATION_SECONDS * settings.VIDEO_TIMEOUT_FACTOR + 600) * 1000),
 )
 def process_video_media(media_id: str) -> None:
-    run_media(media_id, kind="video")
+    pipeline.run(media_id, kind="video")

@@ -20,6 +20,15 @@ import psycopg
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+# Workers started with these settings load the fault-injection middleware (test code only).
+FAULT_SETTINGS = "tests.integration.fault_settings"
+
+
+def fault_env(**values: str) -> dict:
+    """Environment for a worker with fault injection: ``fault_env(POSTFLOW_FAULT_KILL_SHA256=sha)``."""
+    return {"DJANGO_SETTINGS_MODULE": FAULT_SETTINGS, **values}
+
+
 PG_ADMIN_URL = os.environ.get("POSTFLOW_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
@@ -328,6 +337,18 @@ class Stack:
             return current == status
 
         wait_for(done, timeout=timeout, what=f"media {media_id} {status}")
+
+    def worker_pids(self) -> set[int]:
+        """Pids of every live process of the worker pools (the dramatiq parent and its workers)."""
+        pgids = {os.getpgid(w.proc.pid) for w in self.workers if w.alive}
+        pids = set()
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                if os.getpgid(int(entry.name)) in pgids:
+                    pids.add(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+        return pids
 
     def worker_logs(self) -> str:
         return "\n".join(w.log() for w in self.workers)

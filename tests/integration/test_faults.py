@@ -9,13 +9,14 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
-from tests.integration.stack import ROOT, wait_for
+from tests.integration.stack import ROOT, fault_env, wait_for
 from tests.integration.test_system import create_post, jpeg_with_gps, make_video
 from tests.moderation.fake_hive import Reply
 
@@ -85,6 +86,83 @@ def test_worker_killed_mid_transcode_heals_through_the_sweep(stack, tmp_path, s3
     assert leftovers == []  # the new worker reaped the dead one's scratch folder
 
 
+def _ffmpeg_pids(scratch_marker: str) -> set[int]:
+    """Running (not zombie) processes whose command line names a scratch folder matching the marker."""
+    found = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and "ffmpeg" in cmdline and scratch_marker in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def test_killed_worker_leaves_no_ffmpeg_running(stack, tmp_path):
+    """Issue 9 row 6: kill -9 the video worker's process group mid-transcode, as the README's
+    healing demo does. Its ffmpeg (its own process group) must not run on beside the retry: it dies
+    with its worker (PR_SET_PDEATHSIG in processors/ffmpeg.py) or, at the latest, when the next
+    worker boots and reaps the dead worker's scratch folder."""
+    s = stack.session()
+    post_id = create_post(s, "video")
+    data = make_video(
+        tmp_path / "long.avi", seconds=40, size="1280x720", codec="mpeg4", container_args=("-q:v", "5")
+    )
+    media_id = attach(s, post_id, "long.avi", data, "video/x-msvideo")
+
+    def transcoding():
+        steps = stack.sql("SELECT steps FROM media_processorrun WHERE media_id = %s", media_id)
+        return steps and any(st["name"] == "transcode" and st["status"] == "running" for st in steps[0][0])
+
+    wait_for(transcoding, timeout=60, what="transcode under way")
+    worker_pids = stack.worker_pids()
+    markers = [f"postflow-video-p{pid}-" for pid in worker_pids]
+    ours = wait_for(
+        lambda: set().union(*(_ffmpeg_pids(m) for m in markers)), timeout=30, what="the job's ffmpeg"
+    )
+    stack.kill_workers()  # SIGKILL the worker's process group; ffmpeg runs in a group of its own
+    stack.start_worker()  # boots, finds the dead worker's scratch folder, kills what works in it
+    wait_for(
+        lambda: not set().union(*(_ffmpeg_pids(m) for m in markers)) & ours,
+        timeout=5,  # not left to finish its transcode: killed at once
+        what="the dead worker's ffmpeg to be gone",
+    )
+    assert not [p for m in markers for p in Path("/tmp").glob(m + "*")]  # scratch folders removed
+    stack.wait_media(media_id, timeout=240)  # and the job still heals
+
+
+def test_heavy_media_of_one_account_do_not_hold_back_another(stack):
+    """Issue 9 row 5 (starvation): four slow images of account A on a 2-thread image worker; a normal
+    JPEG of account B is processed while A's wait their turn (per-user fairness)."""
+    a, b = stack.session(), stack.session()
+    slow = [jpeg_with_gps(300 + i, 200) for i in range(4)]
+    env = fault_env(
+        POSTFLOW_FAULT_SLOW_SHA256=",".join(hashlib.sha256(d).hexdigest() for d in slow),
+        POSTFLOW_FAULT_SLOW_SECONDS="12",
+    )
+    stack.kill_workers()
+    stack.start_worker(threads=2, env=env)
+    try:
+        heavy = [attach(a, create_post(a, "image"), f"{i}.jpg", d, "image/jpeg") for i, d in enumerate(slow)]
+        wait_for(lambda: "processing" in map(stack.media_status, heavy), timeout=30, what="A's first job")
+        started = time.monotonic()
+        normal = attach(b, create_post(b, "image"), "b.jpg", jpeg_with_gps(320, 240), "image/jpeg")
+        stack.wait_media(normal, timeout=30)
+        waited = time.monotonic() - started
+        still = [stack.media_status(m) for m in heavy]
+        assert waited < 10, f"B's JPEG waited {waited:.1f} s behind A's heavy media"
+        assert still.count("ready") <= 1 and still.count("processing") <= 1, still
+        for media_id in heavy:
+            stack.wait_media(media_id, timeout=180)
+        attempts = stack.sql("SELECT attempts FROM media_media WHERE id = ANY(%s::uuid[])", heavy)
+        assert {row[0] for row in attempts} == {1}  # waiting for a slot used no attempt
+    finally:
+        stack.kill_workers()
+        stack.start_worker()
+
+
 def test_broker_down_at_commit_loses_nothing(stack):
     s = stack.session()
     post_id = create_post(s, "image")
@@ -137,7 +215,7 @@ def test_poison_file_fails_after_max_attempts_and_others_flow(stack):
     poison = jpeg_with_gps(320, 240)
     sha = hashlib.sha256(poison).hexdigest()
     stack.kill_workers()
-    env = {"POSTFLOW_FAULT_KILL_SHA256": sha}
+    env = fault_env(POSTFLOW_FAULT_KILL_SHA256=sha)
     stack.start_worker(env=env)
     stack.supervise(env=env)
     try:

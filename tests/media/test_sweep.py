@@ -151,3 +151,46 @@ def test_sweep_query_can_use_its_partial_index(rows):
         cur.execute("EXPLAIN " + sql, params)
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "media_sweep_idx" in plan, plan
+
+
+def test_stuck_minutes_zero_spares_a_job_that_heartbeats(db, broker, django_capture_on_commit_callbacks):
+    """Issue 9 row 10: ``--stuck-minutes 0`` re-queued healthy jobs. A processing row whose attempt
+    heart-beat recently is alive however old the row is; one whose heartbeat went stale is stuck."""
+    now = timezone.now()
+    alive = MediaFactory(processing_status="processing", attempts=1)
+    dead = MediaFactory(processing_status="processing", attempts=1)
+    Media.objects.filter(pk=alive.pk).update(
+        updated_at=now - timedelta(minutes=10), heartbeat_at=now - timedelta(seconds=5)
+    )
+    Media.objects.filter(pk=dead.pk).update(
+        updated_at=now - timedelta(minutes=10), heartbeat_at=now - timedelta(minutes=5)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        out = _sweep("--stuck-minutes", "0", "--statuses", "pending")
+    assert str(dead.pk) in out and str(alive.pk) not in out
+    assert [m.args[0] for m in queued(broker, "media.image")] == [str(dead.pk)]
+    assert Media.objects.get(pk=alive.pk).processing_status == "processing"
+    assert Media.objects.get(pk=dead.pk).processing_status == "pending"
+
+
+def test_a_fresh_claim_is_not_stuck_even_at_zero_minutes(db, broker, settings):
+    settings.MEDIA_HEARTBEAT_STALE_SECONDS = 60
+    just_claimed = MediaFactory(processing_status="processing", attempts=1)
+    Media.objects.filter(pk=just_claimed.pk).update(
+        updated_at=timezone.now() - timedelta(seconds=20), heartbeat_at=timezone.now() - timedelta(seconds=20)
+    )
+
+    def stuck():
+        return list(
+            sweep_candidates(
+                statuses=["pending"],
+                stuck_minutes=0,
+                kinds=None,
+                include_exhausted=False,
+                pending_grace_minutes=5,
+            ).values_list("pk", flat=True)
+        )
+
+    assert stuck() == []
+    settings.MEDIA_HEARTBEAT_STALE_SECONDS = 10
+    assert stuck() == [just_claimed.pk]

@@ -11,9 +11,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from django.core.management.base import BaseCommand, CommandError
 
+from content.sweep import sweep_stuck_posts
 from media.locks import LockHeld
 from media.revocation import media_revoke_overdue
-from media.sweep import sweep_pending_media, sweep_stuck_posts
+from media.sweep import sweep_pending_media
 from moderation.platform import get_platform_settings
 
 logger = logging.getLogger("postflow.scheduler")

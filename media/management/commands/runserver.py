@@ -11,11 +11,12 @@ from config.broker import is_embedded, start_embedded_worker
 def recover_embedded_work(out) -> None:
     """The in-memory broker died with the previous process: whatever was queued or running then is
     pending or stuck now. Re-queue it (nothing else runs work in the embedded runtime)."""
+    from content.sweep import sweep_stuck_posts
     from media.locks import LockHeld
-    from media.sweep import sweep_pending_media, sweep_stuck_posts
+    from media.sweep import sweep_pending_media
 
     try:
-        report = sweep_pending_media(stuck_minutes=0, pending_grace_minutes=0)
+        report = sweep_pending_media(stuck_minutes=0, pending_grace_minutes=0, trust_heartbeats=False)
         posts = sweep_stuck_posts(grace_minutes=0)
     except LockHeld:
         return

@@ -2,9 +2,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from config.broker import drain_embedded, is_embedded
+from content.sweep import sweep_stuck_posts
 from media.locks import LockHeld
 from media.models import MediaKind, ProcessingStatus
-from media.sweep import sweep_pending_media, sweep_stuck_posts
+from media.sweep import sweep_pending_media
 
 
 def _csv(value: str) -> list[str]:

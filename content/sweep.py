@@ -1,0 +1,56 @@
+"""The post side of the safety net: posts whose follow-up message was lost. Called by
+``sweep_pending_media`` (and the scheduler, and the embedded runtime at start) after the media sweep;
+each post it finds goes through the same transition a message would have driven."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from content.models import ModerationState, Post, PostStatus
+from content.services import post_media_settled
+from media.models import Media
+
+
+@dataclass
+class PostSweepReport:
+    settled: list[str] = field(default_factory=list)
+    reviews_queued: list[str] = field(default_factory=list)
+
+
+def sweep_stuck_posts(
+    *, dry_run: bool = False, grace_minutes: float = 5, limit: int = 1000
+) -> PostSweepReport:
+    """Find posts older than ``grace_minutes`` that are ``processing`` although none of their media
+    is unfinished (the settle step failed), and posts waiting for an AI review that was never
+    queued. Settle the first, queue the review of the second (unless ``dry_run``); at most ``limit``
+    of each. Returns their ids."""
+    from moderation.models import AiReview
+    from moderation.services import send_ai_review  # moderation builds on content
+
+    report = PostSweepReport()
+    cutoff = timezone.now() - timedelta(minutes=grace_minutes)
+    unfinished = Media.objects.unfinished().filter(post=models.OuterRef("pk"))
+    stuck = Post.objects.filter(
+        status=PostStatus.PROCESSING, deleted_at__isnull=True, updated_at__lt=cutoff
+    ).filter(~models.Exists(unfinished))
+    for post_id in stuck.values_list("pk", flat=True)[:limit]:
+        report.settled.append(str(post_id))
+        if not dry_run:
+            post_media_settled(post_id=post_id)
+    reviewed = AiReview.objects.filter(post=models.OuterRef("pk"), post_revision=models.OuterRef("revision"))
+    waiting = Post.objects.filter(
+        status=PostStatus.PENDING_REVIEW,
+        moderation_state=ModerationState.UNDER_REVIEW,
+        deleted_at__isnull=True,
+        submitted_at__lt=cutoff,
+    ).filter(~models.Exists(reviewed))
+    for post in waiting[:limit]:
+        report.reviews_queued.append(str(post.pk))
+        if not dry_run:
+            with transaction.atomic():
+                send_ai_review(post)
+    return report
