@@ -407,6 +407,11 @@ AI_MAX_RETRIES = env_int("AI_MAX_RETRIES", 3)
 HIVE_API_KEY = env("HIVE_API_KEY")
 HIVE_API_URL = env("HIVE_API_URL", "https://api.thehive.ai/api/v2/task/sync")
 HIVE_TIMEOUT_SECONDS = env_float("HIVE_TIMEOUT_SECONDS", 20.0)
+HIVE_TEXT_API_KEY = env("HIVE_TEXT_API_KEY") or None  # a separate key for Hive's text model, if any
+HIVE_MAX_ATTEMPTS = env_int("HIVE_MAX_ATTEMPTS", 3)
+HIVE_BACKOFF_SECONDS = env_float("HIVE_BACKOFF_SECONDS", 0.5)
+HIVE_MAX_RETRY_WAIT_SECONDS = env_float("HIVE_MAX_RETRY_WAIT_SECONDS", 30.0)
+HIVE_TOTAL_BUDGET_SECONDS = env_float("HIVE_TOTAL_BUDGET_SECONDS", 120.0)
 AI_STUB_SCORE = env_float("AI_STUB_SCORE", 0.0)
 if AI_PROVIDER and "stub" in AI_PROVIDER.split(",") and not DEBUG and not TESTING:
     raise ImproperlyConfigured("AI_PROVIDER=stub is for tests only; it cannot run with DEBUG off.")
