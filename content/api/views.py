@@ -44,6 +44,9 @@ def _post_out(post_id, request) -> dict:
     return PostSerializer(post, context={"request": request}).data
 
 
+_E415 = "A body that is not JSON, multipart or a form (`unsupported_request_type`)."
+
+
 class RegisterView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
@@ -52,7 +55,7 @@ class RegisterView(APIView):
 
     @extend_schema(
         request=RegisterSerializer,
-        responses={201: RegisteredSerializer, **error_responses(400, 429)},
+        responses={201: RegisteredSerializer, **error_responses(400, 415, 429, e415=_E415)},
         tags=["auth"],
         summary="Create a creator account",
     )
@@ -86,7 +89,9 @@ class TokenView(APIView):
             200: TokenSerializer,
             **error_responses(
                 400,
+                415,
                 429,
+                e415=_E415,
                 e400="Wrong username or password (`invalid_credentials`).",
                 e429="Too many requests (`throttled`), or too many failed logins for this account or "
                 "address (`login_locked`, even with the right password); see `Retry-After`.",
