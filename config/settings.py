@@ -224,6 +224,12 @@ STORAGES = {
 MEDIA_URL_TTL_SECONDS = env_int("MEDIA_URL_TTL_SECONDS", 3600)
 MEDIA_PUBLIC_BASE_URL = env("MEDIA_PUBLIC_BASE_URL")
 UPLOAD_URL_TTL_SECONDS = env_int("UPLOAD_URL_TTL_SECONDS", 3600)
+# Resumable uploads (DESIGN.md §8): required above UPLOAD_SINGLE_MAX_BYTES; parts of
+# UPLOAD_PART_SIZE_BYTES (at least 5 MiB on S3, which refuses smaller non-final parts); an unfinished
+# upload is aborted by purge_media once UPLOAD_RESUMABLE_TTL_SECONDS have passed.
+UPLOAD_SINGLE_MAX_BYTES = env_int("UPLOAD_SINGLE_MAX_BYTES", 64 * 1024 * 1024)
+UPLOAD_PART_SIZE_BYTES = env_int("UPLOAD_PART_SIZE_BYTES", 16 * 1024 * 1024)
+UPLOAD_RESUMABLE_TTL_SECONDS = env_int("UPLOAD_RESUMABLE_TTL_SECONDS", 24 * 3600)
 
 # --- Broker (Dramatiq) ----------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL")

@@ -150,6 +150,7 @@ def _store_outputs(claim: processing.Claim, result: ProcessorResult, steps: Step
                 "height": variant.height,
                 "mime_type": variant.mime_type,
                 "size_bytes": variant.size_bytes,
+                "sha256": storage.file_sha256(variant.path),
                 **variant.extra,
             }
         s.output = {"stored": sorted(variants)}

@@ -437,6 +437,7 @@ def _create_derived(parent: Media, extra) -> None:
                 "height": v.height,
                 "mime_type": v.mime_type,
                 "size_bytes": v.size_bytes,
+                "sha256": storage.file_sha256(v.path),
             }
     Media.objects.filter(parent=parent, kind=extra.kind).delete()
     Media.objects.create(

@@ -64,6 +64,8 @@ class Scene:
     option_id: int
     intruder_upload: Upload  # the intruder's own, ready to attach
     file_url: str = ""  # the signed URL of the media's bytes, as issued to the owner
+    hls_url: str = ""  # the signed HLS master playlist URL, as issued to the owner
+    segment_url: str = ""  # a segment under the same signed prefix
 
 
 def make_scene(owner, intruder, status: str) -> Scene:
@@ -72,6 +74,12 @@ def make_scene(owner, intruder, status: str) -> Scene:
     media.original_key = f"media/{owner.pk}/{media.pk}/original.jpg"
     media.save(update_fields=["original_key"])
     storage.save(media.original_key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    # An HLS tree as the video processor lays it out (variants.hls.key = …/hls/master.m3u8).
+    hls_key = f"media/{owner.pk}/{media.pk}/hls/master.m3u8"
+    storage.save(hls_key, io.BytesIO(b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n360p/index.m3u8\n"), None)
+    storage.save(f"media/{owner.pk}/{media.pk}/hls/360p/seg_001.m4s", io.BytesIO(b"\0" * 64), None)
+    media.variants = {"hls": {"key": hls_key, "mime_type": "application/vnd.apple.mpegurl"}}
+    media.save(update_fields=["variants"])
     poll = PollFactory(post__author=owner, post__status=status)
     scene = Scene(
         owner=owner,
@@ -85,6 +93,9 @@ def make_scene(owner, intruder, status: str) -> Scene:
     assert r.status_code == 200, r.content
     parts = urlsplit(r.json()["original_url"])
     scene.file_url = parts.path
+    scene.hls_url = urlsplit(r.json()["variants"]["hls"]["url"]).path
+    assert scene.hls_url.startswith("/m/h/") and scene.hls_url.endswith("/master.m3u8")
+    scene.segment_url = scene.hls_url.replace("/master.m3u8", "/360p/seg_001.m4s")
     return scene
 
 
@@ -130,6 +141,10 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
     "media-detail": [Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}", read=True)],
     "media-retry": [Probe("POST", lambda s: f"/api/v1/content/media/{s.media.pk}/retry")],
     "media-file": [Probe("GET", lambda s: s.file_url, read=True)],
+    "media-tree": [
+        Probe("GET", lambda s: s.hls_url, read=True),
+        Probe("GET", lambda s: s.segment_url, read=True),
+    ],
 }
 
 # Endpoints that take no post or media id; each has its own test here, named below.
@@ -140,6 +155,10 @@ OTHER_PROBES: dict[str, str] = {
     "my-posts": "test_lists_never_show_hidden_posts_of_others",
     "upload-create": "test_uploads_need_a_user_and_the_upload_target_needs_its_signature",
     "upload-data": "test_uploads_need_a_user_and_the_upload_target_needs_its_signature",
+    "upload-detail": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
+    "upload-parts": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
+    "upload-part-data": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
+    "upload-complete": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
     "schema": "test_schema_and_docs_are_public",
     "docs": "test_schema_and_docs_are_public",
 }
@@ -388,6 +407,39 @@ def test_uploads_need_a_user_and_the_upload_target_needs_its_signature(user, oth
             r = c.generic("PUT", path, b"x" * 10, content_type="image/jpeg")
             assert (r.status_code, r.json()["code"]) == (403, "invalid_signature")
     assert Upload.objects.get(pk=theirs["upload_id"]).state == UploadState.PENDING
+
+
+def test_resumable_uploads_are_their_owners_and_parts_need_their_signature(user, other_user):
+    body = {"filename": "a.jpg", "content_type": "image/jpeg", "size": 1000, "resumable": True}
+    r = client_for().post("/api/v1/content/uploads", body, format="json")
+    assert (r.status_code, r.json()["code"]) == (401, "not_authenticated")
+    mine = client_for(user).post("/api/v1/content/uploads", body, format="json").json()
+    theirs = client_for(other_user).post("/api/v1/content/uploads", body, format="json").json()
+    base = f"/api/v1/content/uploads/{theirs['upload_id']}"
+    calls = [
+        ("get", base, None),
+        ("delete", base, None),
+        ("post", f"{base}/parts", {"part_numbers": [1]}),
+        ("post", f"{base}/complete", {"parts": [{"part_number": 1, "etag": "x"}]}),
+    ]
+    for method, path, data in calls:
+        r = getattr(client_for(user), method)(path, data, format="json")
+        assert (r.status_code, r.json()["code"]) == (404, "not_found"), path
+        r = getattr(client_for(), method)(path, data, format="json")
+        assert r.status_code == 401, path
+    # my part signature does not open their part, and no credential replaces a signature
+    url = (
+        client_for(user)
+        .post(f"/api/v1/content/uploads/{mine['upload_id']}/parts", {"part_numbers": [1]}, format="json")
+        .json()["parts"][0]["url"]
+    )
+    query = urlsplit(url).query
+    their_part = f"{base}/parts/1/data"
+    for c in (client_for(user), client_for(other_user), client_for()):
+        for path in (f"{their_part}?{query}", their_part):
+            r = c.generic("PUT", path, b"x" * 10, content_type="")
+            assert (r.status_code, r.json()["code"]) == (403, "invalid_signature")
+    assert Upload.objects.get(pk=theirs["upload_id"]).parts == {}
 
 
 def test_schema_and_docs_are_public():
