@@ -222,3 +222,24 @@ def test_video_poster_and_sampled_frames_are_hashed(tmp_path):
     assert [h.source for h in hashes] == ["frame@0.5", "frame@1.5", "frame@2.5", "frame@3.5"]
     assert all(len(h.hex) == 64 and h.quality > 50 for h in hashes)
     assert len({h.hex for h in hashes}) == 4  # testsrc2 moves: four different pictures
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_hashes_a_videos_poster_and_frames(broker, platform, tmp_path):
+    platform(moderation_mode="reactive_only")
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-v", "error", "-y", "-f", "lavfi", "-i"]
+        + ["testsrc2=size=640x360:rate=25:duration=3", "-pix_fmt", "yuv420p", "-c:v", "libx264", str(clip)],
+        check=True,
+    )
+    user = UserFactory()
+    post = PostFactory(author=user, type="video", body="")
+    media_id = _attach(user, post, clip.read_bytes(), name="clip.mp4")
+    broker.flush_all()
+    pipeline.run(media_id, kind="video")
+    row = Media.objects.get(pk=media_id)
+    assert row.processing_status == ProcessingStatus.READY, row.processing_error
+    sources = [h["source"] for h in row.pdq_hashes]
+    assert sources[0] == "poster" and sources[1:] == ["frame@0.4", "frame@1.1", "frame@1.9", "frame@2.6"]
+    assert all(len(h["hash"]) == 64 and h["quality"] > 50 for h in row.pdq_hashes)
