@@ -401,6 +401,15 @@ FFPROBE_TIMEOUT_SECONDS = env_int("FFPROBE_TIMEOUT_SECONDS", 30)
 FFMPEG_BINARY = env("FFMPEG_BINARY", "ffmpeg")
 FFPROBE_BINARY = env("FFPROBE_BINARY", "ffprobe")
 
+# --- Perceptual-hash blocklist (Meta's PDQ; media/processors/pdq.py) ------------------------------
+# A medium whose PDQ hash is within this Hamming distance of a blocked one is blocked like an exact
+# sha256 match (31 is Meta's published threshold). Hashes below PDQ_MIN_QUALITY (flat, blank
+# pictures) are stored but never matched; PDQ_VIDEO_FRAMES frames per video are hashed besides its poster.
+PDQ_MATCH_DISTANCE = env_int("PDQ_MATCH_DISTANCE", 31)
+PDQ_MIN_QUALITY = env_int("PDQ_MIN_QUALITY", 50)
+PDQ_VIDEO_FRAMES = env_int("PDQ_VIDEO_FRAMES", 4)
+PDQ_FRAME_TIMEOUT_SECONDS = env_float("PDQ_FRAME_TIMEOUT_SECONDS", 60.0)
+
 # --- AI prescreen ------------------------------------------------------------------------------------
 AI_VIDEO_FRAMES = env_int("AI_VIDEO_FRAMES", 8)
 AI_FRAME_TIMEOUT_SECONDS = env_float("AI_FRAME_TIMEOUT_SECONDS", 120.0)

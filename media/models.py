@@ -122,6 +122,12 @@ class Media(models.Model):
         default=dict, blank=True
     )  # name -> {key, width, height, mime_type, size_bytes}
     metadata = models.JSONField(default=dict, blank=True)
+    pdq_hashes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="PDQ perceptual hashes of the processed picture, or a video's poster and sampled "
+        "frames: [{hash (64 hex), quality (0-100), source}] (media/processors/pdq.py).",
+    )
     # Attempts are counted here, not only in the broker: a file that kills its worker is redelivered
     # with the same retry count, so the runner gives up after MEDIA_MAX_ATTEMPTS claims.
     attempts = models.PositiveIntegerField(default=0)

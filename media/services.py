@@ -143,17 +143,36 @@ def _check_quota(user: AbstractBaseUser, extra: int) -> None:
         )
 
 
-def blocklist_check(sha256: str) -> bool:
+def blocklist_check(sha256: str, *, pdq_hashes: list[dict] | None = None) -> bool:
     """True when the bytes are on the moderators' blocklist and the platform quarantines them;
-    raises when it refuses them."""
-    from moderation.models import BlockedMedia, BlockedMediaAction
+    raises ``BlockedMedia`` (451 ``blocked_media``) when it refuses them. On the blocklist means an
+    exact ``sha256`` match, or one of ``pdq_hashes`` (``Media.pdq_hashes`` entries, computed by the
+    worker) within ``PDQ_MATCH_DISTANCE`` of a blocked PDQ hash (``moderation.blocklist.match``)."""
+    from moderation.models import BlockedMedia
+
+    exact = bool(sha256) and BlockedMedia.objects.filter(sha256=sha256).exists()
+    if not exact and not (pdq_hashes and pdq_blocklist_match(pdq_hashes)):
+        return False
+    return blocked_media_quarantines()
+
+
+def blocked_media_quarantines() -> bool:
+    """What happens to a medium found on the blocklist: True when the platform quarantines it (the
+    post goes to review); raises ``BlockedMedia`` when it refuses it (``blocked_media_action``)."""
+    from moderation.models import BlockedMediaAction
     from moderation.platform import get_platform_settings
 
-    if not sha256 or not BlockedMedia.objects.filter(sha256=sha256).exists():
-        return False
     if get_platform_settings().blocked_media_action == BlockedMediaAction.REFUSE:
         raise BlockedMediaError()
     return True
+
+
+def pdq_blocklist_match(pdq_hashes: list[dict]):
+    """The blocked PDQ hash one of ``pdq_hashes`` is near (``moderation.blocklist.PdqBlockMatch``:
+    blocked_id, hash, source, distance), or None."""
+    from moderation import blocklist
+
+    return blocklist.match(pdq_hashes)
 
 
 # --- direct uploads ------------------------------------------------------------------------------------

@@ -683,3 +683,35 @@ class PlatformSettingsAdmin(admin.ModelAdmin):
             reason="Platform settings changed",
             details={f: str(form.cleaned_data.get(f)) for f in form.changed_data},
         )
+
+
+# --- the pipeline dashboard (kept apart from the queue: a view on the admin site itself) -------------------
+
+DASHBOARD_PERMISSION = "media.view_processorrun"  # operators' run logs; the Moderators group has it
+
+
+def pipeline_dashboard_view(request: HttpRequest) -> HttpResponse:
+    """Charts of throughput, latency, failures, queue depth, AI bands and decision latency
+    (``moderation.dashboard``). Staff with ``media.view_processorrun`` (superusers, Moderators)."""
+    from moderation import dashboard
+
+    if not request.user.has_perm(DASHBOARD_PERMISSION):
+        raise PermissionDenied
+    context = {
+        **admin.site.each_context(request),
+        "title": "Pipeline dashboard",
+        "subtitle": None,
+        "charts": dashboard.all_charts(),
+    }
+    return TemplateResponse(request, "admin/pipeline_dashboard.html", context)
+
+
+_site_get_urls = admin.site.get_urls
+
+
+def _site_urls():
+    own = [path("pipeline/", admin.site.admin_view(pipeline_dashboard_view), name="pipeline_dashboard")]
+    return own + _site_get_urls()
+
+
+admin.site.get_urls = _site_urls

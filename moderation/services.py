@@ -23,6 +23,7 @@ from content.locks import post_lock
 from content.models import ModerationState, Post, PostStatus
 from media.models import Media
 from moderation import policy
+from moderation.blocklist import matchable
 from moderation.models import (
     AiReview,
     BlockedMedia,
@@ -281,14 +282,34 @@ def post_reject(
     post.save(
         update_fields=["status", "moderation_state", "rejection_reason", "publish_requested", "updated_at"]
     )
-    for sha in set(Media.objects.filter(post=post).exclude(sha256="").values_list("sha256", flat=True)):
-        BlockedMedia.objects.get_or_create(
-            sha256=sha,
-            defaults={"reason": reason or "Rejected post", "source_post": post, "added_by": moderator},
-        )
+    _block_post_media(post, moderator, reason)
     _record(post, moderator, ModerationAction.REJECT, reason, before)
     send_on_commit("media_revoke_post_urls", str(post.pk))
     return post
+
+
+def _block_post_media(post: Post, moderator: AbstractBaseUser, reason: str) -> None:
+    """Put every file of ``post`` on the blocklist: its sha256 and its PDQ hashes good enough to
+    match (``moderation.blocklist.matchable``), so re-encoded or resized copies are blocked too."""
+    hashes_by_sha: dict[str, list[str]] = {}
+    for sha, pdq_hashes in (
+        Media.objects.filter(post=post).exclude(sha256="").values_list("sha256", "pdq_hashes")
+    ):
+        hashes = hashes_by_sha.setdefault(sha, [])
+        hashes += [h["hash"] for h in matchable(pdq_hashes) if h["hash"] not in hashes]
+    for sha, hashes in hashes_by_sha.items():
+        blocked, created = BlockedMedia.objects.get_or_create(
+            sha256=sha,
+            defaults={
+                "reason": reason or "Rejected post",
+                "source_post": post,
+                "added_by": moderator,
+                "pdq_hashes": hashes,
+            },
+        )
+        if not created and set(hashes) - set(blocked.pdq_hashes):
+            blocked.pdq_hashes = [*blocked.pdq_hashes, *(h for h in hashes if h not in blocked.pdq_hashes)]
+            blocked.save(update_fields=["pdq_hashes", "updated_at"])
 
 
 @transaction.atomic

@@ -119,6 +119,9 @@ class MediaSerializer(serializers.ModelSerializer):
     def to_representation(self, media: Media) -> dict:
         data = super().to_representation(media)
         meta = dict(data.get("metadata") or {})
+        # Which blocked hash matched, and how closely, is for moderators only: an uploader could
+        # otherwise tune a copy until it slips under PDQ_MATCH_DISTANCE.
+        meta.pop("blocked_match", None)
         if not _viewer_is_owner(media, self.context.get("request")):
             meta.pop("blocked_media", None)
         data["metadata"] = meta
