@@ -322,7 +322,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {"RevisionStatusEnum": "content.models.RevisionStatus"},
 }
 # JSON bodies nested deeper than this are refused with 400 `json_too_deep` (no endpoint needs more
 # than a few levels; deep nesting would otherwise exhaust the interpreter's recursion limit).

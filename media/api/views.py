@@ -22,7 +22,8 @@ from rest_framework.views import APIView
 from config.api import error_body, error_responses
 from config.errors import FileTooLarge, NotFound, ServiceError
 from config.parsers import JSONParser
-from content.services import can_view_post, is_owner_or_staff
+from content.selectors import can_view_media, media_in_public_revision
+from content.services import is_owner_or_staff
 from media import services, storage
 from media.api.serializers import (
     AttachSerializer,
@@ -201,7 +202,7 @@ class DetachView(APIView):
 
 def _visible_media(request, media_id) -> Media:
     media = Media.objects.attached().select_related("post").filter(pk=media_id).first()
-    if media is None or media.post is None or not can_view_post(media.post, request.user):
+    if media is None or not can_view_media(media, request.user):
         raise NotFound("Media not found.")
     return media
 
@@ -269,7 +270,9 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
     if signed.key not in _media_keys(media):
         raise Http404  # a key of an older generation (rotated since) or of nothing at all
     is_original = signed.key == media.original_key
-    if media.post.status != "published" or is_original:
+    # Media of an edit still waiting for the prescreen is as private as a draft's (DESIGN.md §9).
+    public = media.post.status == "published" and not is_original and media_in_public_revision(media)
+    if not public:
         user = _request_user(request)
         if not is_owner_or_staff(user, media.owner_id):
             raise Http404
@@ -285,7 +288,6 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         as_attachment=False, filename=signed.filename
     )
     response["X-Content-Type-Options"] = "nosniff"
-    public = media.post.status == "published" and not is_original
     # Short public caching: a post quarantined later stops being served within minutes.
     response["Cache-Control"] = "public, max-age=300" if public else "private, no-store"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
