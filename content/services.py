@@ -302,9 +302,10 @@ def _draft_items(post: Post) -> list[tuple[UUID, str]]:
     return [(m.pk, getattr(m, "description", "") or "") for m in media]
 
 
-def _ensure_public_revision(post: Post) -> PostRevision:
+def _ensure_public_revision(post: Post, *, exclude: Iterable[UUID | str] = ()) -> PostRevision:
     """The public revision of a published post; posts published before revisions existed get one
-    recorded from their columns and attached media (cleared, public since ``published_at``)."""
+    recorded from their columns and attached media but ``exclude`` (media being attached by this
+    edit), cleared, public since ``published_at``."""
     if post.public_revision_id:
         return post.public_revision
     post.revision += 1
@@ -319,7 +320,9 @@ def _ensure_public_revision(post: Post) -> PostRevision:
     )
     PostRevisionMedia.objects.bulk_create(
         PostRevisionMedia(revision=revision, media_id=media_id, position=i, description=text)
-        for i, (media_id, text) in enumerate(_draft_items(post))
+        for i, (media_id, text) in enumerate(
+            item for item in _draft_items(post) if str(item[0]) not in {str(e) for e in exclude}
+        )
     )
     post.public_revision = revision
     post.save(update_fields=["revision", "public_revision", "updated_at"])
@@ -441,7 +444,8 @@ def post_edit(
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValidationFailed(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
-    public = _ensure_public_revision(post)
+    attach_media_ids = list(attach_media_ids)
+    public = _ensure_public_revision(post, exclude=attach_media_ids)
     base = post.pending_revision if post.pending_revision_id else public
     content = {**_revision_content(base), **changes}
     _validate_content(type=post.type, poll=None, **{k: content[k] for k in ("title", "body", "link_url")})

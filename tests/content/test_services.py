@@ -292,7 +292,9 @@ def test_transitions_write_only_the_columns_they_change(user, platform):
     with CaptureQueriesContext(connection) as ctx:
         services.post_publish(post_id=post.pk, actor=user)
     fks = {"public_revision", "pending_revision"}
-    assert _updated_columns(ctx.captured_queries) == {f"{f}_id" if f in fks else f for f in services.SUBMIT_FIELDS}
+    assert _updated_columns(ctx.captured_queries) == {
+        f"{f}_id" if f in fks else f for f in services.SUBMIT_FIELDS
+    }
     with CaptureQueriesContext(connection) as ctx:
         services.post_unpublish(post_id=post.pk, actor=user)
     # The draft takes the latest version's content (an edit still waiting included).
