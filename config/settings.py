@@ -222,6 +222,8 @@ STORAGES = {
 }
 # Signed media URLs: lifetime, and an optional separate host that serves user media (cookie-less).
 MEDIA_URL_TTL_SECONDS = env_int("MEDIA_URL_TTL_SECONDS", 3600)
+# How often the scheduler (and, embedded, runserver's publisher thread) publishes due scheduled posts.
+SCHEDULED_PUBLISH_INTERVAL_SECONDS = env_int("SCHEDULED_PUBLISH_INTERVAL_SECONDS", 5)
 MEDIA_PUBLIC_BASE_URL = env("MEDIA_PUBLIC_BASE_URL")
 UPLOAD_URL_TTL_SECONDS = env_int("UPLOAD_URL_TTL_SECONDS", 3600)
 

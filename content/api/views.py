@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate, get_user_model
 from django.db import transaction
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -226,7 +227,16 @@ class PublishView(APIView):
     )
     def post(self, request, post_id):
         data = PublishSerializer(data=request.data or {})
-        data.is_valid(raise_exception=True)
+        raw = data.initial_data.get("publish_at") if hasattr(data.initial_data, "get") else None
+        if not data.is_valid():
+            if "publish_at" in data.errors:
+                raise services.InvalidPublishAt(
+                    "publish_at must be an ISO 8601 time with a zone.", extra={"errors": data.errors}
+                )
+            raise ValidationError(data.errors)
+        parsed = parse_datetime(raw) if isinstance(raw, str) else None
+        if parsed is not None and parsed.tzinfo is None:
+            raise services.InvalidPublishAt("publish_at needs a time zone (e.g. 2030-01-01T12:00:00Z).")
         post = services.post_publish(
             post_id=post_id, actor=request.user, publish_at=data.validated_data["publish_at"]
         )
