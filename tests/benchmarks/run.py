@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-SUITES = ["image", "video", "audio", "ai"]
+SUITES = ["image", "video", "audio", "ai", "feed"]
 TARGETS = {  # name: (comparison, target) from the issues; printed next to the figure
     "image_12mp_vs_naive_ratio": ("<=", 0.6),
     "image_24mp_vs_naive_ratio": ("<=", 0.3),
@@ -25,6 +25,8 @@ TARGETS = {  # name: (comparison, target) from the issues; printed next to the f
     "video_overhead_vs_bare_ffmpeg_ratio": ("<=", 1.05),
     "video_remux_speedup": (">=", 2.0),
     "audio_realtime_factor": (">=", 30),
+    "feed_revisions_query_ratio": ("<=", 1.1),
+    "feed_revisions_time_ratio": ("<=", 1.1),
 }
 
 
