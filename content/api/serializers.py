@@ -127,6 +127,7 @@ class RevisionSerializer(serializers.ModelSerializer):
     bytes are reached through the post's or the medium's own JSON, with their visibility rules."""
 
     media = RevisionMediaSerializer(source="items", many=True, read_only=True)
+    link_url = serializers.CharField(read_only=True, help_text="An http(s) URL; blank unless a link post.")
 
     class Meta:
         model = PostRevision
@@ -148,11 +149,21 @@ class RevisionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class PendingRevisionMediaSerializer(MediaSerializer):
+    """Media JSON of a waiting revision, with the medium's alt text in that revision."""
+
+    description = serializers.CharField(read_only=True, help_text="Alt text in this revision.")
+
+    class Meta(MediaSerializer.Meta):
+        fields = [*MediaSerializer.Meta.fields, "description"]
+        read_only_fields = fields
+
+
 class PendingRevisionSerializer(RevisionSerializer):
     """The pending revision as its owner and staff see it: media JSON (signed, private URLs) with
     ``description``."""
 
-    media = MediaSerializer(many=True, read_only=True)
+    media = PendingRevisionMediaSerializer(many=True, read_only=True)
 
 
 class PostSerializer(serializers.ModelSerializer):
