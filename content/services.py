@@ -55,7 +55,7 @@ MEDIA_POST_TYPES = {
     PostType.VIDEO: MediaKind.VIDEO,
     PostType.AUDIO: MediaKind.AUDIO,
 }
-EDITABLE_FIELDS = ("title", "body", "link_url")
+EDITABLE_FIELDS = ("title", "body", "link_url", "sensitive", "spoiler_text")
 # What _submit may change, whichever way the post goes.
 SUBMIT_FIELDS = (
     "status",
@@ -128,6 +128,8 @@ def post_create(
     body: str = "",
     link_url: str = "",
     poll: dict[str, Any] | None = None,
+    sensitive: bool = False,
+    spoiler_text: str = "",
 ) -> Post:
     _validate_content(type=type, title=title, body=body, link_url=link_url, poll=poll)
     post = Post.objects.create(
@@ -136,6 +138,8 @@ def post_create(
         title=title,
         body=body,
         link_url=link_url,
+        sensitive=sensitive,
+        spoiler_text=spoiler_text.strip(),
         status=PostStatus.DRAFT,
         moderation_state=ModerationState.UNREVIEWED,
     )

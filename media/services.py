@@ -315,7 +315,13 @@ def _check_attach_allowed(post: Post, kind: str, is_primary: bool) -> None:
 
 @transaction.atomic
 def media_attach_upload(
-    *, post_id: UUID | str, actor: AbstractBaseUser, upload_id: UUID | str, is_primary: bool = True
+    *,
+    post_id: UUID | str,
+    actor: AbstractBaseUser,
+    upload_id: UUID | str,
+    is_primary: bool = True,
+    description: str = "",
+    focus: dict[str, float] | None = None,
 ) -> Media:
     post = post_lock(post_id=post_id, actor=actor)
     try:
@@ -345,6 +351,8 @@ def media_attach_upload(
         is_primary=is_primary,
         quarantine=quarantine,
         extra_metadata={"expected_sha256": upload.declared_sha256.lower()} if upload.declared_sha256 else {},
+        description=description,
+        focus=focus,
     )
 
 
@@ -357,6 +365,8 @@ def media_attach_file(
     filename: str,
     size: int,
     is_primary: bool = True,
+    description: str = "",
+    focus: dict[str, float] | None = None,
 ) -> Media:
     """Multipart attach: Django already streamed the body to a temporary file; we hash it, sniff it
     and copy it to storage in chunks."""
@@ -387,6 +397,8 @@ def media_attach_file(
         filename=filename,
         is_primary=is_primary,
         quarantine=quarantine,
+        description=description,
+        focus=focus,
     )
 
 
@@ -403,8 +415,11 @@ def _media_create(
     is_primary: bool,
     quarantine: bool,
     extra_metadata: dict | None = None,
+    description: str = "",
+    focus: dict[str, float] | None = None,
 ) -> Media:
     extra_metadata = extra_metadata or {}
+    description, (focus_x, focus_y) = _clean_description(description), _clean_focus(focus)
     try:
         position = Media.objects.filter(post=post).count()
         media = Media.objects.create(
@@ -419,6 +434,9 @@ def _media_create(
             mime_type=found.mime_type,
             size_bytes=size,
             sha256=sha,
+            description=description,
+            focus_x=focus_x,
+            focus_y=focus_y,
             metadata={**({"blocked_media": True} if quarantine else {}), **extra_metadata},
         )
         post_media_attached(post_id=post.pk, is_primary=is_primary, blocked=quarantine)
@@ -447,6 +465,86 @@ def media_detach(*, post_id: UUID | str, media_id: UUID | str, actor: AbstractBa
         for m in Media.objects.attached().filter(post=post).values_list("metadata", flat=True)
     )
     post_media_detached(post_id=post.pk, blocked_remaining=blocked_remaining)
+
+
+MAX_DESCRIPTION = 1500
+
+
+def _clean_description(description: str | None) -> str:
+    description = (description or "").strip()
+    if len(description) > MAX_DESCRIPTION:
+        raise ValidationFailed(
+            f"Alt text can be at most {MAX_DESCRIPTION} characters.",
+            extra={"errors": {"description": [f"At most {MAX_DESCRIPTION} characters."]}},
+        )
+    if "\x00" in description:
+        raise ValidationFailed("Alt text cannot contain null characters.")
+    return description
+
+
+def _clean_focus(focus: dict[str, float] | None) -> tuple[float | None, float | None]:
+    """``{x, y}`` each in [-1, 1] (Mastodon's focal point convention), or None for no focus."""
+    if focus is None:
+        return None, None
+    try:
+        x, y = float(focus["x"]), float(focus["y"])
+    except (KeyError, TypeError, ValueError):
+        raise ValidationFailed(
+            "focus must be {x, y} with numbers.", extra={"errors": {"focus": ["Give numbers x and y."]}}
+        ) from None
+    if not (-1.0 <= x <= 1.0 and -1.0 <= y <= 1.0):
+        raise ValidationFailed(
+            "focus x and y must each be between -1 and 1.",
+            extra={"errors": {"focus": ["x and y must each be between -1 and 1."]}},
+        )
+    return x, y
+
+
+_UNSET: Any = object()
+
+
+@transaction.atomic
+def media_update(
+    *,
+    media_id: UUID | str,
+    actor: AbstractBaseUser,
+    description: str | None = _UNSET,
+    focus: dict[str, float] | None = _UNSET,
+) -> Media:
+    """Set a medium's alt text and focal point (owner only, while its post is a draft or processing;
+    a published post's media descriptions change through an edit of the post, which is reviewed)."""
+    try:
+        media = Media.objects.attached().select_related("post").get(pk=media_id)
+    except (Media.DoesNotExist, ValueError, TypeError):
+        raise NotFound("Media not found.") from None
+    if media.post is None or media.post.deleted_at is not None:
+        raise NotFound("Media not found.")
+    post = post_lock(post_id=media.post_id, actor=actor)  # owner check: others get 404
+    if post.status not in ATTACHABLE_STATUSES:
+        raise InvalidTransition(
+            f"Media of a {post.status} post cannot be changed here; edit the post instead.",
+            extra={"status": post.status},
+        )
+    fields = []
+    if description is not _UNSET:
+        media.description = _clean_description(description)
+        fields.append("description")
+    if focus is not _UNSET:
+        media.focus_x, media.focus_y = _clean_focus(focus)
+        fields += ["focus_x", "focus_y"]
+    if fields:
+        media.save(update_fields=[*fields, "updated_at"])
+    return media
+
+
+def user_quota(user: AbstractBaseUser) -> dict[str, int]:
+    """``{used_bytes, limit_bytes, media_count}``: the same accounting the quota check refuses with
+    (``user_storage_used``: stored media not yet purged plus uploads reserved but not attached)."""
+    return {
+        "used_bytes": user_storage_used(user),
+        "limit_bytes": settings.MEDIA_USER_QUOTA_BYTES,
+        "media_count": Media.objects.filter(owner=user, purged_at__isnull=True).count(),
+    }
 
 
 # --- lifecycle ---------------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ class PostSerializer(serializers.ModelSerializer):
             "title",
             "body",
             "link_url",
+            "sensitive",
+            "spoiler_text",
             "author",
             "media",
             "poll",
@@ -160,6 +162,10 @@ class PostCreateSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=40_000, required=False, allow_blank=True, default="")
     link_url = serializers.URLField(max_length=2000, required=False, allow_blank=True, default="")
     poll = PollInSerializer(required=False, allow_null=True, default=None)
+    sensitive = serializers.BooleanField(required=False, default=False, help_text="Hide behind a warning.")
+    spoiler_text = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", help_text="The content warning."
+    )
 
 
 class PostUpdateSerializer(serializers.Serializer):
@@ -167,6 +173,8 @@ class PostUpdateSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=40_000, required=False, allow_blank=True)
     link_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
     poll = PollInSerializer(required=False)
+    sensitive = serializers.BooleanField(required=False)
+    spoiler_text = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
 class VoteSerializer(serializers.Serializer):
