@@ -114,6 +114,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Idempotency-Key on every authenticated API POST (DESIGN §9): replays, 409 in flight, 422 reuse.
+    "content.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the lockout answer.
@@ -323,6 +325,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "content.idempotency.schema_hook",  # Idempotency-Key on every authenticated POST
+    ],
 }
 # JSON bodies nested deeper than this are refused with 400 `json_too_deep` (no endpoint needs more
 # than a few levels; deep nesting would otherwise exhaust the interpreter's recursion limit).
@@ -410,6 +416,11 @@ HIVE_TIMEOUT_SECONDS = env_float("HIVE_TIMEOUT_SECONDS", 20.0)
 AI_STUB_SCORE = env_float("AI_STUB_SCORE", 0.0)
 if AI_PROVIDER and "stub" in AI_PROVIDER.split(",") and not DEBUG and not TESTING:
     raise ImproperlyConfigured("AI_PROVIDER=stub is for tests only; it cannot run with DEBUG off.")
+
+# Idempotency-Key (content/idempotency.py): how long a key's response is replayed, and after how long
+# a claim whose request never finished (a crashed process) is given up.
+IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24)
+IDEMPOTENCY_LOCK_SECONDS = env_int("IDEMPOTENCY_LOCK_SECONDS", 300)
 
 # --- Outbound requests (DESIGN §12, config/outbound.py) ----------------------------------------------
 # Every server-side fetch (link previews, webhooks) refuses private, loopback, link-local and metadata

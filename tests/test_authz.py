@@ -127,7 +127,12 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
         Probe("POST", lambda s: f"{_post(s)}/media", lambda s: {"upload_id": str(s.intruder_upload.pk)})
     ],
     "media-detach": [Probe("DELETE", lambda s: f"{_post(s)}/media/{s.media.pk}")],
-    "media-detail": [Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}", read=True)],
+    "media-detail": [
+        Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}", read=True),
+        Probe(
+            "PATCH", lambda s: f"/api/v1/content/media/{s.media.pk}", lambda s: {"description": "Hijacked"}
+        ),
+    ],
     "media-retry": [Probe("POST", lambda s: f"/api/v1/content/media/{s.media.pk}/retry")],
     "media-file": [Probe("GET", lambda s: s.file_url, read=True)],
 }
@@ -140,6 +145,7 @@ OTHER_PROBES: dict[str, str] = {
     "my-posts": "test_lists_never_show_hidden_posts_of_others",
     "upload-create": "test_uploads_need_a_user_and_the_upload_target_needs_its_signature",
     "upload-data": "test_uploads_need_a_user_and_the_upload_target_needs_its_signature",
+    "my-quota": "test_quota_is_the_callers_own",
     "schema": "test_schema_and_docs_are_public",
     "docs": "test_schema_and_docs_are_public",
 }
@@ -388,6 +394,14 @@ def test_uploads_need_a_user_and_the_upload_target_needs_its_signature(user, oth
             r = c.generic("PUT", path, b"x" * 10, content_type="image/jpeg")
             assert (r.status_code, r.json()["code"]) == (403, "invalid_signature")
     assert Upload.objects.get(pk=theirs["upload_id"]).state == UploadState.PENDING
+
+
+def test_quota_is_the_callers_own(user, other_user):
+    MediaFactory(post=PostFactory(author=other_user, type=PostType.IMAGE, body=""), size_bytes=4321)
+    assert client_for(user).get("/api/v1/content/me/quota").json()["used_bytes"] == 0
+    assert client_for(other_user).get("/api/v1/content/me/quota").json()["used_bytes"] == 4321
+    r = client_for().get("/api/v1/content/me/quota")
+    assert (r.status_code, r.json()["code"]) == (401, "not_authenticated")
 
 
 def test_schema_and_docs_are_public():

@@ -11,6 +11,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from django.core.management.base import BaseCommand, CommandError
 
+from content.idempotency import purge_expired_idempotency_keys
 from content.sweep import sweep_stuck_posts
 from media.locks import LockHeld
 from media.revocation import media_revoke_overdue
@@ -85,6 +86,9 @@ class Command(BaseCommand):
         scheduler.add_job(sync, "interval", seconds=60, id="sync-settings")
         # Not behind the sweep switch: a hidden post's media URLs must stop working (media.revocation).
         scheduler.add_job(media_revoke_overdue, "interval", seconds=60, id="revoke-media-urls", coalesce=True)
+        scheduler.add_job(
+            purge_expired_idempotency_keys, "interval", hours=1, id="idempotency-keys", coalesce=True
+        )
         self.stdout.write("Scheduler running (Ctrl-C to stop).")
         try:
             scheduler.start()
