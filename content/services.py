@@ -145,7 +145,35 @@ def post_create(
     )
     if poll:
         _poll_replace(post, poll)
+    _queue_link_preview(post)
     return post
+
+
+def _queue_link_preview(post: Post) -> None:
+    """A link post's card is built by the ``links`` worker (content.linkpreview) after commit."""
+    if post.type == PostType.LINK and post.link_url:
+        send_on_commit("link_preview_fetch", str(post.pk), post.link_url)
+
+
+UNREADY = (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING, ProcessingStatus.FAILED)
+
+
+def _drop_unready_preview(post: Post, statuses: Iterable[str]) -> None:
+    """A preview never blocks publishing: a link preview image still in one of ``statuses`` is
+    detached (the card keeps its text), so the post neither waits for it nor fails on it, and the
+    review sees exactly the preview image that will be shown."""
+    stale = Media.objects.attached().filter(
+        post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True, processing_status__in=list(statuses)
+    )
+    ids = {str(pk) for pk in stale.values_list("pk", flat=True)}
+    if not ids:
+        return
+    stale.update(detached_at=timezone.now(), updated_at=timezone.now())
+    preview = dict((post.metadata or {}).get("link_preview") or {})
+    if preview.get("image_media_id") in ids:
+        preview["image_media_id"] = None
+        post.metadata = {**post.metadata, "link_preview": preview}
+        post.save(update_fields=["metadata", "updated_at"])
 
 
 def _poll_replace(post: Post, poll: dict[str, Any]) -> Poll:
@@ -165,6 +193,7 @@ def post_update(*, post_id: UUID | str, actor: AbstractBaseUser, **changes: Any)
     """Edit a draft. Published posts must be unpublished first, so that edits are reviewed again."""
     post = post_lock(post_id=post_id, actor=actor)
     _require_status(post, [PostStatus.DRAFT], "edit")
+    old_link_url = post.link_url
     unknown = set(changes) - set(EDITABLE_FIELDS) - {"poll"}
     if unknown:
         raise ValidationFailed(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
@@ -185,8 +214,18 @@ def post_update(*, post_id: UUID | str, actor: AbstractBaseUser, **changes: Any)
     )
     if poll is not None:
         _poll_replace(post, poll)
+    link_changed = "link_url" in changes and changes["link_url"] != old_link_url
+    if link_changed:
+        post.metadata = {k: v for k, v in (post.metadata or {}).items() if not k.startswith("link_preview")}
     post.revision += 1
-    post.save(update_fields=[*EDITABLE_FIELDS, "revision", "updated_at"])
+    post.save(
+        update_fields=[*EDITABLE_FIELDS, "revision", "updated_at", *(["metadata"] if link_changed else [])]
+    )
+    if link_changed:
+        Media.objects.attached().filter(
+            post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True
+        ).update(detached_at=timezone.now(), updated_at=timezone.now())
+        _queue_link_preview(post)
     return post
 
 
@@ -205,8 +244,13 @@ def post_delete(*, post_id: UUID | str, actor: AbstractBaseUser) -> None:
 
 def _live_media(post: Post) -> list[Media]:
     """Every attached medium, primary or not: nothing of a post goes public before it was processed
-    (and so verified and shown to the prescreen)."""
-    return list(Media.objects.attached().filter(post=post))
+    (and so verified and shown to the prescreen). A link preview image does not hold the post back:
+    it is left out here, and dropped at submission unless ready (``_drop_unready_preview``)."""
+    return [
+        m
+        for m in Media.objects.attached().filter(post=post)
+        if not (m.kind == MediaKind.THUMBNAIL and (m.metadata or {}).get("link_preview"))
+    ]
 
 
 @transaction.atomic
@@ -215,6 +259,7 @@ def post_publish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
     ``published``, ``pending_review`` (prescreen), or ``processing`` with ``publish_requested``."""
     post = post_lock(post_id=post_id, actor=actor)
     _require_status(post, [PostStatus.DRAFT, PostStatus.PROCESSING], "publish")
+    _drop_unready_preview(post, UNREADY)
     media = _live_media(post)
     if any(m.processing_status == ProcessingStatus.FAILED for m in media):
         raise MediaFailed()
@@ -312,6 +357,7 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
             post.publish_requested = False
             post.metadata = {**post.metadata, "publish_error": exc.detail}
         else:
+            _drop_unready_preview(post, UNREADY)
             return _submit(post)
     if failed:
         post.publish_requested = False

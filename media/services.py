@@ -7,6 +7,7 @@ when the request rolls back. Kinds: one Dramatiq actor and queue per media kind 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import tempfile
 import uuid
@@ -21,6 +22,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from config import queueing
 from config.errors import (
     BlockedMedia as BlockedMediaError,
 )
@@ -534,6 +536,66 @@ def media_update(
         fields += ["focus_x", "focus_y"]
     if fields:
         media.save(update_fields=[*fields, "updated_at"])
+    return media
+
+
+@transaction.atomic
+def media_attach_link_preview(*, post_id: UUID | str, data: bytes, source_url: str) -> Media | None:
+    """Attach a link preview's image to a link post as a non-primary ``thumbnail`` medium, processed by
+    the image pipeline (queue ``media.image``) and prescreened with the post like any medium.
+
+    Only while the post is a draft (or processing): media are never added to a post that was
+    submitted, so the preview image is always among what the review saw. Replaces an earlier preview
+    image of the post. Returns None (nothing stored) when the post moved on, the bytes are not an
+    image we accept, are blocklisted, or would exceed the owner's quota.
+    """
+    try:
+        post = post_lock(post_id=post_id)
+    except NotFound:
+        return None
+    if post.status not in ATTACHABLE_STATUSES:
+        return None
+    found = sniff(data[:4096])
+    if (
+        found is None
+        or found.kind != MediaKind.IMAGE
+        or found.mime_type not in ALLOWED_CONTENT_TYPES["image"]
+    ):
+        return None
+    try:
+        _check_size(found.kind, len(data))
+        _check_quota(post.author, len(data))
+        if blocklist_check(hashlib.sha256(data).hexdigest()):
+            return None
+    except (FileTooLarge, QuotaExceeded, BlockedMediaError, ValidationFailed):
+        return None
+    now = timezone.now()
+    Media.objects.attached().filter(post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True).update(
+        detached_at=now, updated_at=now
+    )
+    media_id = uuid.uuid4()
+    key = storage.media_key(post.author_id, media_id, "original", storage.extension_for(found.mime_type))
+    storage.save(key, io.BytesIO(data), found.mime_type)
+    try:
+        media = Media.objects.create(
+            id=media_id,
+            post=post,
+            owner_id=post.author_id,
+            kind=MediaKind.THUMBNAIL,
+            is_primary=False,
+            position=Media.objects.filter(post=post).count(),
+            original_filename="link-preview",
+            original_key=key,
+            mime_type=found.mime_type,
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            metadata={"link_preview": True, "source_url": source_url[:2000]},
+        )
+    except BaseException:
+        storage.delete(key)
+        raise
+    # The image actor runs any image-like medium; thumbnails have no actor of their own.
+    queueing.send_on_commit(processing.actor_name(MediaKind.IMAGE), str(media.pk))
     return media
 
 
