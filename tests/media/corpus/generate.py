@@ -24,7 +24,11 @@ GPS_MARK = b"48.8577"  # must not appear in any output
 RED, GREEN, BLUE, WHITE = (220, 30, 30), (30, 200, 40), (30, 40, 220), (235, 235, 235)
 # The test picture: top-left red, top-right green, bottom blue (orientation is visible).
 QUADRANTS = {(0.25, 0.25): RED, (0.75, 0.25): GREEN, (0.5, 0.75): BLUE}
-VIDEO_QUADRANTS = "color=c=0x1e28dc:s={w}x{h}:d={d}:r={r},drawbox=x=0:y=0:w={hw}:h={hh}:color=0xdc1e1e:t=fill,drawbox=x={hw}:y=0:w={hw}:h={hh}:color=0x1ec828:t=fill"
+VIDEO_QUADRANTS = (
+    "color=c=0x1e28dc:s={w}x{h}:d={d}:r={r},format=yuv444p,"
+    "drawbox=x=0:y=0:w={hw}:h={hh}:color=0xdc1e1e:t=fill,"
+    "drawbox=x={hw}:y=0:w={hw}:h={hh}:color=0x1ec828:t=fill"
+)
 
 
 def ff(out: Path, *args: str) -> Path:
@@ -36,7 +40,8 @@ def ff(out: Path, *args: str) -> Path:
 def quadrants_video(w: int = 320, h: int = 180, d: float = 1, r: int = 25) -> list[str]:
     """lavfi input args: the test picture as video, with a moving white bar so frames differ."""
     src = VIDEO_QUADRANTS.format(w=w, h=h, d=d, r=r, hw=w // 2, hh=h // 2)
-    src += f",drawbox=x='mod(t*{w},{w})':y={h // 2 + h // 8}:w=8:h={h // 4}:color=white:t=fill"
+    # the bar runs along the bottom tenth, away from the points the tests sample
+    src += f",drawbox=x='mod(t*{w},{w})':y={h - max(1, h // 10)}:w=8:h={max(1, h // 10)}:color=white:t=fill"
     return ["-f", "lavfi", "-i", src]
 
 
@@ -416,7 +421,10 @@ def interlaced(d: Path, *, height: int, field_order: str, container: str) -> Pat
     (480i BFF in a program stream, as DVDs): fields of a fast-moving bar, so combing shows."""
     w = {1080: 1920, 576: 720, 480: 720}[height]
     rate = 50 if height != 480 else 60
-    src = f"color=c=0x1e28dc:s={w}x{height}:d=1:r={rate},drawbox=x='mod(t*{w * 2},{w})':y=0:w={w // 8}:h={height}:color=white:t=fill"
+    src = (
+        f"color=c=0x1e28dc:s={w}x{height}:d=1:r={rate},"
+        f"drawbox=x='mod(t*{w * 2},{w})':y=0:w={w // 8}:h={height}:color=white:t=fill"
+    )
     weave = "tinterlace=mode=interleave_top" if field_order == "tff" else "tinterlace=mode=interleave_bottom"
     vf = f"{weave},setfield={field_order}"
     if container == "m2ts":
@@ -447,8 +455,11 @@ def interlaced(d: Path, *, height: int, field_order: str, container: str) -> Pat
 
 
 def webm_alpha(d: Path) -> Path:
-    """VP9 with alpha: the left half transparent, the right half the test colours."""
-    src = "color=c=0xdc1e1e@1.0:s=320x180:d=1:r=25,format=rgba,geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':a='if(lt(X,W/2),0,255)'"
+    """VP9 with alpha: the left half transparent, the right half opaque red."""
+    src = (
+        "color=c=0xdc1e1e@1.0:s=320x180:d=1:r=25,format=rgba,"
+        "geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':a='if(lt(X,W/2),0,255)'"
+    )
     return ff(
         d / "alpha.webm",
         *("-f", "lavfi", "-i", src),
@@ -600,9 +611,11 @@ def vp8_webm(d: Path) -> Path:
 
 
 def odd_video(d: Path, w: int, h: int) -> Path:
-    """Odd dimensions need a codec without 4:2:0 chroma pairs: MJPEG (yuvj444p) in AVI."""
+    """Odd dimensions need a format without 4:2:0 chroma pairs: H.264 High 4:4:4 (screen recorders)."""
     return ff(
-        d / f"odd{w}x{h}.avi", *quadrants_video(w, h), "-c:v", "mjpeg", "-pix_fmt", "yuvj444p", "-q:v", "3"
+        d / f"odd{w}x{h}.mp4",
+        *quadrants_video(w, h),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p"),
     )
 
 
