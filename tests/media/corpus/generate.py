@@ -418,13 +418,11 @@ def mov_hdr(d: Path, transfer: str) -> Path:
 
 def interlaced(d: Path, *, height: int, field_order: str, container: str) -> Path:
     """Interlaced H.264 (1080i TFF in M2TS with AC-3, as camcorders write ``.MTS``) or MPEG-2
-    (480i BFF in a program stream, as DVDs): fields of a fast-moving bar, so combing shows."""
+    (480i BFF in a program stream, as DVDs): fields woven from a 50/60p moving test pattern, so
+    moving edges comb (ffmpeg's ``idet`` calls the source TFF/BFF on every frame)."""
     w = {1080: 1920, 576: 720, 480: 720}[height]
     rate = 50 if height != 480 else 60
-    src = (
-        f"color=c=0x1e28dc:s={w}x{height}:d=1:r={rate},"
-        f"drawbox=x='mod(t*{w * 2},{w})':y=0:w={w // 8}:h={height}:color=white:t=fill"
-    )
+    src = f"testsrc2=s={w}x{height}:d=1:r={rate}"
     weave = "tinterlace=mode=interleave_top" if field_order == "tff" else "tinterlace=mode=interleave_bottom"
     vf = f"{weave},setfield={field_order}"
     if container == "m2ts":
@@ -455,10 +453,11 @@ def interlaced(d: Path, *, height: int, field_order: str, container: str) -> Pat
 
 
 def webm_alpha(d: Path) -> Path:
-    """VP9 with alpha: the left half transparent, the right half opaque red."""
+    """VP9 with alpha: the left half transparent (black underneath, as encoders leave it), the right
+    half opaque red."""
     src = (
         "color=c=0xdc1e1e@1.0:s=320x180:d=1:r=25,format=rgba,"
-        "geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':a='if(lt(X,W/2),0,255)'"
+        "geq=r='if(lt(X,W/2),0,r(X,Y))':g='g(X,Y)':b='b(X,Y)':a='if(lt(X,W/2),0,255)'"
     )
     return ff(
         d / "alpha.webm",
