@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,15 @@ def _alpha_on_neutral_background(media: Media) -> None:
         r, gr, b = poster.convert("RGB").getpixel((poster.width // 4, poster.height // 2))
     assert (r + gr + b) / 3 > 60, "the transparent area turned black"
     assert max(r, gr, b) - min(r, gr, b) < 25, "the background is not neutral"
+    # The renditions share the poster's background.
+    rendition = storage.local_path(media.variants["360p"]["key"])
+    with tempfile.TemporaryDirectory() as scratch:
+        frame = Path(scratch) / "first-frame.png"
+        cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(rendition), "-frames:v", "1", str(frame)]
+        subprocess.run(cmd, check=True, timeout=60)
+        with Image.open(frame) as first:
+            pixel = first.convert("RGB").getpixel((first.width // 4, first.height // 2))
+    assert all(abs(a - c) <= 12 for a, c in zip(pixel, (r, gr, b), strict=True)), (pixel, (r, gr, b))
 
 
 def _image_ramp(media: Media) -> None:
