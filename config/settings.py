@@ -248,6 +248,8 @@ _dramatiq_middleware = [
     "django_dramatiq.middleware.DbConnectionsMiddleware",
     # Every job's message id, duration and peak memory; reaps dead workers' leftovers at boot.
     "media.middleware.JobContext",
+    # Loads the local AI models when a worker boots, not in the first review (AI_PRELOAD_MODELS).
+    "moderation.middleware.PreloadModels",
 ]
 if REDIS_URL and env_bool("DRAMATIQ_PROMETHEUS", False):
     _dramatiq_middleware.insert(0, "dramatiq.middleware.prometheus.Prometheus")
@@ -351,6 +353,9 @@ FILE_UPLOAD_TEMP_DIR = None
 # --- Platform settings defaults (the singleton row reads these when first created) ---------------
 MODERATION_MODE = env("MODERATION_MODE", "ai_prescreen")
 AI_PROVIDER = env("AI_PROVIDER", "local")
+# Load the local models when a worker process starts (embedded worker and rundramatiq) instead of in
+# the first review; off under tests, where most workers never review anything.
+AI_PRELOAD_MODELS = env_bool("AI_PRELOAD_MODELS", not TESTING)
 AI_REVIEW_THRESHOLD = env_float("AI_REVIEW_THRESHOLD", 0.3)
 AI_REVOKE_THRESHOLD = env_float("AI_REVOKE_THRESHOLD", 0.7)
 REPORT_THRESHOLD = env_int("REPORT_THRESHOLD", 3)

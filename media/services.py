@@ -6,13 +6,16 @@ when the request rolls back. Kinds: one Dramatiq actor and queue per media kind 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import math
 import tempfile
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
@@ -40,7 +43,9 @@ from content.models import Post, PostStatus, PostType
 from content.services import post_edit, post_lock, post_media_attached, post_media_detached
 from media import processing, storage
 from media.models import Media, MediaKind, Upload, UploadState
-from media.sniff import Sniffed, sniff
+from media.processors.base import UnsupportedMedia
+from media.processors.tracks import NO_VIDEO_TRACK, probe_tracks
+from media.sniff import Sniffed, as_kind, refusal, sniff
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +60,11 @@ ALLOWED_CONTENT_TYPES = {
         "video/ogg",
         "video/mp2t",
         "video/mpeg",
+        "video/3gpp",
+        "video/3gpp2",
+        "video/x-flv",
+        "video/x-ms-asf",
+        "video/x-ms-wmv",
     },
     "audio": {
         "audio/mpeg",
@@ -69,6 +79,15 @@ ALLOWED_CONTENT_TYPES = {
         "audio/ogg",
         "audio/opus",
         "audio/webm",
+        "audio/aiff",
+        "audio/x-aiff",
+        "audio/x-ms-wma",
+        "audio/x-caf",
+        "audio/x-wavpack",
+        "audio/wavpack",
+        "audio/amr",
+        "audio/3gpp",
+        "audio/x-matroska",
     },
 }
 POST_TYPE_KINDS = {
@@ -206,7 +225,7 @@ def upload_create(
     if kind is None:
         raise UnsupportedMediaType(
             f"{content_type or 'This type'} is not accepted. Upload JPEG, PNG, GIF, WebP, HEIC or AVIF "
-            "images, MP4/MOV/WebM/MKV video, or MP3/M4A/WAV/FLAC/OGG audio."
+            "images, MP4/MOV/WebM/MKV/AVI/MPEG/WMV video, or MP3/M4A/WAV/FLAC/OGG/AIFF/WMA audio."
         )
     _check_size(kind, size)
     single_max = settings.UPLOAD_SINGLE_MAX_BYTES
@@ -585,22 +604,67 @@ def _finish_upload(upload: Upload) -> tuple[str, int]:
 # --- attach / detach ---------------------------------------------------------------------------------------
 
 
-def _sniff_or_refuse(head: bytes, post: Post) -> Sniffed:
+@contextlib.contextmanager
+def _local_file(file: IO[bytes]) -> Iterator[Path]:
+    """A path to a multipart file's bytes: Django's temporary file, or (for a small upload Django kept
+    in memory) a scratch copy that is removed afterwards."""
+    temporary = getattr(file, "temporary_file_path", None)
+    if temporary is not None:
+        yield Path(temporary())
+        return
+    with tempfile.NamedTemporaryFile(prefix="postflow-attach-") as tmp:
+        file.seek(0)
+        for chunk in iter(lambda: file.read(storage.CHUNK), b""):
+            tmp.write(chunk)
+        tmp.flush()
+        yield Path(tmp.name)
+
+
+def _sniff_or_refuse(head: bytes, post: Post, *, local: Path | None) -> Sniffed:
+    """What the file is, or 415 ``unsupported_media_type`` with what to do instead.
+
+    The kind follows the tracks, not the container (issue 11): for a container that may hold sound
+    only or a picture too (``Sniffed.tracks_decide``), ``local`` (the bytes on this machine: a
+    multipart file, a local-storage upload) is probed with the safe ffprobe and its tracks decide.
+    Without local bytes (an upload sent straight to S3) the container is taken as the kind the post
+    wants, if it can be that, and marked ``tracks_pending``: the worker, which downloads the bytes
+    anyway, probes them and re-kinds the medium (``media.pipeline``)."""
     found = sniff(head)
     if found is None:
         raise UnsupportedMediaType(
-            "This file is not an image, video or audio file we accept "
+            refusal(head)
+            or "This file is not an image, video or audio file we accept "
             "(we look at its contents, not its name)."
         )
-    if post.type == PostType.AUDIO and found.mime_type == "video/mp4":
-        found = Sniffed("audio", "audio/mp4")  # an .m4a with a generic MP4 brand
     allowed = POST_TYPE_KINDS.get(post.type, set())
+    if found.tracks_decide:
+        if local is not None:
+            try:
+                tracks = probe_tracks(local, demuxer=found.demuxer)
+            except UnsupportedMedia as exc:
+                raise UnsupportedMediaType(str(exc)) from exc
+            found = as_kind(found, tracks.kind)
+        elif found.kind not in allowed:
+            wanted = next((kind for kind in ("audio", "video") if kind in allowed), None)
+            if wanted is not None:
+                found = as_kind(found, wanted)
     if found.kind not in allowed:
+        if found.kind == MediaKind.AUDIO and MediaKind.VIDEO in allowed:
+            raise UnsupportedMediaType(NO_VIDEO_TRACK)
+        if found.kind == MediaKind.VIDEO and MediaKind.AUDIO in allowed:
+            raise UnsupportedMediaType("This file has a video track; post it as a video.")
         raise UnsupportedMediaType(
             f"A {post.type} post takes {' or '.join(sorted(allowed)) or 'no media'}, "
             f"but this file is {found.kind}."
         )
     return found
+
+
+def _tracks_metadata(found: Sniffed, local: Path | None) -> dict:
+    """Recorded on the medium: whether its kind still waits for the worker to read its tracks."""
+    if not found.tracks_decide:
+        return {}
+    return {"kind_from": "tracks"} if local is not None else {"tracks_pending": True}
 
 
 def _check_attach_allowed(post: Post, kind: str, is_primary: bool) -> None:
@@ -635,7 +699,8 @@ def media_attach_upload(
     except (Upload.DoesNotExist, ValueError, TypeError):
         raise NotFound("Upload not found.") from None
     sha, size = _finish_upload(upload)
-    found = _sniff_or_refuse(storage.read_head(upload.storage_key), post)
+    local = storage.local_path(upload.storage_key)
+    found = _sniff_or_refuse(storage.read_head(upload.storage_key), post, local=local)
     _check_size(found.kind, size)
     _check_attach_allowed(post, found.kind, is_primary)
     quarantine = blocklist_check(sha)
@@ -656,7 +721,10 @@ def media_attach_upload(
         filename=upload.filename,
         is_primary=is_primary,
         quarantine=quarantine,
-        extra_metadata={"expected_sha256": upload.declared_sha256.lower()} if upload.declared_sha256 else {},
+        extra_metadata={
+            **({"expected_sha256": upload.declared_sha256.lower()} if upload.declared_sha256 else {}),
+            **_tracks_metadata(found, local),
+        },
         description=description,
         focus=focus,
     )
@@ -678,7 +746,9 @@ def media_attach_file(
     and copy it to storage in chunks."""
     post = post_lock(post_id=post_id, actor=actor)
     file.seek(0)
-    found = _sniff_or_refuse(file.read(4096), post)
+    head = file.read(4096)
+    with _local_file(file) as local:
+        found = _sniff_or_refuse(head, post, local=local)
     _check_size(found.kind, size)
     _check_attach_allowed(post, found.kind, is_primary)
     _check_quota(actor, size)
@@ -703,6 +773,7 @@ def media_attach_file(
         filename=filename,
         is_primary=is_primary,
         quarantine=quarantine,
+        extra_metadata=_tracks_metadata(found, local),
         description=description,
         focus=focus,
     )
