@@ -372,12 +372,13 @@ def detect_interlace(info: VideoInfo, source: Path, *, timeout: float) -> Deinte
     run = ffmpeg.run_graph(
         graph, timeout=timeout, loglevel="info", failure_message="We could not decode this video."
     )
-    counts = re.search(
+    # The last summary: ffmpeg may configure (and tear down) the graph once before the real run.
+    counts = re.findall(
         r"Multi frame detection: TFF:\s*(\d+)\s+BFF:\s*(\d+)\s+Progressive:\s*(\d+)", run.stderr
     )
     if not counts:
         return None
-    tff, bff, progressive = (int(n) for n in counts.groups())
+    tff, bff, progressive = (int(n) for n in counts[-1])
     if tff + bff <= progressive:
         return None
     parity = "tff" if tff >= bff else "bff"

@@ -6,6 +6,7 @@ Pillow: playlists, segment durations, keyframes, colours at known points, field 
 
 import io
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -68,10 +69,10 @@ def frame(path: Path, at: float = 0.5, size: str | None = None) -> np.ndarray:
     out = subprocess.run(
         [
             *FFMPEG,
-            "-ss",
-            str(at),
             "-i",
             str(path),
+            "-ss",  # after -i: decode up to it (seeking into a one-segment fMP4 playlist is unreliable)
+            str(at),
             "-frames:v",
             "1",
             *scale,
@@ -336,8 +337,9 @@ def test_hdr_bars_are_tone_mapped_to_sdr_bt709_in_poster_and_renditions(tmp_path
 
 
 def comb_ratio(image: np.ndarray) -> float:
-    """Mean |row y − row y+1| over mean |row y − row y+2| (luma): about 1 or less for a progressive
-    picture, well above 1 where fields from two instants are woven (comb lines on moving edges)."""
+    """Mean |row y − row y+1| over mean |row y − row y+2| (luma): rows of one field against rows of the
+    other. Woven fields from two instants raise it (comb lines on moving edges); testsrc2's static
+    parts keep it well below 1 for a progressive picture."""
     luma = image.mean(axis=2)
     adjacent = np.abs(luma[1:-1] - luma[:-2]).mean()
     same_field = np.abs(luma[2:] - luma[:-2]).mean()
@@ -353,8 +355,8 @@ def idet_counts(path: Path) -> tuple[int, int]:
         text=True,
     ).stderr
     line = next(line for line in err.splitlines() if "Multi frame detection" in line)
-    nums = [int(n) for n in line.split(":")[1:] for n in n.split()[:1]]
-    return nums[0] + nums[1], nums[2]
+    counts = dict(re.findall(r"(TFF|BFF|Progressive):\s*(\d+)", line))
+    return int(counts["TFF"]) + int(counts["BFF"]), int(counts["Progressive"])
 
 
 INTERLACED_SOURCES = {
@@ -405,7 +407,7 @@ def test_interlaced_video_is_deinterlaced_into_progressive_outputs(tmp_path, nam
     else:
         assert info.field_order in ("tt", "bb", "tb", "bt")
     interlaced_in, _ = idet_counts(source)
-    assert interlaced_in > 5  # the input really is combed
+    assert interlaced_in >= 20  # the input really is combed
 
     result, steps = process(source, tmp_path / "out")
     assert result.metadata["deinterlaced"], steps.as_list()
@@ -414,11 +416,12 @@ def test_interlaced_video_is_deinterlaced_into_progressive_outputs(tmp_path, nam
     for path in (mp4.path, top_hls):
         assert video_stream(path).get("field_order", "progressive") == "progressive", path.name
     interlaced_out, progressive_out = idet_counts(top_hls)
-    assert interlaced_out <= 2 and progressive_out >= 15, (interlaced_out, progressive_out)
+    # idet's multi-frame verdict needs a few frames to settle (yadif's output scores the same 4 of 25)
+    assert interlaced_out <= 6 and progressive_out >= 18, (interlaced_out, progressive_out)
     w, h = result.metadata["renditions"][-1]["width"], result.metadata["renditions"][-1]["height"]
     before = comb_ratio(frame(source, at=0.5, size=f"{w}x{h}"))
     after = comb_ratio(frame(top_hls, at=0.5))
-    assert before > 1.3 and after < 1.0, (before, after)
+    assert after < 0.8 * before and after < 0.75, (before, after)
 
 
 # --- alpha -----------------------------------------------------------------------------------------
