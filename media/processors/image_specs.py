@@ -34,7 +34,7 @@ M4A = "m4a"  # audio, loudness-normalised AAC
 
 # Which variant each consumer takes first (the first one a Media has wins).
 IMAGE_REVIEW_PREFERENCE = (MEDIUM, SMALL, LARGE, THUMB)  # what the AI scores: detail at a modest size
-VIDEO_REVIEW_PREFERENCE = (R360P, R720P, R1080P)  # sampled frames need no more than 360p
+VIDEO_REVIEW_PREFERENCE = (R360P, R720P, R1080P)  # MP4s only (HLS is many files): usually the 720p fallback
 IMAGE_DISPLAY_PREFERENCE = (MEDIUM, LARGE, SMALL, THUMB)  # a moderator's full view
 VIDEO_DISPLAY_PREFERENCE = (R720P, R360P, R1080P)
 IMAGE_PREVIEW_PREFERENCE = (THUMB, SMALL)  # list thumbnails
