@@ -248,7 +248,15 @@ def _store_outputs(claim: processing.Claim, result: ProcessorResult, steps: Step
     variants = {}
     with steps.step("store", count=len(result.variants)) as s:
         for variant in result.variants:
-            key = storage.media_key(media.owner_id, media.pk, variant.name, variant.path.suffix or ".bin")
+            if variant.files:  # a folder (HLS): media/{u}/{m}/hls/master.m3u8 + its files beside it
+                key = storage.media_key(
+                    media.owner_id, media.pk, f"{variant.name}/{variant.path.stem}", variant.path.suffix
+                )
+                folder = key.rsplit("/", 1)[0]
+                for companion in variant.files:  # first, so the playlist never names a missing file
+                    storage.save(f"{folder}/{companion.path.name}", companion.path, companion.mime_type)
+            else:
+                key = storage.media_key(media.owner_id, media.pk, variant.name, variant.path.suffix or ".bin")
             storage.save(key, variant.path, variant.mime_type)
             variants[variant.name] = {
                 "key": key,
