@@ -594,9 +594,11 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
     """The owner edits a published post in ai_prescreen mode: new text, content warning, a new image
     with alt text, the old image detached. Until the edit is cleared, nobody but the owner and staff
     sees any of it on any read path: post detail, feed (all, ?author= by name and id), another user's
-    me/posts, media detail, every variant and original URL, the revision history. (Link-preview
-    images join this walk when they exist.)"""
+    me/posts, media detail, every variant and original URL, the revision history. A link post's edit
+    to a new link walks along: its pending card and the card's image (an item of the pending
+    revision) stay with the owner and staff; the public keeps the old card."""
     platform(moderation_mode="ai_prescreen")
+    link, link_old_thumb, link_new_thumb = _link_post_with_pending_card(user)
     post = PostFactory(
         author=user, type=PostType.IMAGE, title="Public title", body="Public body", published=True
     )
@@ -641,8 +643,14 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
             client.get("/api/v1/content/me/posts"),
             client.get(f"/api/v1/content/media/{old.pk}"),
             client.get(f"{_post_path(post)}/revisions"),
+            client.get(_post_path(link)),
+            client.get(f"{_post_path(link)}/revisions"),
+            client.get(f"/api/v1/content/media/{link_old_thumb.pk}"),
         ]
 
+    link_new_urls = _byte_urls(owner, link_new_thumb.pk)
+    link_old_urls = _byte_urls(client_for(other_user), link_old_thumb.pk)
+    assert link_new_urls and link_old_urls
     for who in (other_user, bare_staff, None):
         c = client_for(who)
         for resp in reads(c):
@@ -650,6 +658,15 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
             text = resp.content.decode()
             assert SECRET not in text, (who, resp.request["PATH_INFO"])
             assert str(new.pk) not in text, (who, resp.request["PATH_INFO"])
+            assert str(link_new_thumb.pk) not in text, (who, resp.request["PATH_INFO"])
+            assert "new.example" not in text, (who, resp.request["PATH_INFO"])
+        card = c.get(_post_path(link)).json()["metadata"]["link_preview"]
+        assert (card["title"], card["image"]["id"]) == ("Old card", str(link_old_thumb.pk))
+        assert c.get(f"/api/v1/content/media/{link_new_thumb.pk}").status_code == 404
+        for url in link_new_urls:
+            assert c.get(url).status_code == 404, (who, url)
+        for url in link_old_urls:
+            assert c.get(url).status_code == 200, (who, url)
         detail = c.get(_post_path(post)).json()
         assert (detail["title"], detail["sensitive"], detail["pending_revision"]) == (
             "Public title",
@@ -676,6 +693,10 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
         for url in new_urls:
             assert c.get(url).status_code == 200, (reader, url)
         assert SECRET in c.get(f"{_post_path(post)}/revisions").content.decode()
+        link_pending = c.get(_post_path(link)).json()["pending_revision"]
+        assert link_pending["link_preview"]["card"]["title"] == f"{SECRET} card"
+        assert str(link_new_thumb.pk) in [m["id"] for m in link_pending["media"]]
+        assert c.get(f"/api/v1/content/media/{link_new_thumb.pk}").status_code == 200
 
     # Cleared: the edit replaces the public revision everywhere.
     from moderation.services import ai_verdict_apply
@@ -694,6 +715,64 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
     assert detail["title"] == f"{SECRET} title" and detail["edited_at"]
     assert [m["id"] for m in detail["media"]] == [str(new.pk)]
     assert client_for(other_user).get(f"/api/v1/content/media/{new.pk}").status_code == 200
+    link.refresh_from_db()
+    ai_verdict_apply(
+        post_id=link.pk,
+        revision=link.revision,
+        provider="stub",
+        model="stub",
+        scores={},
+        overall=0.0,
+        labels=[],
+        duration_ms=1.0,
+    )
+    card = client_for(other_user).get(_post_path(link)).json()["metadata"]["link_preview"]
+    assert (card["title"], card["image"]["id"]) == (f"{SECRET} card", str(link_new_thumb.pk))
+    assert client_for(other_user).get(f"/api/v1/content/media/{link_new_thumb.pk}").status_code == 200
+    link_old_thumb.refresh_from_db()
+    assert link_old_thumb.detached_at is not None
+
+
+def _link_post_with_pending_card(owner) -> tuple[Post, Media, Media]:
+    """A published link post with a public card and image, then an edit to a new link whose card and
+    image the ``links`` worker built (as content.linkpreview does), both waiting for the prescreen."""
+    from content import services as content_services
+
+    link = PostFactory(author=owner, type=PostType.LINK, link_url="https://old.example/", published=True)
+    old_thumb = _stored_image(
+        owner, link, kind="thumbnail", is_primary=False, metadata={"link_preview": True}
+    )
+    Post.objects.filter(pk=link.pk).update(
+        metadata={
+            "link_preview": {
+                "url": "https://old.example/",
+                "title": "Old card",
+                "description": "",
+                "site_name": "old.example",
+                "image_media_id": str(old_thumb.pk),
+            }
+        }
+    )
+    revision = content_services.post_edit(
+        post_id=link.pk, actor=owner, changes={"link_url": "https://new.example/"}
+    )
+    assert revision.link_preview == {"status": "fetching"}
+    new_thumb = media_services.media_attach_link_preview(
+        post_id=link.pk, data=jpeg_bytes(), source_url="https://new.example/i.jpg", revision=revision.number
+    )
+    key = f"media/{owner.pk}/{new_thumb.pk}/large.jpg"
+    storage.save(key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    Media.objects.filter(pk=new_thumb.pk).update(
+        processing_status=ProcessingStatus.READY, variants={"large": {"key": key, "mime_type": "image/jpeg"}}
+    )
+    card = {"url": "https://new.example/", "title": f"{SECRET} card", "description": "", "site_name": "n"}
+    assert content_services.revision_link_preview_done(
+        post_id=link.pk, revision=revision.number, card=card, image_media_id=new_thumb.pk
+    )
+    link.refresh_from_db()
+    assert link.pending_revision.status == "pending" and link.link_url == "https://old.example/"
+    new_thumb.refresh_from_db()
+    return link, old_thumb, new_thumb
 
 
 def _post_path(post) -> str:

@@ -159,11 +159,41 @@ class PendingRevisionMediaSerializer(MediaSerializer):
         read_only_fields = fields
 
 
+class RevisionCardSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    site_name = serializers.CharField()
+    image_media_id = serializers.UUIDField(
+        allow_null=True, help_text="The card's image: one of this revision's `media`."
+    )
+
+
+class RevisionLinkPreviewSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["fetching", "done"], help_text="`fetching`: the revision waits for the `links` worker."
+    )
+    card = RevisionCardSerializer(allow_null=True, required=False)
+    error = serializers.DictField(
+        allow_null=True, required=False, help_text="{code, detail} of a failed fetch."
+    )
+
+
 class PendingRevisionSerializer(RevisionSerializer):
     """The pending revision as its owner and staff see it: media JSON (signed, private URLs) with
-    ``description``."""
+    ``description``, and the link card of its own when its ``link_url`` is new."""
 
     media = PendingRevisionMediaSerializer(many=True, read_only=True)
+    link_preview = RevisionLinkPreviewSerializer(
+        allow_null=True,
+        read_only=True,
+        help_text="Link posts whose edit changes `link_url`: the new card, public only when this "
+        "revision clears. Null: the revision keeps the public card.",
+    )
+
+    class Meta(RevisionSerializer.Meta):
+        fields = [*RevisionSerializer.Meta.fields, "link_preview"]
+        read_only_fields = fields
 
 
 def _is_preview(media) -> bool:
@@ -251,6 +281,7 @@ class PostSerializer(serializers.ModelSerializer):
         for row, item in zip(rendered, items, strict=True):
             row["description"] = item.description
         out["media"] = rendered
+        out["link_preview"] = revision.link_preview
         return out
 
     def _attached(self, post: Post) -> list:
