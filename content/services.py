@@ -75,7 +75,6 @@ SUBMIT_FIELDS = (
     "pending_revision",
     "edited_at",
     "scheduled_at",
-    "metadata",
     "updated_at",
 )
 # PostRevision.link_preview while the ``links`` worker builds the revision's card (DESIGN.md §9).
@@ -779,10 +778,13 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
     post = post_lock(post_id=post_id, actor=actor)
     _require_status(post, [PostStatus.PUBLISHED, PostStatus.SCHEDULED], "unpublish")
     latest = post.pending_revision or post.public_revision
+    card_changed = False
     if post.status == PostStatus.PUBLISHED and latest is not None:
         for field in REVISION_FIELDS:
             setattr(post, field, getattr(latest, field))
+        card_before = post.metadata
         _apply_revision_card(post, latest)
+        card_changed = post.metadata != card_before
         keep = dict(_revision_items(latest))
         now = timezone.now()
         for m in Media.objects.attached().filter(post=post).select_for_update():
@@ -814,8 +816,8 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
             "public_revision",
             "pending_revision",
             "revision",
-            "metadata",
             "updated_at",
+            *(["metadata"] if card_changed else []),
         ]
     )
     send_on_commit("media_revoke_post_urls", str(post.pk))
