@@ -222,6 +222,8 @@ STORAGES = {
 }
 # Signed media URLs: lifetime, and an optional separate host that serves user media (cookie-less).
 MEDIA_URL_TTL_SECONDS = env_int("MEDIA_URL_TTL_SECONDS", 3600)
+# How often the scheduler (and, embedded, runserver's publisher thread) publishes due scheduled posts.
+SCHEDULED_PUBLISH_INTERVAL_SECONDS = env_int("SCHEDULED_PUBLISH_INTERVAL_SECONDS", 5)
 MEDIA_PUBLIC_BASE_URL = env("MEDIA_PUBLIC_BASE_URL")
 UPLOAD_URL_TTL_SECONDS = env_int("UPLOAD_URL_TTL_SECONDS", 3600)
 # Resumable uploads (DESIGN.md §8): required above UPLOAD_SINGLE_MAX_BYTES; parts of
@@ -330,7 +332,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {"RevisionStatusEnum": "content.models.RevisionStatus"},
 }
 # JSON bodies nested deeper than this are refused with 400 `json_too_deep` (no endpoint needs more
 # than a few levels; deep nesting would otherwise exhaust the interpreter's recursion limit).

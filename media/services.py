@@ -35,7 +35,7 @@ from config.errors import (
     ValidationFailed,
 )
 from content.models import Post, PostStatus, PostType
-from content.services import post_lock, post_media_attached, post_media_detached
+from content.services import post_edit, post_lock, post_media_attached, post_media_detached
 from media import processing, storage
 from media.models import Media, MediaKind, Upload, UploadState
 from media.sniff import Sniffed, sniff
@@ -80,6 +80,8 @@ POST_TYPE_KINDS = {
 }
 SINGLE_MEDIUM_TYPES = {PostType.VIDEO, PostType.AUDIO, PostType.LIVESTREAM}
 ATTACHABLE_STATUSES = (PostStatus.DRAFT, PostStatus.PROCESSING)
+# Published posts take media too: it joins a new revision (content.services.post_edit).
+ATTACH_TO_STATUSES = (*ATTACHABLE_STATUSES, PostStatus.PUBLISHED)
 
 
 def safe_filename(name: str) -> str:
@@ -600,8 +602,10 @@ def _sniff_or_refuse(head: bytes, post: Post) -> Sniffed:
 
 
 def _check_attach_allowed(post: Post, kind: str, is_primary: bool) -> None:
-    if post.status not in ATTACHABLE_STATUSES:
-        raise InvalidTransition(f"Media can only be attached to a draft; this post is {post.status}.")
+    if post.status not in ATTACH_TO_STATUSES:
+        raise InvalidTransition(
+            f"Media can only be attached to a draft or a published post; this post is {post.status}."
+        )
     live = Media.objects.attached().filter(post=post)
     if live.count() >= settings.MEDIA_MAX_PER_POST:
         raise ValidationFailed(
@@ -721,7 +725,7 @@ def _media_create(
             sha256=sha,
             metadata={**({"blocked_media": True} if quarantine else {}), **extra_metadata},
         )
-        post_media_attached(post_id=post.pk, is_primary=is_primary, blocked=quarantine)
+        post_media_attached(post_id=post.pk, is_primary=is_primary, blocked=quarantine, media_id=media.pk)
         processing.dispatch(media)
     except BaseException:
         # The bytes were stored before the row: without the row they belong to nothing.
@@ -734,6 +738,10 @@ def _media_create(
 def media_detach(*, post_id: UUID | str, media_id: UUID | str, actor: AbstractBaseUser) -> None:
     """Detach from a draft. The bytes stay (moderation may need them) until the purge's retention."""
     post = post_lock(post_id=post_id, actor=actor)
+    if post.status == PostStatus.PUBLISHED:
+        # A new revision without it; the public keeps seeing it until that revision is cleared.
+        post_edit(post_id=post.pk, actor=actor, detach_media_ids=[media_id])
+        return
     if post.status not in ATTACHABLE_STATUSES:
         raise InvalidTransition(f"Media can only be removed from a draft; this post is {post.status}.")
     try:

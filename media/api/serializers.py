@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from content.models import PostStatus
+from content.selectors import media_in_public_revision
 from content.services import is_owner_or_staff
 from media import storage
 from media.models import Media, Upload
@@ -61,6 +62,8 @@ class MediaSerializer(serializers.ModelSerializer):
         URL is recorded before it is issued, so hiding the post later rotates the keys it names."""
         post = media.post
         if post is None or post.status != PostStatus.PUBLISHED or post.deleted_at is not None:
+            return False
+        if not media_in_public_revision(media):  # an edit's media waiting for the prescreen
             return False
         return media_mark_urls_exposed(media)
 

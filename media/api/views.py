@@ -34,7 +34,8 @@ from rest_framework.views import APIView
 from config.api import error_body, error_responses
 from config.errors import FileTooLarge, NotFound, ServiceError
 from config.parsers import JSONParser
-from content.services import can_view_post, is_owner_or_staff
+from content.selectors import can_view_media, media_in_public_revision
+from content.services import is_owner_or_staff
 from media import services, storage
 from media.api.serializers import (
     AttachSerializer,
@@ -314,7 +315,7 @@ class DetachView(APIView):
 
 def _visible_media(request, media_id) -> Media:
     media = Media.objects.attached().select_related("post").filter(pk=media_id).first()
-    if media is None or media.post is None or not can_view_post(media.post, request.user):
+    if media is None or not can_view_media(media, request.user):
         raise NotFound("Media not found.")
     return media
 
@@ -524,10 +525,17 @@ def _storage_unavailable(key: str) -> JsonResponse:
     return response
 
 
+def _publicly_served(media: Media, *, private_object: bool) -> bool:
+    """Bytes anyone may read: media of a published post that belong to its public revision (media of
+    an edit still waiting for the prescreen are as private as a draft's, DESIGN.md §9), never an
+    original (it may carry EXIF/GPS)."""
+    return media.post.status == "published" and not private_object and media_in_public_revision(media)
+
+
 def _viewer_may_read(request: HttpRequest, media: Media, *, private_object: bool) -> bool:
-    """Media of a published post is for everyone; anything else (and any original) only for the owner
-    and staff, authenticated by session or token on this request."""
-    if media.post.status == "published" and not private_object:
+    """Publicly served media is for everyone; anything else only for the owner and staff,
+    authenticated by session or token on this request."""
+    if _publicly_served(media, private_object=private_object):
         return True
     return is_owner_or_staff(_request_user(request), media.owner_id)
 
@@ -576,7 +584,7 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         key=signed.key,
         mime_type=signed.mime_type,
         filename=signed.filename,
-        public=media.post.status == "published" and not is_original,
+        public=_publicly_served(media, private_object=is_original),
         expires=signed.expires,
         sha256=sha,
     )
@@ -623,6 +631,6 @@ def media_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
         key=key,
         mime_type=mime,
         filename=posixpath.basename(key),
-        public=media.post.status == "published",
+        public=_publicly_served(media, private_object=False),
         expires=signed.expires,
     )
