@@ -90,6 +90,7 @@ def make_live(owner, status: str) -> tuple[Post, str]:
         key_hash=keys.hash_key(f"key-{post.pk}"),
         key_encrypted=keys.encrypt(f"key-{post.pk}"),
         started_at=timezone.now(),
+        last_segment_at=timezone.now(),
     )
     stream.hls_folder = storage.live_folder(owner.pk, stream.pk)
     stream.save(update_fields=["hls_folder"])

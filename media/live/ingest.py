@@ -141,6 +141,8 @@ class Session(threading.Thread):
         self.stop_reason = ""
         self.encoder_gone = threading.Event()
         self.first_segment_at: float | None = None
+        self.watch_checked = time.monotonic()
+        self._gone_at: float | None = None
         self.segment_times: dict[str, float] = {}  # segment -> monotonic time it was listed (bench)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -198,9 +200,19 @@ class Session(threading.Thread):
                 reason = services.livestream_should_stop(self.stream_id)
                 if reason:
                     self.stop(reason)
+                elif self.encoder_gone.is_set() and now - self.encoder_gone_at() >= 3:
+                    self.stop("the encoder stopped")  # ffmpeg did not see the end by itself
+                elif now - self.watch_checked >= 5:
+                    self.watch_checked = now
+                    services.livestream_watch_overdue(self.stream_id)
         self.sync()
         reason = self.stop_reason or "the encoder stopped"
-        finalize(self.workdir, self.stream_id, self.owner_id, reason=reason, synced=True)
+        finalize(self.workdir, self.stream_id, self.owner_id, reason=reason)
+
+    def encoder_gone_at(self) -> float:
+        if self._gone_at is None:
+            self._gone_at = time.monotonic()
+        return self._gone_at
 
     def stop(self, reason: str) -> None:
         """Drop the encoder and let ffmpeg finish cleanly (its playlist gets ``#EXT-X-ENDLIST``)."""
@@ -243,12 +255,12 @@ class Session(threading.Thread):
                 (self.hls_dir / name).unlink(missing_ok=True)
 
 
-def finalize(workdir: Path, stream_id: str, owner_id: int, *, reason: str, synced: bool = False) -> None:
-    """Store the recording (if any bytes were recorded) at its medium's original key, then record the
-    end (``services.livestream_finished``, which makes and queues the medium), then delete the work
-    folder. Safe to repeat after a crash at any point: the medium id is kept in the work folder."""
-    if not synced:
-        _final_playlist(workdir)
+def finalize(workdir: Path, stream_id: str, owner_id: int, *, reason: str) -> None:
+    """Close the live playlist (``#EXT-X-ENDLIST``), store the recording (if any bytes were recorded)
+    at its medium's original key, then record the end (``services.livestream_finished``, which makes
+    and queues the medium), then delete the work folder. Safe to repeat after a crash at any point:
+    the medium id is kept in the work folder."""
+    _final_playlist(workdir)
     recording = workdir / RECORDING
     media_id_file = workdir / "media_id"
     info = None
@@ -271,7 +283,8 @@ def finalize(workdir: Path, stream_id: str, owner_id: int, *, reason: str, synce
 
 
 def _final_playlist(workdir: Path) -> None:
-    """After a crash: store what the last playlist listed, closed with ``#EXT-X-ENDLIST``."""
+    """Store what the last playlist listed (segments still on this disk), closed with ``#EXT-X-ENDLIST``
+    (ffmpeg writes it only when it ends cleanly)."""
     folder_file, playlist = workdir / "folder", workdir / "hls" / PLAYLIST
     if not folder_file.exists() or not playlist.exists():
         return
@@ -371,6 +384,7 @@ http {{
   server {{
     listen 127.0.0.1:{self.control_port};
     location /control {{ rtmp_control all; }}
+    location /stat {{ rtmp_stat all; }}
   }}
 }}
 rtmp {{
@@ -383,7 +397,7 @@ rtmp {{
       record off;
       allow play 127.0.0.1;
       deny play all;
-      idle_streams off;
+      idle_streams on;
       drop_idle_publisher 20s;
       on_publish {hook}/publish;
       on_publish_done {hook}/publish_done;
@@ -547,6 +561,9 @@ rtmp {{
                 session.prepare()
                 self.sessions[client] = session
             session.start()
+            # The remuxer subscribes to the new name before the encoder's first frame is accepted
+            # (idle_streams): the recording and the live tree start at the stream's first keyframe.
+            self.wait_for_player(session.name_on_server, timeout=5)
             return 302, session.name_on_server
         if path == "/publish_done":
             with self.lock:
@@ -555,6 +572,30 @@ rtmp {{
                 session.encoder_gone.set()
             return 200, None
         return 404, None
+
+    def players(self, name: str) -> int:
+        """How many clients nginx-rtmp counts on the stream ``name`` (its ``rtmp_stat`` XML)."""
+        import xml.etree.ElementTree as ET  # noqa: N817, S405 - nginx's own XML on loopback
+
+        url = f"http://127.0.0.1:{self.control_port}/stat"
+        try:
+            root = ET.fromstring(urllib.request.urlopen(url, timeout=2).read())  # noqa: S310, S314
+        except (OSError, ET.ParseError):
+            return 0
+        for stream in root.iter("stream"):
+            if stream.findtext("name") == name:
+                return int(stream.findtext("nclients") or 0)
+        return 0
+
+    def wait_for_player(self, name: str, *, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until a client is subscribed to ``name``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.players(name) >= 1:
+                return True
+            time.sleep(0.05)
+        logger.warning("stream %s: the remuxer did not subscribe within %ss", name, timeout)
+        return False
 
     def drop_publisher(self, name: str) -> None:
         """Disconnect the encoder publishing ``name`` (nginx-rtmp's control API)."""

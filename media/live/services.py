@@ -281,6 +281,25 @@ def livestream_should_stop(stream_id: UUID | str) -> str | None:
     return None
 
 
+def livestream_watch_overdue(stream_id: UUID | str) -> bool:
+    """Re-send the AI's frame watcher when a live stream has gone unwatched for three intervals (its
+    delayed message was lost: a broker restart). True when it was sent."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    if not ai_watches_streams():
+        return False
+    row = LiveStream.objects.filter(pk=stream_id).values("status", "started_at", "ai_checked_at").first()
+    if row is None or row["status"] != LiveStatus.LIVE:
+        return False
+    last = row["ai_checked_at"] or row["started_at"]
+    overdue = timedelta(seconds=3 * settings.LIVESTREAM_AI_INTERVAL_SECONDS + 5)
+    if last is None or timezone.now() - last < overdue:
+        return False
+    return queueing.send(WATCH_ACTOR, str(stream_id))
+
+
 # --- telling the creator ------------------------------------------------------------------------------
 
 

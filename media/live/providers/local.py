@@ -66,8 +66,8 @@ class LocalProvider(LiveProvider):
         return default_ingest_url()
 
     def playback_url(self, stream, *, public: bool, request=None) -> str | None:
-        if not stream.hls_folder or stream.started_at is None:
-            return None
+        if not stream.hls_folder or stream.last_segment_at is None:
+            return None  # not live yet, or no segment stored yet: nothing to play
         return storage.signed_prefix_url(
             stream.hls_folder,
             media_id=stream.pk,
