@@ -224,7 +224,7 @@ def livestream_finished(
     media = None
     if recording is not None:
         media = Media.objects.create(
-            id=recording["media_id"],
+            id=UUID(str(recording["media_id"])),
             post=stream.post,
             owner_id=stream.owner_id,
             kind=MediaKind.LIVESTREAM_RECORDING,
@@ -315,6 +315,16 @@ def _announce(stream: LiveStream, before: str) -> None:
 
 
 # --- reading -----------------------------------------------------------------------------------------
+
+
+def live_streams_now(limit: int = 50) -> list[LiveStream]:
+    """Streams that are live now, longest running first, with their post and author (the admin's
+    "Live now" list)."""
+    return list(
+        LiveStream.objects.filter(status=LiveStatus.LIVE)
+        .select_related("post", "owner")
+        .order_by("started_at")[:limit]
+    )
 
 
 def obs_settings(ingest_url: str, key: str | None) -> dict[str, Any]:
