@@ -147,6 +147,8 @@ def post_create(
     body: str = "",
     link_url: str = "",
     poll: dict[str, Any] | None = None,
+    sensitive: bool = False,
+    spoiler_text: str = "",
 ) -> Post:
     _validate_content(type=type, title=title, body=body, link_url=link_url, poll=poll)
     post = Post.objects.create(
@@ -155,12 +157,42 @@ def post_create(
         title=title,
         body=body,
         link_url=link_url,
+        sensitive=sensitive,
+        spoiler_text=spoiler_text.strip(),
         status=PostStatus.DRAFT,
         moderation_state=ModerationState.UNREVIEWED,
     )
     if poll:
         _poll_replace(post, poll)
+    _queue_link_preview(post)
     return post
+
+
+def _queue_link_preview(post: Post) -> None:
+    """A link post's card is built by the ``links`` worker (content.linkpreview) after commit."""
+    if post.type == PostType.LINK and post.link_url:
+        send_on_commit("link_preview_fetch", str(post.pk), post.link_url)
+
+
+UNREADY = (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING, ProcessingStatus.FAILED)
+
+
+def _drop_unready_preview(post: Post, statuses: Iterable[str]) -> None:
+    """A preview never blocks publishing: a link preview image still in one of ``statuses`` is
+    detached (the card keeps its text), so the post neither waits for it nor fails on it, and the
+    review sees exactly the preview image that will be shown."""
+    stale = Media.objects.attached().filter(
+        post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True, processing_status__in=list(statuses)
+    )
+    ids = {str(pk) for pk in stale.values_list("pk", flat=True)}
+    if not ids:
+        return
+    stale.update(detached_at=timezone.now(), updated_at=timezone.now())
+    preview = dict((post.metadata or {}).get("link_preview") or {})
+    if preview.get("image_media_id") in ids:
+        preview["image_media_id"] = None
+        post.metadata = {**post.metadata, "link_preview": preview}
+        post.save(update_fields=["metadata", "updated_at"])
 
 
 def _poll_replace(post: Post, poll: dict[str, Any]) -> Poll:
@@ -202,6 +234,7 @@ def post_draft_update(
     if post.status == PostStatus.PUBLISHED:  # published between the dispatch and the lock
         post_edit(post_id=post.pk, actor=actor, changes=changes, media=media or [])
         return Post.objects.get(pk=post.pk)
+    old_link_url = post.link_url
     unknown = set(changes) - set(EDITABLE_FIELDS) - {"poll"}
     if unknown:
         raise ValidationFailed(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
@@ -231,8 +264,18 @@ def post_draft_update(
                 m = attached[media_id]
                 m.description = text
                 m.save(update_fields=["description", "updated_at"])
+    link_changed = "link_url" in changes and changes["link_url"] != old_link_url
+    if link_changed:
+        post.metadata = {k: v for k, v in (post.metadata or {}).items() if not k.startswith("link_preview")}
     post.revision += 1
-    post.save(update_fields=[*EDITABLE_FIELDS, "revision", "updated_at"])
+    post.save(
+        update_fields=[*EDITABLE_FIELDS, "revision", "updated_at", *(["metadata"] if link_changed else [])]
+    )
+    if link_changed:
+        Media.objects.attached().filter(
+            post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True
+        ).update(detached_at=timezone.now(), updated_at=timezone.now())
+        _queue_link_preview(post)
     return post
 
 
@@ -487,8 +530,13 @@ def post_delete(*, post_id: UUID | str, actor: AbstractBaseUser) -> None:
 
 def _live_media(post: Post) -> list[Media]:
     """Every attached medium, primary or not: nothing of a post goes public before it was processed
-    (and so verified and shown to the prescreen)."""
-    return list(Media.objects.attached().filter(post=post))
+    (and so verified and shown to the prescreen). A link preview image does not hold the post back:
+    it is left out here, and dropped at submission unless ready (``_drop_unready_preview``)."""
+    return [
+        m
+        for m in Media.objects.attached().filter(post=post)
+        if not (m.kind == MediaKind.THUMBNAIL and (m.metadata or {}).get("link_preview"))
+    ]
 
 
 def check_publish_at(publish_at: datetime, *, now: datetime | None = None) -> None:
@@ -511,6 +559,7 @@ def post_publish(*, post_id: UUID | str, actor: AbstractBaseUser, publish_at: da
         check_publish_at(publish_at)
     post = post_lock(post_id=post_id, actor=actor)
     _require_status(post, [PostStatus.DRAFT, PostStatus.PROCESSING], "publish")
+    _drop_unready_preview(post, UNREADY)
     media = _live_media(post)
     if any(m.processing_status == ProcessingStatus.FAILED for m in media):
         raise MediaFailed()
@@ -744,6 +793,7 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
             post.publish_requested = False
             post.metadata = {**post.metadata, "publish_error": exc.detail}
         else:
+            _drop_unready_preview(post, UNREADY)
             return _submit(post)
     if failed:
         post.publish_requested = False

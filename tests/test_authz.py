@@ -177,7 +177,12 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
         Probe("POST", lambda s: f"{_post(s)}/media", lambda s: {"upload_id": str(s.intruder_upload.pk)})
     ],
     "media-detach": [Probe("DELETE", lambda s: f"{_post(s)}/media/{s.media.pk}")],
-    "media-detail": [Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}", read=True)],
+    "media-detail": [
+        Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}", read=True),
+        Probe(
+            "PATCH", lambda s: f"/api/v1/content/media/{s.media.pk}", lambda s: {"description": "Hijacked"}
+        ),
+    ],
     "media-retry": [Probe("POST", lambda s: f"/api/v1/content/media/{s.media.pk}/retry")],
     "media-file": [Probe("GET", lambda s: s.file_url, read=True)],
     "live-tree": [
@@ -207,6 +212,7 @@ OTHER_PROBES: dict[str, str] = {
     "upload-parts": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
     "upload-part-data": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
     "upload-complete": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
+    "my-quota": "test_quota_is_the_callers_own",
     "schema": "test_schema_and_docs_are_public",
     "docs": "test_schema_and_docs_are_public",
     "livestream-mux-webhook": "test_mux_webhook_needs_its_signature",
@@ -492,6 +498,51 @@ def test_resumable_uploads_are_their_owners_and_parts_need_their_signature(user,
             r = c.generic("PUT", path, b"x" * 10, content_type="")
             assert (r.status_code, r.json()["code"]) == (403, "invalid_signature")
     assert Upload.objects.get(pk=theirs["upload_id"]).parts == {}
+
+
+@pytest.mark.parametrize("status", HIDDEN)
+def test_link_preview_image_of_hidden_posts_is_hidden(status, user, other_user, staff):
+    """The card's image (a thumbnail medium of the post): its JSON, the card and its bytes follow the
+    post's visibility, like any medium (issue 13's read-path walk)."""
+    post = PostFactory(
+        author=user, type=PostType.LINK, link_url="https://example.com/", body="", status=status
+    )
+    thumb = MediaFactory(post=post, kind="thumbnail", is_primary=False, metadata={"link_preview": True})
+    key = f"media/{user.pk}/{thumb.pk}/small.jpg"
+    thumb.variants = {"small": {"key": key, "mime_type": "image/jpeg", "width": 64, "height": 48}}
+    thumb.save(update_fields=["variants"])
+    storage.save(key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    Post.objects.filter(pk=post.pk).update(
+        metadata={
+            "link_preview": {
+                "url": "u",
+                "title": "t",
+                "description": "d",
+                "site_name": "s",
+                "image_media_id": str(thumb.pk),
+            }
+        }
+    )
+    owner_view = client_for(user).get(f"/api/v1/content/posts/{post.pk}").json()
+    image = owner_view["metadata"]["link_preview"]["image"]
+    assert image["id"] == str(thumb.pk)
+    url = urlsplit(image["variants"]["small"]["url"]).path
+    for who in (other_user, None):
+        c = client_for(who)
+        assert c.get(f"/api/v1/content/posts/{post.pk}").status_code == 404
+        assert c.get(f"/api/v1/content/media/{thumb.pk}").status_code == 404
+        assert c.get(url).status_code == 404
+        feed = c.get("/api/v1/content/posts").json()["results"]
+        assert str(post.pk) not in {p["id"] for p in feed}
+    assert client_for(staff).get(url).status_code == 200
+
+
+def test_quota_is_the_callers_own(user, other_user):
+    MediaFactory(post=PostFactory(author=other_user, type=PostType.IMAGE, body=""), size_bytes=4321)
+    assert client_for(user).get("/api/v1/content/me/quota").json()["used_bytes"] == 0
+    assert client_for(other_user).get("/api/v1/content/me/quota").json()["used_bytes"] == 4321
+    r = client_for().get("/api/v1/content/me/quota")
+    assert (r.status_code, r.json()["code"]) == (401, "not_authenticated")
 
 
 def test_schema_and_docs_are_public():

@@ -167,6 +167,28 @@ class PendingRevisionSerializer(RevisionSerializer):
     media = PendingRevisionMediaSerializer(many=True, read_only=True)
 
 
+def _is_preview(media) -> bool:
+    return media.kind == "thumbnail" and bool((media.metadata or {}).get("link_preview"))
+
+
+class LinkPreviewSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    site_name = serializers.CharField()
+    image = MediaSerializer(allow_null=True, help_text="The preview image, a `thumbnail` medium, once ready.")
+
+
+class PostMetadataSerializer(serializers.Serializer):
+    media_count = serializers.IntegerField()
+    link_preview = LinkPreviewSerializer(
+        required=False, help_text="Link posts: the page's card, filled by the `links` worker."
+    )
+    link_preview_error = serializers.DictField(
+        required=False, help_text="Owner and staff: why the card could not be built {code, detail}."
+    )
+
+
 class PostSerializer(serializers.ModelSerializer):
     """Post JSON (DESIGN.md §4)."""
 
@@ -242,11 +264,16 @@ class PostSerializer(serializers.ModelSerializer):
         out["media"] = rendered
         return out
 
-    @extend_schema_field(MediaSerializer(many=True))
-    def get_media(self, post: Post) -> list:
+    def _attached(self, post: Post) -> list:
         media = [m for m in post.media.all() if m.detached_at is None]
         for m in media:
             m.post = post  # already loaded: no query per medium
+        return media
+
+    @extend_schema_field(MediaSerializer(many=True))
+    def get_media(self, post: Post) -> list:
+        """The post's media; a link preview image is shown in ``metadata.link_preview.image`` only."""
+        media = [m for m in self._attached(post) if not _is_preview(m)]
         return MediaSerializer(media, many=True, context=self.context).data
 
     @extend_schema_field(PollOutSerializer(allow_null=True))
@@ -260,16 +287,24 @@ class PostSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         return poll_data(poll, getattr(request, "user", None))
 
-    @extend_schema_field(serializers.DictField())
+    @extend_schema_field(PostMetadataSerializer)
     def get_metadata(self, post: Post) -> dict:
         data = dict(post.metadata or {})
-        data["media_count"] = sum(1 for m in post.media.all() if m.detached_at is None)
+        attached = self._attached(post)
+        data["media_count"] = sum(1 for m in attached if not _is_preview(m))
+        if isinstance(data.get("link_preview"), dict):
+            preview = dict(data["link_preview"])
+            image_id = preview.pop("image_media_id", None)
+            image = next((m for m in attached if str(m.pk) == image_id and _is_preview(m)), None)
+            ready = image is not None and image.processing_status == "ready"
+            preview["image"] = MediaSerializer(image, context=self.context).data if ready else None
+            data["link_preview"] = preview
         if post.blocked_media:
             data["blocked_media"] = True  # a column since issue 10; the API still shows it here
         request = self.context.get("request")
         user = getattr(request, "user", None)
         if not is_owner_or_staff(user, post.author_id):
-            for private in ("ai_review_error", "blocked_media", "publish_error"):
+            for private in ("ai_review_error", "blocked_media", "publish_error", "link_preview_error"):
                 data.pop(private, None)
         return data
 
@@ -290,6 +325,10 @@ class PostCreateSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=40_000, required=False, allow_blank=True, default="")
     link_url = serializers.URLField(max_length=2000, required=False, allow_blank=True, default="")
     poll = PollInSerializer(required=False, allow_null=True, default=None)
+    sensitive = serializers.BooleanField(required=False, default=False, help_text="Hide behind a warning.")
+    spoiler_text = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", help_text="The content warning."
+    )
 
 
 class MediaDescriptionSerializer(serializers.Serializer):

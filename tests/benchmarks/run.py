@@ -24,6 +24,7 @@ TARGETS = {  # name: (comparison, target) from the issues; printed next to the f
     "video_realtime_factor": (">=", 2.5),
     "video_overhead_vs_bare_ffmpeg_ratio": ("<=", 1.05),
     "video_remux_speedup": (">=", 2.0),
+    "video_hls_vs_mp4_ladder_ratio": ("<=", 1.1),
     "audio_realtime_factor": (">=", 30),
     "delivery_feed_reload_bytes_ratio": ("<=", 0.01),
     "delivery_range_vs_storage_ratio": ("<=", 1.2),
