@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('content', '0003_post_revisions_scheduled_sensitive'),
-        ('media', '0007_media_pdq_hashes'),
+        ('media', '0008_media_description_focus'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
