@@ -175,7 +175,7 @@ def test_livestream_from_encoder_to_recording(ingest, live_server, worker, platf
     )
     assert recording.kind == "livestream_recording" and recording.post_id == stream.post_id
     assert abs(recording.duration_seconds - sent) <= 1.0, (recording.duration_seconds, sent)
-    assert "360p" in recording.variants
+    assert "hls" in recording.variants and "360p" in recording.variants  # ladder + HLS
     # The viewer finds it on the post; the live tree ends with ENDLIST and stays playable.
     d = client_for(viewer).get(f"/api/v1/content/posts/{post['id']}").json()
     assert d["livestream"]["recording_media_id"] == str(recording.pk)
