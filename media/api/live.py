@@ -6,6 +6,7 @@ from __future__ import annotations
 import posixpath
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.templatetags.static import static
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -132,3 +133,55 @@ def live_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
         public=published and ext != ".m3u8",
         expires=signed.expires,
     )
+
+
+WATCH_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Postflow live</title>
+<style>body{font:16px system-ui,sans-serif;max-width:960px;margin:1em auto;padding:0 1em}
+video{width:100%;background:#000}</style></head><body>
+<h1 id="title">Livestream</h1><p id="state">Loading…</p>
+<video id="v" controls muted playsinline></video>
+<script src="__HLS__"></script>
+<script>
+(function () {
+  var post = "__POST__", v = document.getElementById("v"), hls = null, playing = null;
+  function play(src) {
+    if (!src || src === playing) return;
+    playing = src;
+    if (window.Hls && Hls.isSupported()) {
+      if (hls) hls.destroy();
+      hls = new Hls(); window.pfHls = hls; hls.loadSource(src); hls.attachMedia(v);
+      hls.on(Hls.Events.MANIFEST_PARSED, function () { v.play().catch(function () {}); });
+    } else { v.src = src; }
+  }
+  function poll() {
+    fetch("/api/v1/content/posts/" + post, {credentials: "same-origin"}).then(function (r) {
+      if (!r.ok) { document.getElementById("state").textContent = "Not found."; return null; }
+      return r.json();
+    }).then(function (p) {
+      if (!p) return;
+      var ls = p.livestream || {}, rec = (p.media || []).filter(function (m) {
+        return m.kind === "livestream_recording" && m.processing_status === "ready"; })[0];
+      document.getElementById("title").textContent = p.title;
+      document.getElementById("state").textContent = "Stream: " + (ls.status || "none") +
+        (rec ? " — recording ready" : "") + (ls.ingest_url ? " — send to " + ls.ingest_url : "");
+      if (ls.status === "live") play(ls.playback_url);
+      else if (rec && rec.variants.hls) play(rec.variants.hls.url);
+      else if (ls.playback_url) play(ls.playback_url);
+    }).finally(function () { setTimeout(poll, 3000); });
+  }
+  poll();
+})();
+</script></body></html>"""
+
+
+@extend_schema(exclude=True)
+@_allow_methods("GET", "HEAD")
+def watch_page(request: HttpRequest, post_id) -> HttpResponse:
+    """A minimal player page for a livestream post (``/watch/<post id>``): it reads the Post JSON with
+    the viewer's own session (so it shows exactly what the API would show them) and plays the live
+    HLS, or the recording once it is ready. It holds no data itself: visibility is the API's."""
+    html = WATCH_PAGE.replace("__HLS__", static("vendor/hls.min.js")).replace("__POST__", str(post_id))
+    response = HttpResponse(html, content_type="text/html; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response

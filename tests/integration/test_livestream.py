@@ -150,6 +150,7 @@ def test_livestream_from_encoder_to_recording(ingest, live_server, worker, platf
             what="the live playlist to grow",
         )
         _play_in_chromium(live_server.url + playback)
+        _watch_page_plays(live_server.url + f"/watch/{post['id']}")
         # ~20 s of stream, then the owner ends it: the encoder is cut off.
         time.sleep(max(0.0, 20 - (time.monotonic() - started)))
         r = client_for(owner).post(f"/api/v1/content/posts/{post['id']}/livestream/end", {}, format="json")
@@ -216,6 +217,27 @@ def _play_in_chromium(src: str) -> None:
             page.wait_for_function("() => document.getElementById('v').currentTime > 2")
             assert page.evaluate("() => window.pfErrors") == []
             assert page.evaluate("() => window.hls.levels.length") >= 1
+        finally:
+            browser.close()
+
+
+def _watch_page_plays(url: str) -> None:
+    """The minimal player page, opened by an anonymous browser, plays the live stream (hls.js)."""
+    if not Path(CHROMIUM).exists():
+        return
+    from playwright.sync_api import sync_playwright
+
+    from tests.moderation.test_admin_browser import CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(url)
+            page.wait_for_function("() => document.getElementById('v').currentTime > 1")
+            assert "Stream: live" in page.inner_text("#state")
+            assert "send to" not in page.inner_text("#state")  # the ingest is the author's only
         finally:
             browser.close()
 
