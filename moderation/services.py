@@ -210,6 +210,14 @@ def ai_live_frame_flagged(
         post.submitted_at = timezone.now()
         post.save(update_fields=["status", "moderation_state", "submitted_at", "updated_at"])
         send_on_commit("media_revoke_post_urls", str(post.pk))
+        try:
+            from content import notifications
+        except ImportError:  # notifications (issue "tell and answer") are not in this build
+            pass
+        else:
+            notifications.post_transitioned(
+                post, notification="post_quarantined", reason="The AI flagged a frame of your livestream."
+            )
     return review
 
 

@@ -304,7 +304,9 @@ def livestream_watch_overdue(stream_id: UUID | str) -> bool:
 
 
 def _announce(stream: LiveStream, before: str) -> None:
-    """A status change of the stream: logged now; the SSE event and notification hooks go here."""
+    """A status change of the stream: logged, and told to its author as a ``post.updated`` event
+    carrying ``livestream`` {status, started_at, ended_at, end_reason} (DESIGN.md §10's event log,
+    ``content.events``, where that module exists in this build)."""
     logger.info(
         "livestream %s: %s -> %s",
         stream.pk,
@@ -312,6 +314,23 @@ def _announce(stream: LiveStream, before: str) -> None:
         stream.status,
         extra={"event": "livestream_status", "livestream_id": str(stream.pk), "post_id": str(stream.post_id)},
     )
+    try:
+        from content import events
+    except ImportError:  # the SSE event log (issue "tell and answer") is not in this build
+        return
+    post = Post.objects.filter(pk=stream.post_id).first()
+    if post is None:
+        return
+    data = {
+        **events.post_data(post),
+        "livestream": {
+            "status": stream.status,
+            "started_at": stream.started_at.isoformat() if stream.started_at else None,
+            "ended_at": stream.ended_at.isoformat() if stream.ended_at else None,
+            "end_reason": stream.end_reason,
+        },
+    }
+    events.publish(post.author_id, "post.updated", data)
 
 
 # --- reading -----------------------------------------------------------------------------------------
