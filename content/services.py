@@ -977,6 +977,24 @@ def post_media_attached(
 
 
 @transaction.atomic
+def post_recording_attached(*, post_id: UUID | str, media_id: UUID | str) -> Post | None:
+    """A livestream's recording (a ``livestream_recording`` medium, made by ``media.live``) joins its
+    post: appended to the public revision of a published post, and to a revision waiting for review,
+    so that it is shown exactly where the stream itself was (DESIGN.md §13). The post's status does
+    not change. None when the post is gone."""
+    try:
+        post = post_lock(post_id=post_id, include_deleted=True)
+    except NotFound:
+        return None
+    for revision_id in {post.public_revision_id, post.pending_revision_id} - {None}:
+        position = PostRevisionMedia.objects.filter(revision_id=revision_id).count()
+        PostRevisionMedia.objects.get_or_create(
+            revision_id=revision_id, media_id=media_id, defaults={"position": position}
+        )
+    return post
+
+
+@transaction.atomic
 def post_media_detached(*, post_id: UUID | str, blocked_remaining: bool) -> Post:
     """A medium was detached. ``blocked_remaining`` says whether another attached file is still on
     the blocklist; if not, the flag goes with the file. The post may now leave ``processing``: it is

@@ -210,7 +210,7 @@ def _perceptual_blocklist(
     if claim.media.kind == "image":
         name = next((n for n in (*IMAGE_REVIEW_PREFERENCE, *JPEG_REVIEW_FALLBACK) if n in by_name), None)
         pictures = [by_name[name]] if name else []
-    elif claim.media.kind == "video":
+    elif claim.media.kind in ("video", "livestream_recording"):
         pictures = [by_name[POSTER]] if POSTER in by_name else []
         video = next((by_name[n] for n in VIDEO_REVIEW_PREFERENCE if n in by_name), None)
     if not pictures and video is None:

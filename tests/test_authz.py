@@ -66,6 +66,43 @@ class Scene:
     file_url: str = ""  # the signed URL of the media's bytes, as issued to the owner
     hls_url: str = ""  # the signed HLS master playlist URL, as issued to the owner
     segment_url: str = ""  # a segment under the same signed prefix
+    live: Post | None = None  # a livestream post, live, in the same status
+    live_url: str = (
+        ""  # its signed live HLS playlist (Post JSON livestream.playback_url), as issued to the owner
+    )
+    live_segment_url: str = ""  # a segment under the same live grant
+
+
+def make_live(owner, status: str) -> tuple[Post, str]:
+    """A livestream post in ``status`` whose stream is live, with its live HLS tree in storage; returns
+    the post and the playback URL its owner is given."""
+    from django.utils import timezone
+
+    from media.live import keys
+    from media.live.models import LiveStream
+
+    post = PostFactory(author=owner, type=PostType.LIVESTREAM, title="Live now", body="", status=status)
+    stream = LiveStream.objects.create(
+        post=post,
+        owner=owner,
+        provider="local",
+        status="live",
+        key_hash=keys.hash_key(f"key-{post.pk}"),
+        key_encrypted=keys.encrypt(f"key-{post.pk}"),
+        started_at=timezone.now(),
+        last_segment_at=timezone.now(),
+    )
+    stream.hls_folder = storage.live_folder(owner.pk, stream.pk)
+    stream.save(update_fields=["hls_folder"])
+    storage.save(
+        f"{stream.hls_folder}/index.m3u8", io.BytesIO(b"#EXTM3U\n#EXTINF:2.0,\nseg_00000.ts\n"), None
+    )
+    storage.save(f"{stream.hls_folder}/seg_00000.ts", io.BytesIO(b"G" * 188), None)
+    r = client_for(owner).get(f"/api/v1/content/posts/{post.pk}")
+    assert r.status_code == 200, r.content
+    url = urlsplit(r.json()["livestream"]["playback_url"]).path
+    assert url.startswith("/m/l/") and url.endswith("/index.m3u8")
+    return post, url
 
 
 def make_scene(owner, intruder, status: str) -> Scene:
@@ -96,6 +133,8 @@ def make_scene(owner, intruder, status: str) -> Scene:
     scene.hls_url = urlsplit(r.json()["variants"]["hls"]["url"]).path
     assert scene.hls_url.startswith("/m/h/") and scene.hls_url.endswith("/master.m3u8")
     scene.segment_url = scene.hls_url.replace("/master.m3u8", "/360p/seg_001.m4s")
+    scene.live, scene.live_url = make_live(owner, status)
+    scene.live_segment_url = scene.live_url.replace("/index.m3u8", "/seg_00000.ts")
     return scene
 
 
@@ -146,6 +185,14 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
     ],
     "media-retry": [Probe("POST", lambda s: f"/api/v1/content/media/{s.media.pk}/retry")],
     "media-file": [Probe("GET", lambda s: s.file_url, read=True)],
+    "live-tree": [
+        Probe("GET", lambda s: s.live_url, read=True),
+        Probe("GET", lambda s: s.live_segment_url, read=True),
+    ],
+    "livestream-end": [
+        Probe("POST", lambda s: f"/api/v1/content/posts/{s.live.pk}/livestream/end", lambda s: {})
+    ],
+    "livestream-key": [Probe("POST", lambda s: f"/api/v1/content/posts/{s.live.pk}/livestream/key")],
     "media-tree": [
         Probe("GET", lambda s: s.hls_url, read=True),
         Probe("GET", lambda s: s.segment_url, read=True),
@@ -168,6 +215,7 @@ OTHER_PROBES: dict[str, str] = {
     "my-quota": "test_quota_is_the_callers_own",
     "schema": "test_schema_and_docs_are_public",
     "docs": "test_schema_and_docs_are_public",
+    "livestream-mux-webhook": "test_mux_webhook_needs_its_signature",
 }
 
 
@@ -241,6 +289,9 @@ def _snapshot(scene: Scene) -> tuple:
         PollVote.objects.filter(poll__post=scene.poll).count(),
         Report.objects.filter(post=scene.post).count(),
         Upload.objects.get(pk=scene.intruder_upload.pk).state,
+        scene.live.livestream.__class__.objects.filter(post=scene.live)
+        .values_list("status", "key_hash")
+        .get(),
     )
 
 
@@ -777,3 +828,32 @@ def _link_post_with_pending_card(owner) -> tuple[Post, Media, Media]:
 
 def _post_path(post) -> str:
     return f"/api/v1/content/posts/{post.pk}"
+
+
+def test_mux_webhook_needs_its_signature(settings, user):
+    """The Mux webhook is open (Mux calls it) but does nothing without a valid ``Mux-Signature``: an
+    unsigned, wrongly signed or replayed event is 400 ``invalid_signature`` and changes no stream."""
+    import json
+    import time
+
+    from media.live.models import LiveStream
+    from media.live.providers.mux import sign_webhook
+
+    settings.MUX_WEBHOOK_SECRET = "whsec-test"
+    post, _ = make_live(user, PostStatus.PUBLISHED)
+    LiveStream.objects.filter(post=post).update(provider="mux", provider_stream_id="mux-1")
+    body = json.dumps({"type": "video.live_stream.idle", "data": {"id": "mux-1"}}).encode()
+    url = "/api/v1/live/mux/webhook"
+    for header in (
+        "",
+        sign_webhook(body, secret="wrong"),
+        sign_webhook(body, secret="whsec-test", stamp=int(time.time()) - 3600),
+    ):
+        r = Client().post(url, body, content_type="application/json", HTTP_MUX_SIGNATURE=header)
+        assert r.status_code == 400 and r.json()["code"] == "invalid_signature", r.content
+        assert LiveStream.objects.get(post=post).status == "live"
+    r = Client().post(
+        url, body, content_type="application/json", HTTP_MUX_SIGNATURE=sign_webhook(body, secret="whsec-test")
+    )
+    assert r.status_code == 204, r.content
+    assert LiveStream.objects.get(post=post).status == "ended"

@@ -11,6 +11,7 @@ from content.models import Poll, Post, PostRevision, PostStatus, PostType, Repor
 from content.selectors import public_media
 from content.services import is_owner_or_staff
 from media.api.serializers import MediaSerializer
+from media.live.services import livestream_json
 
 User = get_user_model()
 
@@ -228,6 +229,11 @@ class PostSerializer(serializers.ModelSerializer):
     media = serializers.SerializerMethodField()
     poll = serializers.SerializerMethodField()
     metadata = serializers.SerializerMethodField()
+    livestream = serializers.SerializerMethodField(
+        help_text="Livestream posts (null otherwise): {status idle|live|ended|failed, playback_url (signed "
+        "HLS), started_at, ended_at, end_reason, recording_media_id}; the author also gets ingest_url, "
+        "stream_key, obs (encoder settings) and error."
+    )
     pending_revision = serializers.SerializerMethodField(
         help_text="Owner and staff only (null for anyone else): the edit waiting for the prescreen or a "
         "moderator. Everything else in this object is what the public sees."
@@ -255,10 +261,15 @@ class PostSerializer(serializers.ModelSerializer):
             "edited_at",
             "scheduled_at",
             "pending_revision",
+            "livestream",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_livestream(self, post: Post) -> dict | None:
+        return livestream_json(post, self.context.get("request"))
 
     @extend_schema_field(PendingRevisionSerializer(allow_null=True))
     def get_pending_revision(self, post: Post) -> dict | None:
