@@ -689,4 +689,16 @@ def media_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
         filename=posixpath.basename(key),
         public=_publicly_served(media, private_object=False),
         expires=signed.expires,
+        sha256=_hls_file_sha256(media, key[len(folder) + 1 :]),
     )
+
+
+def _hls_file_sha256(media: Media, name: str) -> str:
+    """The sha256 the video runner recorded for one file of the HLS tree (``variants.hls.files``
+    {name: {size_bytes, sha256}}, the master in ``variants.hls.sha256``), so a segment's ETag never
+    costs a read of the whole object; "" when not recorded (``serve_object`` then hashes once)."""
+    hls = media.variants.get("hls") or {}
+    if name == posixpath.basename(hls.get("key", "")):
+        return hls.get("sha256", "")
+    entry = (hls.get("files") or {}).get(name)
+    return entry.get("sha256", "") if isinstance(entry, dict) else ""
