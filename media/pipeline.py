@@ -18,6 +18,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from config.errors import InvalidTransition, ServiceError
 from media import processing, scratch, storage
 from media.middleware import current_job
+from media.models import MediaKind
 from media.processors import get_processor, pdq
 from media.processors.base import ProcessingError, ProcessorResult, StepLog
 from media.processors.image_specs import (
@@ -54,11 +55,13 @@ def run(media_id: str, *, kind: str) -> None:
     steps = StepLog(on_change=processing.progress_writer(claim))
     workdir = scratch.make_scratch_folder(kind)
     try:
-        source = workdir / f"original.{storage.extension_for(claim.media.mime_type)}"
-        with steps.step("download", key=claim.media.original_key) as s:
-            storage.download_to(claim.media.original_key, source)
+        source_key, source_mime = processing.source_of(claim.media)
+        source = workdir / f"original.{storage.extension_for(source_mime)}"
+        with steps.step("download", key=source_key) as s:
+            storage.download_to(source_key, source)
             s.output = {"bytes": source.stat().st_size}
-        _verify_bytes(claim, source, steps)
+        if kind != MediaKind.TRANSCRIPT:  # a transcript reads its parent's verified sound
+            _verify_bytes(claim, source, steps)
         from moderation.platform import get_platform_settings
 
         if not get_platform_settings().post_processing_enabled:

@@ -7,15 +7,19 @@ import logging
 import shutil
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
+import dramatiq
+from django.conf import settings
+from django.utils import timezone
 from dramatiq.middleware import CurrentMessage
 
 from content.models import Post
 from media import storage
 from media.models import Media, MediaKind, ProcessingStatus
 from moderation.providers import get_provider
-from moderation.providers.base import ProviderError, ReviewInput
+from moderation.providers.base import ProviderError, ReviewInput, TranscriptInput
 from moderation.services import ai_review_record_failure, ai_verdict_apply, waiting_for_ai
 
 logger = logging.getLogger("postflow.moderation.review")
@@ -28,6 +32,33 @@ class ReviewRetry(Exception):
     """Raised so Dramatiq retries the review with backoff."""
 
 
+class TranscriptPending(Exception):
+    """A transcript of the post's media is still being made: the verdict waits for it (issue 17)."""
+
+
+TRANSCRIPT_POLL_SECONDS = 60  # the safety-net re-check; a finished transcript sends the review at once
+
+
+def _transcripts(post: Post) -> list[TranscriptInput]:
+    """The cues of every transcript of the post's media. Raises ``TranscriptPending`` while one is
+    being made, and a non-retryable ``ProviderError`` when one failed: the speech was never screened,
+    so a human decides (fail closed)."""
+    found = []
+    for t in Media.objects.attached().filter(post=post, kind=MediaKind.TRANSCRIPT).order_by("created_at"):
+        if t.processing_status in (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING):
+            raise TranscriptPending(f"the transcript {t.pk} is {t.processing_status}")
+        if t.processing_status == ProcessingStatus.FAILED:
+            raise ProviderError(
+                f"The transcript of a medium failed ({t.processing_error or 'no detail'}); "
+                "its speech could not be screened.",
+                retryable=False,
+            )
+        cues = [(float(c[0]), float(c[1]), str(c[2])) for c in t.metadata.get("segments") or []]
+        if cues:
+            found.append(TranscriptInput(media_id=str(t.pk), cues=cues))
+    return found
+
+
 def _pick(variants: dict, names: tuple[str, ...]) -> dict | None:
     return next((variants[n] for n in names if n in variants), None)
 
@@ -37,7 +68,13 @@ def build_input(post: Post, workdir: Path) -> ReviewInput:
     if hasattr(post, "poll"):
         text += "\n" + post.poll.question + "\n" + "\n".join(o.text for o in post.poll.options.all())
     item = ReviewInput(text=text, hints={"post_id": str(post.pk)})
-    unfinished = Media.objects.attached().filter(post=post).exclude(processing_status=ProcessingStatus.READY)
+    item.transcripts = _transcripts(post)
+    unfinished = (
+        Media.objects.attached()
+        .filter(post=post)
+        .exclude(processing_status=ProcessingStatus.READY)
+        .exclude(kind=MediaKind.TRANSCRIPT)
+    )
     if unfinished.exists():  # never judge a post by part of its media (fail closed: retried, then a human)
         raise ProviderError(f"{unfinished.count()} media of this post are not processed yet")
     media = (
@@ -82,7 +119,17 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
     workdir = Path(tempfile.mkdtemp(prefix="postflow-review-"))
     started = time.perf_counter()
     try:
-        item = build_input(post, workdir)
+        try:
+            item = build_input(post, workdir)
+        except TranscriptPending as exc:
+            if _wait_for_transcript(post, revision):
+                logger.info("post %s waits for its transcript (%s)", post_id, exc)
+                return
+            raise ProviderError(
+                f"The transcript was not ready within {settings.SPEECH_PRESCREEN_WAIT_SECONDS} s; "
+                "its speech could not be screened.",
+                retryable=False,
+            ) from exc
         result = provider.review(item)
         if not 0.0 <= float(result.overall) <= 1.0:
             raise ProviderError(f"provider returned an overall score out of range: {result.overall!r}")
@@ -116,3 +163,20 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
         attempt=attempt,
         raw=result.raw,
     )
+
+
+def _wait_for_transcript(post: Post, revision: int) -> bool:
+    """While the post is within ``SPEECH_PRESCREEN_WAIT_SECONDS`` of its submission, look again
+    later (a finished transcript also sends the review at once: ``content.services
+    .post_transcript_settled``) and return True. Past the bound, False: a human decides."""
+    submitted = post.submitted_at or post.updated_at
+    left = (
+        submitted + timedelta(seconds=settings.SPEECH_PRESCREEN_WAIT_SECONDS) - timezone.now()
+    ).total_seconds()
+    if left <= 0:
+        return False
+    delay_ms = int(min(left + 1, TRANSCRIPT_POLL_SECONDS) * 1000)
+    dramatiq.get_broker().get_actor("review_post").send_with_options(
+        args=(str(post.pk), revision), delay=delay_ms
+    )
+    return True

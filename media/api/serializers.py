@@ -9,7 +9,7 @@ from rest_framework import serializers
 from content.models import PostStatus
 from content.services import is_owner_or_staff
 from media import storage
-from media.models import Media, Upload
+from media.models import Media, MediaKind, ProcessingStatus, Upload
 from media.revocation import media_mark_urls_exposed
 
 
@@ -32,6 +32,12 @@ class MediaSerializer(serializers.ModelSerializer):
     variants = serializers.SerializerMethodField()
     original_url = serializers.SerializerMethodField()
     post_id = serializers.UUIDField(read_only=True)
+    captions = serializers.SerializerMethodField(
+        help_text="WebVTT captions of what is said (issue 17), signed like a variant; null without speech."
+    )
+    transcript_id = serializers.SerializerMethodField(
+        help_text="The transcript medium of this audio or video (PATCH content/media/{id}/transcript)."
+    )
 
     class Meta:
         model = Media
@@ -51,6 +57,8 @@ class MediaSerializer(serializers.ModelSerializer):
             "blurhash",
             "variants",
             "original_url",
+            "captions",
+            "transcript_id",
             "metadata",
             "created_at",
         ]
@@ -107,6 +115,39 @@ class MediaSerializer(serializers.ModelSerializer):
                 "size_bytes": v.get("size_bytes"),
             }
         return out
+
+    def _transcript(self, media: Media) -> Media | None:
+        """The medium's transcript: itself, or its derived ``transcript`` (from the post's prefetched
+        media when the post serializer loaded them, so a feed costs no query per medium)."""
+        if media.kind == MediaKind.TRANSCRIPT:
+            return media
+        spoken = (MediaKind.AUDIO, MediaKind.VIDEO, MediaKind.LIVESTREAM_RECORDING)
+        if media.kind not in spoken or not media.post:
+            return None
+        return next(
+            (
+                m
+                for m in media.post.media.all()
+                if m.parent_id == media.pk and m.kind == MediaKind.TRANSCRIPT and m.detached_at is None
+            ),
+            None,
+        )
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_captions(self, media: Media) -> str | None:
+        transcript = self._transcript(media)
+        if transcript is None or transcript.processing_status != ProcessingStatus.READY:
+            return None
+        captions = (transcript.variants or {}).get("captions")
+        if not captions:
+            return None
+        transcript.post = media.post
+        return self._url(transcript, captions["key"], "text/vtt", "captions", public=self._public(transcript))
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
+    def get_transcript_id(self, media: Media) -> str | None:
+        transcript = self._transcript(media)
+        return str(transcript.pk) if transcript is not None else None
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_original_url(self, media: Media) -> str | None:

@@ -1,5 +1,5 @@
-"""Processors by media kind. Kinds without one (thumbnail, transcript, livestream_recording) are
-never queued: the sweep skips them."""
+"""Processors by media kind. Kinds without one (thumbnail, livestream_recording) are never queued: the
+sweep skips them. ``transcript`` media are made by the speech step (queue ``media.speech``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ PROCESSOR_PATHS = {
     "image": "media.processors.image.ImageProcessor",
     "video": "media.processors.video.VideoProcessor",
     "audio": "media.processors.audio.AudioProcessor",
+    "transcript": "media.processors.speech.SpeechProcessor",
 }
 
 
