@@ -20,7 +20,12 @@ from media import storage
 from media.models import Media, MediaKind, ProcessingStatus
 from moderation.providers import get_provider
 from moderation.providers.base import ProviderError, ReviewInput, TranscriptInput
-from moderation.services import ai_review_record_failure, ai_verdict_apply, waiting_for_ai
+from moderation.services import (
+    ai_review_record_failure,
+    ai_transcript_rescore_apply,
+    ai_verdict_apply,
+    waiting_for_ai,
+)
 
 logger = logging.getLogger("postflow.moderation.review")
 
@@ -180,3 +185,51 @@ def _wait_for_transcript(post: Post, revision: int) -> bool:
         args=(str(post.pk), revision), delay=delay_ms
     )
     return True
+
+
+def transcript_rescore(*, post_id: str, media_id: str, revision: int, max_retries: int) -> None:
+    """Score the edited transcript ``media_id`` of a published post (text only, cue by cue) and let
+    ``moderation.services.ai_transcript_rescore_apply`` hold or quarantine the post by the usual bands.
+    Provider errors are retried; when retries are spent the post goes to a human (fail closed: an
+    edit that could not be screened does not stay public unreviewed)."""
+    post = Post.objects.filter(pk=post_id).first()
+    transcript = Media.objects.attached().filter(pk=media_id, kind=MediaKind.TRANSCRIPT).first()
+    if post is None or transcript is None:
+        return
+    message = CurrentMessage.get_current_message()
+    attempt = (message.options.get("retries", 0) if message else 0) + 1
+    cues = [(float(c[0]), float(c[1]), str(c[2])) for c in transcript.metadata.get("segments") or []]
+    spoken = TranscriptInput(media_id=str(transcript.pk), cues=cues)
+    item = ReviewInput(text="", transcripts=[spoken], hints={"post_id": post_id})
+    provider = get_provider()
+    started = time.perf_counter()
+    try:
+        result = provider.review(item)
+        if not 0.0 <= float(result.overall) <= 1.0:
+            raise ProviderError(f"provider returned an overall score out of range: {result.overall!r}")
+    except Exception as exc:
+        final = attempt > max_retries or not getattr(exc, "retryable", True)
+        ai_transcript_rescore_apply(
+            post_id=post_id,
+            revision=revision,
+            provider=provider.name,
+            error=f"{type(exc).__name__}: {exc}",
+            final=final,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            attempt=attempt,
+        )
+        if not final:
+            raise ReviewRetry(str(exc)) from exc
+        return
+    ai_transcript_rescore_apply(
+        post_id=post_id,
+        revision=revision,
+        provider=result.provider,
+        model=result.model,
+        scores=result.scores,
+        overall=float(result.overall),
+        labels=result.labels,
+        raw={**result.raw, "rescore": "transcript_edit"},
+        duration_ms=(time.perf_counter() - started) * 1000,
+        attempt=attempt,
+    )

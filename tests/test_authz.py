@@ -66,6 +66,9 @@ class Scene:
     file_url: str = ""  # the signed URL of the media's bytes, as issued to the owner
     hls_url: str = ""  # the signed HLS master playlist URL, as issued to the owner
     segment_url: str = ""  # a segment under the same signed prefix
+    transcript: Media | None = None  # the media's transcript (issue 17)
+    captions_url: str = ""  # its signed WebVTT captions, as issued to the owner
+    subtitles_url: str = ""  # the captions in the HLS folder (the subtitle rendition)
 
 
 def make_scene(owner, intruder, status: str) -> Scene:
@@ -80,6 +83,15 @@ def make_scene(owner, intruder, status: str) -> Scene:
     storage.save(f"media/{owner.pk}/{media.pk}/hls/360p/seg_001.m4s", io.BytesIO(b"\0" * 64), None)
     media.variants = {"hls": {"key": hls_key, "mime_type": "application/vnd.apple.mpegurl"}}
     media.save(update_fields=["variants"])
+    # Its transcript (issue 17): captions as a variant, and a subtitle rendition in the HLS folder.
+    transcript = MediaFactory(post=post, parent=media, kind="transcript", is_primary=False)
+    vtt = b"WEBVTT\n\n1\n00:00:00.000 --> 00:00:01.000\nhello\n"
+    captions_key = f"media/{owner.pk}/{transcript.pk}/captions.vtt"
+    storage.save(captions_key, io.BytesIO(vtt), "text/vtt")
+    storage.save(f"media/{owner.pk}/{media.pk}/hls/subs/en.vtt", io.BytesIO(vtt), None)
+    transcript.variants = {"captions": {"key": captions_key, "mime_type": "text/vtt"}}
+    transcript.metadata = {"speech": True, "language": "en", "segments": [[0.0, 1.0, "hello", 0.9]]}
+    transcript.save(update_fields=["variants", "metadata"])
     poll = PollFactory(post__author=owner, post__status=status)
     scene = Scene(
         owner=owner,
@@ -96,6 +108,10 @@ def make_scene(owner, intruder, status: str) -> Scene:
     scene.hls_url = urlsplit(r.json()["variants"]["hls"]["url"]).path
     assert scene.hls_url.startswith("/m/h/") and scene.hls_url.endswith("/master.m3u8")
     scene.segment_url = scene.hls_url.replace("/master.m3u8", "/360p/seg_001.m4s")
+    scene.subtitles_url = scene.hls_url.replace("/master.m3u8", "/subs/en.vtt")
+    scene.transcript = transcript
+    r = client_for(owner).get(f"/api/v1/content/media/{transcript.pk}")
+    scene.captions_url = urlsplit(r.json()["captions"]).path
     return scene
 
 
@@ -140,10 +156,23 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
     "media-detach": [Probe("DELETE", lambda s: f"{_post(s)}/media/{s.media.pk}")],
     "media-detail": [Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}", read=True)],
     "media-retry": [Probe("POST", lambda s: f"/api/v1/content/media/{s.media.pk}/retry")],
-    "media-file": [Probe("GET", lambda s: s.file_url, read=True)],
+    "media-file": [
+        Probe("GET", lambda s: s.file_url, read=True),
+        Probe("GET", lambda s: s.captions_url, read=True),
+    ],
     "media-tree": [
         Probe("GET", lambda s: s.hls_url, read=True),
         Probe("GET", lambda s: s.segment_url, read=True),
+        Probe("GET", lambda s: s.subtitles_url, read=True),
+    ],
+    "media-transcript": [
+        Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}/transcript", read=True),
+        Probe("GET", lambda s: f"/api/v1/content/media/{s.transcript.pk}/transcript", read=True),
+        Probe(
+            "PATCH",
+            lambda s: f"/api/v1/content/media/{s.transcript.pk}/transcript",
+            lambda s: {"text": "Hijacked"},
+        ),
     ],
 }
 
@@ -234,6 +263,7 @@ def _snapshot(scene: Scene) -> tuple:
         PollVote.objects.filter(poll__post=scene.poll).count(),
         Report.objects.filter(post=scene.post).count(),
         Upload.objects.get(pk=scene.intruder_upload.pk).state,
+        Media.objects.get(pk=scene.transcript.pk).metadata,
     )
 
 
@@ -277,7 +307,7 @@ def test_staff_and_owner_read_hidden_posts_in_full(status, scene_for, staff):
     for reader in (staff, scene.owner):
         data = client_for(reader).get(_post(scene)).json()
         assert (data["id"], data["status"]) == (str(scene.post.pk), status)
-        assert [m["id"] for m in data["media"]] == [str(scene.media.pk)]
+        assert [m["id"] for m in data["media"] if m["kind"] != "transcript"] == [str(scene.media.pk)]
         assert data["media"][0]["original_url"], "owner and staff get the original"
         assert client_for(reader).get(f"/api/v1/content/posts/{scene.poll.pk}").json()["poll"]
 

@@ -258,3 +258,30 @@ class AttachSerializer(serializers.Serializer):
         if not attrs.get("file") and not attrs.get("upload_id"):
             raise serializers.ValidationError("Send a multipart `file` or a JSON `upload_id`.")
         return attrs
+
+
+class TranscriptCueSerializer(serializers.Serializer):
+    start = serializers.FloatField(help_text="Seconds from the start.")
+    end = serializers.FloatField()
+    text = serializers.CharField()
+
+
+class TranscriptSerializer(serializers.Serializer):
+    """A transcript (issue 17): what is said in an audio or video, as caption cues."""
+
+    id = serializers.UUIDField()
+    media_id = serializers.UUIDField(help_text="The audio or video it transcribes.")
+    processing_status = serializers.CharField()
+    language = serializers.CharField(allow_blank=True)
+    text = serializers.CharField(allow_blank=True, help_text="One caption per line.")
+    cues = TranscriptCueSerializer(many=True)
+    captions = serializers.URLField(allow_null=True, help_text="The WebVTT file, signed like a variant.")
+    skipped = serializers.CharField(allow_blank=True, help_text="Why there is no text (no speech…).")
+    edited_at = serializers.CharField(allow_null=True)
+
+
+class TranscriptEditSerializer(serializers.Serializer):
+    text = serializers.CharField(
+        max_length=20_000,
+        help_text="The corrected transcript, one caption per line (same line count keeps each timing).",
+    )

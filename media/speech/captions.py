@@ -145,3 +145,47 @@ def retime(segments: list[Segment], text: str) -> list[Segment]:
         if chunk:
             out.append(Segment(segment.start, segment.end, " ".join(chunk), 1.0))
     return out
+
+
+# --- HLS (RFC 8216): a WebVTT subtitle rendition beside a video's HLS ladder ---------------------------
+
+SUBTITLE_GROUP = "subs"
+
+
+def subtitle_playlist(*, duration: float, vtt_name: str) -> str:
+    """A VOD media playlist with the whole WebVTT file as its one segment (RFC 8216 §3.5)."""
+    length = max(duration, 0.001)
+    return (
+        "#EXTM3U\n#EXT-X-VERSION:3\n"
+        f"#EXT-X-TARGETDURATION:{max(1, int(-(-length // 1)))}\n"
+        "#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n"
+        f"#EXTINF:{length:.3f},\n{vtt_name}\n#EXT-X-ENDLIST\n"
+    )
+
+
+def with_subtitles(master: str, *, uri: str, language: str, name: str) -> str:
+    """``master`` (an HLS master playlist) with one ``#EXT-X-MEDIA:TYPE=SUBTITLES`` rendition at
+    ``uri`` (relative), and every ``#EXT-X-STREAM-INF`` naming its group. Idempotent: an earlier
+    subtitle rendition of ours is replaced. Raises ``CaptionsError`` for text that is not a master
+    playlist."""
+    lines = master.replace("\r\n", "\n").split("\n")
+    if (
+        not lines
+        or lines[0].strip() != "#EXTM3U"
+        or not any(line.startswith("#EXT-X-STREAM-INF") for line in lines)
+    ):
+        raise CaptionsError("Not an HLS master playlist.")
+    media = (
+        f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{SUBTITLE_GROUP}",NAME="{name}",DEFAULT=NO,'
+        f'AUTOSELECT=YES,FORCED=NO,LANGUAGE="{language}",URI="{uri}"'
+    )
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("#EXT-X-MEDIA:") and f'GROUP-ID="{SUBTITLE_GROUP}"' in line:
+            continue  # ours, from an earlier run
+        if line.startswith("#EXT-X-STREAM-INF") and "SUBTITLES=" not in line:
+            line = f'{line},SUBTITLES="{SUBTITLE_GROUP}"'
+        out.append(line)
+    at = next(i for i, line in enumerate(out) if line.startswith("#EXT-X-STREAM-INF"))
+    out.insert(at, media)
+    return "\n".join(out)
