@@ -209,6 +209,17 @@ def test_abusive_voice_note_is_held_and_clean_one_published(broker, worker, spee
     flagged = [c for c in review.raw["transcript_cues"] if c["score"] >= 0.3]
     assert flagged and all(c["media_id"] == str(transcript.pk) for c in flagged)
     assert any("stupid" in transcript.metadata["segments"][c["index"]][2] for c in flagged)
+    # The review queue shows the transcript with the abusive passage highlighted, seekable.
+    from django.urls import reverse
+
+    from tests.moderation.test_admin import login, make_moderator
+
+    page = login(make_moderator()).get(reverse("admin:moderation_reviewqueue_change", args=[rude.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200 and 'class="pf-transcript"' in html
+    flagged_html = html.split('class="pf-cue pf-flagged"')[1].split("</li>")[0]
+    assert "stupid" in flagged_html and 'class="pf-seek" data-start="' in flagged_html
+    assert html.count("pf-cue pf-flagged") == len(flagged) and '<track kind="captions"' in html
     clean_review = AiReview.objects.get(post=kind, decision="publish")
     assert clean_review.raw["transcript_cues"] and clean_review.overall_score < 0.3
 
