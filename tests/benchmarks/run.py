@@ -25,6 +25,7 @@ TARGETS = {  # name: (comparison, target) from the issues; printed next to the f
     "video_overhead_vs_bare_ffmpeg_ratio": ("<=", 1.05),
     "video_remux_speedup": (">=", 2.0),
     "audio_realtime_factor": (">=", 30),
+    "speech_realtime_factor": (">=", 5),
     "delivery_feed_reload_bytes_ratio": ("<=", 0.01),
     "delivery_range_vs_storage_ratio": ("<=", 1.2),
     "delivery_range_200mb_vs_20mb_ratio": ("<=", 1.2),
