@@ -355,7 +355,7 @@ class TranscriptView(APIView):
         return [IsAuthenticated()] if self.request.method != "GET" else []
 
     @extend_schema(
-        responses={200: TranscriptSerializer, **error_responses(404)},
+        responses={200: TranscriptSerializer, **error_responses(401, 404)},
         tags=["media"],
         summary="The transcript of an audio or video: text, cues and captions URL",
     )

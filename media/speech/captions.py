@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from . import Segment, Word
+from .base import Segment, Word
 
 MAX_CUE_SECONDS = 6.0  # a caption longer than this is hard to read along with
 MAX_CUE_WORDS = 14

@@ -12,7 +12,7 @@ import wave
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from . import SAMPLE_RATE, SpeechError, SpeechProvider, SpeechUnavailable, Transcript, Word
+from .base import SAMPLE_RATE, SpeechError, SpeechProvider, SpeechUnavailable, Transcript, Word
 from .captions import cues_from_words
 
 LANGUAGES = ("en", "en-us")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from . import SpeechError, SpeechProvider, SpeechUnavailable, Transcript, Word
+from .base import SpeechError, SpeechProvider, SpeechUnavailable, Transcript, Word
 from .captions import cues_from_words
 
 DEFAULT_COMPUTE_TYPE = "int8"

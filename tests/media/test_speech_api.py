@@ -237,3 +237,20 @@ def test_an_edited_transcript_of_a_published_post_is_scored_again(
             "quarantine",
         )
         assert review.scores["profanity"] >= 0.3
+
+
+@pytest.mark.django_db
+def test_the_sweep_requeues_a_lost_transcript_on_the_speech_queue(broker, django_capture_on_commit_callbacks):
+    from tests.conftest import queued
+
+    post = PostFactory(type="audio", body="", published=True)
+    parent, transcript = _ready_transcript(post, cues=CUES)
+    Media.objects.filter(pk=transcript.pk).update(processing_status="pending")
+    from media.sweep import sweep_pending_media
+
+    with django_capture_on_commit_callbacks(execute=True):
+        report = sweep_pending_media(statuses=["pending"], pending_grace_minutes=0)
+    assert [(r.kind, r.action) for r in report.rows] == [("transcript", "queued")]
+    assert [(m.actor_name, m.args) for m in queued(broker, "media.speech")] == [
+        ("process_transcript_media", (str(transcript.pk),))
+    ]
