@@ -520,7 +520,7 @@ def _start_transcript(media: Media) -> None:
         sha256="",
         metadata={"speech_provider": speech.provider_name()},
     )
-    send_on_commit(transcript)
+    dispatch(transcript)  # the event-trigger toggle applies as to any medium (else the sweep sends it)
 
 
 def fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, message: str = "") -> bool:
