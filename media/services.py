@@ -798,7 +798,7 @@ def transcript_edit(*, media_id: UUID | str, actor: AbstractBaseUser, text: str)
     from moderation import policy
 
     found = transcript_for(media_id=media_id, actor=actor)
-    media = Media.objects.select_for_update().select_related("post").get(pk=found.pk)
+    media = Media.objects.select_for_update(of=("self",)).select_related("post").get(pk=found.pk)
     text = (text or "").strip()
     if not text:
         raise ValidationFailed("Send the transcript text, one caption per line.", code="invalid")
