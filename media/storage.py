@@ -134,6 +134,29 @@ def extension_for(mime_type: str) -> str:
         "video/x-msvideo": "avi",
         "audio/ogg": "ogg",
         "audio/flac": "flac",
+        # Containers the sniffer knows (media/sniff.py) that mimetypes may not.
+        "video/mpeg": "mpg",
+        "video/mp2t": "ts",
+        "video/3gpp": "3gp",
+        "video/3gpp2": "3g2",
+        "video/x-flv": "flv",
+        "video/x-ms-asf": "asf",
+        "video/webm": "webm",
+        "audio/webm": "webm",
+        "audio/x-matroska": "mka",
+        "audio/3gpp": "3gp",
+        "audio/3gpp2": "3g2",
+        "audio/aiff": "aiff",
+        "audio/x-caf": "caf",
+        "audio/x-w64": "w64",
+        "audio/x-wavpack": "wv",
+        "audio/amr": "amr",
+        "audio/x-ms-wma": "wma",
+        "audio/mp2t": "ts",
+        "audio/x-mpeg-ps": "mpg",
+        "audio/x-flv": "flv",
+        "audio/x-msvideo": "avi",
+        "audio/aac": "aac",
     }
     if mime_type in special:
         return special[mime_type]
@@ -602,6 +625,14 @@ def download_to(key: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     backend().download_to(clean_key(key), dest)
     return dest
+
+
+def local_path(key: str) -> Path | None:
+    """Where the object's bytes are on this machine's disk (LocalBackend), or None (S3)."""
+    store = backend()
+    if isinstance(store, LocalBackend):
+        return Path(store.store.path(clean_key(key)))
+    return None
 
 
 def read_head(key: str, n: int = 4096) -> bytes:

@@ -126,6 +126,7 @@ class ModerationAction(models.TextChoices):
     CLAIM = "claim", "Claim"
     RELEASE = "release", "Release claim"
     SETTINGS = "settings", "Platform settings changed"
+    SCHEDULED_PUBLISH = "scheduled", "Scheduled post went public"
 
 
 class ModerationDecision(models.Model):

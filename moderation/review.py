@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dramatiq
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from dramatiq.middleware import CurrentMessage
 
@@ -44,12 +45,13 @@ class TranscriptPending(Exception):
 TRANSCRIPT_POLL_SECONDS = 60  # the safety-net re-check; a finished transcript sends the review at once
 
 
-def _transcripts(post: Post) -> list[TranscriptInput]:
-    """The cues of every transcript of the post's media. Raises ``TranscriptPending`` while one is
-    being made, and a non-retryable ``ProviderError`` when one failed: the speech was never screened,
-    so a human decides (fail closed)."""
+def _transcripts(media_qs) -> list[TranscriptInput]:
+    """The cues of every transcript among ``media_qs`` (the reviewed revision's media and what derives
+    from them). Raises ``TranscriptPending`` while one is being made, and a non-retryable
+    ``ProviderError`` when one failed: the speech was never screened, so a human decides (fail
+    closed)."""
     found = []
-    for t in Media.objects.attached().filter(post=post, kind=MediaKind.TRANSCRIPT).order_by("created_at"):
+    for t in media_qs.filter(kind=MediaKind.TRANSCRIPT).order_by("created_at"):
         if t.processing_status in (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING):
             raise TranscriptPending(f"the transcript {t.pk} is {t.processing_status}")
         if t.processing_status == ProcessingStatus.FAILED:
@@ -68,25 +70,29 @@ def _pick(variants: dict, names: tuple[str, ...]) -> dict | None:
     return next((variants[n] for n in names if n in variants), None)
 
 
-def build_input(post: Post, workdir: Path) -> ReviewInput:
-    text = "\n".join(part for part in (post.title, post.body, post.link_url) if part)
+def build_input(post: Post, workdir: Path, revision: int | None = None) -> ReviewInput:
+    """What the provider judges: the submitted revision's text (title, body, link, content warning,
+    alt texts) and its processed media. ``revision`` names the post's submitted ``PostRevision``
+    (its number); without one (or for a post submitted before revisions) the post's own columns and
+    attached media."""
+    source = post.revisions.filter(number=revision).first() if revision is not None else None
+    if source is not None:
+        in_revision = Q(revision_items__revision=source) | Q(parent__revision_items__revision=source)
+        media_qs = Media.objects.filter(pk__in=Media.objects.filter(in_revision, post=post).values("pk"))
+        alt = list(source.items.values_list("description", flat=True))
+    else:
+        source, media_qs = post, Media.objects.attached().filter(post=post)
+        alt = [getattr(m, "description", "") for m in media_qs]
+    parts = (source.title, source.body, source.link_url, source.spoiler_text, *alt)
+    text = "\n".join(part for part in parts if part)
     if hasattr(post, "poll"):
         text += "\n" + post.poll.question + "\n" + "\n".join(o.text for o in post.poll.options.all())
     item = ReviewInput(text=text, hints={"post_id": str(post.pk)})
-    item.transcripts = _transcripts(post)
-    unfinished = (
-        Media.objects.attached()
-        .filter(post=post)
-        .exclude(processing_status=ProcessingStatus.READY)
-        .exclude(kind=MediaKind.TRANSCRIPT)
-    )
+    item.transcripts = _transcripts(media_qs)
+    unfinished = media_qs.exclude(processing_status=ProcessingStatus.READY).exclude(kind=MediaKind.TRANSCRIPT)
     if unfinished.exists():  # never judge a post by part of its media (fail closed: retried, then a human)
         raise ProviderError(f"{unfinished.count()} media of this post are not processed yet")
-    media = (
-        Media.objects.attached()
-        .filter(post=post, processing_status=ProcessingStatus.READY)
-        .exclude(kind=MediaKind.TRANSCRIPT)
-    )
+    media = media_qs.filter(processing_status=ProcessingStatus.READY).exclude(kind=MediaKind.TRANSCRIPT)
     for m in media:
         if m.kind in (MediaKind.IMAGE, MediaKind.THUMBNAIL):
             # The still variants show frame 1 only; an animation is screened from its original, which
@@ -125,7 +131,7 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
     started = time.perf_counter()
     try:
         try:
-            item = build_input(post, workdir)
+            item = build_input(post, workdir, revision)
         except TranscriptPending as exc:
             if _wait_for_transcript(post, revision):
                 logger.info("post %s waits for its transcript (%s)", post_id, exc)

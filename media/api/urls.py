@@ -23,5 +23,6 @@ urlpatterns = [
     ),
     path("content/media/<uuid:media_id>", views.MediaDetailView.as_view(), name="media-detail"),
     path("content/media/<uuid:media_id>/transcript", views.TranscriptView.as_view(), name="media-transcript"),
+    path("content/me/quota", views.QuotaView.as_view(), name="my-quota"),
     path("content/media/<uuid:media_id>/retry", views.MediaRetryView.as_view(), name="media-retry"),
 ]

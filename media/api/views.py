@@ -34,13 +34,16 @@ from rest_framework.views import APIView
 from config.api import error_body, error_responses
 from config.errors import FileTooLarge, NotFound, ServiceError
 from config.parsers import JSONParser
-from content.services import can_view_post, is_owner_or_staff
+from content.selectors import can_view_media, media_in_public_revision
+from content.services import is_owner_or_staff
 from media import services, storage
 from media.api.serializers import (
     AttachSerializer,
     MediaSerializer,
+    MediaUpdateSerializer,
     PartRequestSerializer,
     PartTargetsSerializer,
+    QuotaSerializer,
     TranscriptEditSerializer,
     TranscriptSerializer,
     UploadCompleteSerializer,
@@ -285,7 +288,12 @@ class AttachView(APIView):
         v = data.validated_data
         if v.get("upload_id"):
             media = services.media_attach_upload(
-                post_id=post_id, actor=request.user, upload_id=v["upload_id"], is_primary=v["is_primary"]
+                post_id=post_id,
+                actor=request.user,
+                upload_id=v["upload_id"],
+                is_primary=v["is_primary"],
+                description=v["description"],
+                focus=v["focus"],
             )
         else:
             f = v["file"]
@@ -296,6 +304,8 @@ class AttachView(APIView):
                 filename=f.name or "upload",
                 size=f.size,
                 is_primary=v["is_primary"],
+                description=v["description"],
+                focus=v["focus"],
             )
         media = Media.objects.select_related("post").get(pk=media.pk)
         return Response(MediaSerializer(media, context={"request": request}).data, status=201)
@@ -316,7 +326,7 @@ class DetachView(APIView):
 
 def _visible_media(request, media_id) -> Media:
     media = Media.objects.attached().select_related("post").filter(pk=media_id).first()
-    if media is None or media.post is None or not can_view_post(media.post, request.user):
+    if media is None or not can_view_media(media, request.user):
         raise NotFound("Media not found.")
     return media
 
@@ -329,6 +339,33 @@ class MediaDetailView(APIView):
     )
     def get(self, request, media_id):
         return Response(MediaSerializer(_visible_media(request, media_id), context={"request": request}).data)
+
+    @extend_schema(
+        request=MediaUpdateSerializer,
+        responses={200: MediaSerializer, **error_responses(400, 401, 403, 404, 409)},
+        tags=["media"],
+        summary="Set alt text and focal point (owner; draft or processing post)",
+    )
+    def patch(self, request, media_id):
+        data = MediaUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        services.media_update(media_id=media_id, actor=request.user, **data.validated_data)
+        media = Media.objects.select_related("post").get(pk=media_id)
+        return Response(MediaSerializer(media, context={"request": request}).data)
+
+
+class QuotaView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={200: QuotaSerializer, **error_responses(401)},
+        tags=["media"],
+        summary="The caller's storage quota",
+        description="`used_bytes` counts stored media not yet purged plus direct uploads reserved but "
+        "not attached: the same sum an upload or attach is refused by (413 `quota_exceeded`).",
+    )
+    def get(self, request):
+        return Response(services.user_quota(request.user))
 
 
 def _transcript_data(request, transcript: Media, post) -> dict:
@@ -583,10 +620,17 @@ def _storage_unavailable(key: str) -> JsonResponse:
     return response
 
 
+def _publicly_served(media: Media, *, private_object: bool) -> bool:
+    """Bytes anyone may read: media of a published post that belong to its public revision (media of
+    an edit still waiting for the prescreen are as private as a draft's, DESIGN.md §9), never an
+    original (it may carry EXIF/GPS)."""
+    return media.post.status == "published" and not private_object and media_in_public_revision(media)
+
+
 def _viewer_may_read(request: HttpRequest, media: Media, *, private_object: bool) -> bool:
-    """Media of a published post is for everyone; anything else (and any original) only for the owner
-    and staff, authenticated by session or token on this request."""
-    if media.post.status == "published" and not private_object:
+    """Publicly served media is for everyone; anything else only for the owner and staff,
+    authenticated by session or token on this request."""
+    if _publicly_served(media, private_object=private_object):
         return True
     return is_owner_or_staff(_request_user(request), media.owner_id)
 
@@ -635,7 +679,7 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         key=signed.key,
         mime_type=signed.mime_type,
         filename=signed.filename,
-        public=media.post.status == "published" and not is_original,
+        public=_publicly_served(media, private_object=is_original),
         expires=signed.expires,
         sha256=sha,
     )
@@ -682,6 +726,6 @@ def media_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
         key=key,
         mime_type=mime,
         filename=posixpath.basename(key),
-        public=media.post.status == "published",
+        public=_publicly_served(media, private_object=False),
         expires=signed.expires,
     )

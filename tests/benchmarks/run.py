@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-SUITES = ["image", "video", "audio", "ai", "delivery", "pdq"]
+SUITES = ["image", "video", "audio", "ai", "delivery", "pdq", "feed"]
 TARGETS = {  # name: (comparison, target) from the issues; printed next to the figure
     "image_12mp_vs_naive_ratio": ("<=", 0.6),
     "image_24mp_vs_naive_ratio": ("<=", 0.3),
@@ -24,6 +24,7 @@ TARGETS = {  # name: (comparison, target) from the issues; printed next to the f
     "video_realtime_factor": (">=", 2.5),
     "video_overhead_vs_bare_ffmpeg_ratio": ("<=", 1.05),
     "video_remux_speedup": (">=", 2.0),
+    "video_hls_vs_mp4_ladder_ratio": ("<=", 1.1),
     "audio_realtime_factor": (">=", 30),
     "speech_realtime_factor": (">=", 5),
     "delivery_feed_reload_bytes_ratio": ("<=", 0.01),
@@ -34,6 +35,8 @@ TARGETS = {  # name: (comparison, target) from the issues; printed next to the f
     "pdq_match_1m_ms": ("<=", 50),
     "pdq_caught_all_three_pct": (">=", 100),
     "pdq_false_matches_of_1000_unrelated": ("<=", 0),
+    "feed_revisions_query_ratio": ("<=", 1.1),
+    "feed_revisions_time_ratio": ("<=", 1.1),
 }
 
 

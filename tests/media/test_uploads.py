@@ -194,7 +194,7 @@ def test_media_kind_must_fit_post_type(user):
     assert r.status_code == 415 and "video" in r.json()["detail"]
 
 
-def test_attach_only_by_owner_to_draft_and_within_limit(user, other_user, settings):
+def test_attach_only_by_owner_to_draft_or_published_and_within_limit(user, other_user, settings):
     settings.MEDIA_MAX_PER_POST = 2
     post = PostFactory(author=user, type="image")
     f = lambda: {"file": upload_file("a.jpg", jpeg_bytes())}  # noqa: E731
@@ -209,9 +209,13 @@ def test_attach_only_by_owner_to_draft_and_within_limit(user, other_user, settin
     assert c.post(f"/api/v1/content/posts/{post.pk}/media", f(), format="multipart").status_code == 201
     r = c.post(f"/api/v1/content/posts/{post.pk}/media", f(), format="multipart")
     assert r.status_code == 400 and r.json()["code"] == "too_many_media"
+    quarantined = PostFactory(author=user, type="image", status="quarantined")
+    r = c.post(f"/api/v1/content/posts/{quarantined.pk}/media", f(), format="multipart")
+    assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
+    # A published post takes media into a new revision (tests/content/test_revisions.py).
     published = PostFactory(author=user, type="image", published=True)
     r = c.post(f"/api/v1/content/posts/{published.pk}/media", f(), format="multipart")
-    assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
+    assert r.status_code == 201 and published.revisions.filter(status="pending").count() == 1
 
 
 def test_attach_neither_or_both_is_400(user):
