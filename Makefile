@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE := config.settings
 
-.PHONY: run setup deps lock cxx ffmpeg rtmp chromium test test-unit lint bench loadtest prod-up prod-down prod-manage clean
+.PHONY: run setup deps lock cxx ffmpeg rtmp chromium espeak test test-unit lint bench loadtest prod-up prod-down prod-manage clean
 
 # requirements/dev.txt pins every package (pip itself too) with its hashes: a fresh machine installs
 # exactly what CI tested, and nothing unpinned or altered.
@@ -74,6 +74,14 @@ chromium:
 	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; \
 	else echo "NOTE: chromium is missing; the browser tests will be skipped (sudo apt-get install chromium)."; fi
 
+# Debian's espeak-ng: the speech tests and benchmark synthesise voice notes with it.
+espeak:
+	@if command -v espeak-ng >/dev/null; then true; \
+	elif [ "$$(id -u)" = 0 ]; then echo "Installing Debian's espeak-ng..."; \
+		(apt-get install -y -qq espeak-ng >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null)); \
+	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng >/dev/null; \
+	else echo "NOTE: espeak-ng is missing; the speech tests will be skipped (sudo apt-get install espeak-ng)."; fi
+
 setup: deps ffmpeg rtmp
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
@@ -88,7 +96,7 @@ PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postflow
 
 # Everything on the embedded default (SQLite), including the system, fault and browser tests; then the
 # unit suite again on PostgreSQL, where row locks and constraints behave as in production.
-test: deps ffmpeg rtmp chromium
+test: deps ffmpeg rtmp chromium espeak
 	$(VENV)/bin/pytest
 	@if $(PY) -c "import psycopg; psycopg.connect('$(PG_TEST_URL)'.rsplit('/', 1)[0] + '/postgres', connect_timeout=3)" 2>/dev/null; then \
 		echo "== the unit suite on PostgreSQL"; \
@@ -96,13 +104,13 @@ test: deps ffmpeg rtmp chromium
 	elif [ -n "$$CI" ]; then echo "PostgreSQL is not reachable at $(PG_TEST_URL)"; exit 1; \
 	else echo "NOTE: PostgreSQL not reachable at $(PG_TEST_URL): skipped the PostgreSQL pass."; fi
 
-test-unit: deps
+test-unit: deps espeak
 	$(VENV)/bin/pytest -m "not integration and not browser"
 
 lint: deps
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: deps ffmpeg rtmp
+bench: deps ffmpeg rtmp espeak
 	$(PY) tests/benchmarks/run.py
 
 clean:
@@ -135,6 +143,7 @@ prod-up: deps ffmpeg rtmp
 	@env $(PROD_ENV) $(PY) manage.py ensure_demo_admin
 	$(call start_bg,web,env $(PROD_ENV) $(VENV)/bin/gunicorn -c config/gunicorn_conf.py config.wsgi:application -b 127.0.0.1:$(PROD_PORT) -w 2 --threads 4)
 	$(call start_bg,worker-video,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 1 --queues media.video)
+	$(call start_bg,worker-speech,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 1 --queues media.speech)
 	$(call start_bg,worker-default,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 4 --queues media.image media.audio media.urls moderation links)
 	$(call start_bg,scheduler,env $(PROD_ENV) $(PY) manage.py run_scheduler)
 	$(call start_bg,live-ingest,env $(PROD_ENV) LIVESTREAM_RTMP_PORT=$${LIVESTREAM_RTMP_PORT:-1935} $(PY) manage.py run_live_ingest)

@@ -410,6 +410,16 @@ AUDIO_WAVEFORM_BUCKETS = env_int("AUDIO_WAVEFORM_BUCKETS", 800)
 AUDIO_TIMEOUT_FACTOR = env_float("AUDIO_TIMEOUT_FACTOR", 1.0)
 AUDIO_TIMEOUT_MIN_SECONDS = env_int("AUDIO_TIMEOUT_MIN_SECONDS", 60)
 VIDEO_TIMEOUT_MIN_SECONDS = env_int("VIDEO_TIMEOUT_MIN_SECONDS", 60)
+# Speech to text (issue 17, media/speech): transcripts and captions for audio and video, on queue
+# media.speech. pocketsphinx (offline, English model in its wheel) | faster-whisper (model files at
+# SPEECH_MODEL_PATH, never downloaded) | off.
+SPEECH_PROVIDER = env("SPEECH_PROVIDER", "pocketsphinx")
+SPEECH_MODEL_PATH = env("SPEECH_MODEL_PATH", "")
+SPEECH_LANGUAGE = env("SPEECH_LANGUAGE", "en")
+SPEECH_TIMEOUT_FACTOR = env_float("SPEECH_TIMEOUT_FACTOR", 2.0)  # × the duration: decode budget
+SPEECH_TIMEOUT_MIN_SECONDS = env_int("SPEECH_TIMEOUT_MIN_SECONDS", 120)
+# ai_prescreen: how long the review waits for a post's transcripts before a human decides (fail closed).
+SPEECH_PRESCREEN_WAIT_SECONDS = env_int("SPEECH_PRESCREEN_WAIT_SECONDS", 1800)
 FFPROBE_TIMEOUT_SECONDS = env_int("FFPROBE_TIMEOUT_SECONDS", 30)
 FFMPEG_BINARY = env("FFMPEG_BINARY", "ffmpeg")
 FFPROBE_BINARY = env("FFPROBE_BINARY", "ffprobe")

@@ -661,11 +661,14 @@ def post_delete(*, post_id: UUID | str, actor: AbstractBaseUser) -> None:
 def _live_media(post: Post) -> list[Media]:
     """Every attached medium, primary or not: nothing of a post goes public before it was processed
     (and so verified and shown to the prescreen). A link preview image does not hold the post back:
-    it is left out here, and dropped at submission unless ready (``_drop_unready_preview``)."""
+    it is left out here, and dropped at submission unless ready (``_drop_unready_preview``). Nor do
+    transcripts: the prescreen waits for them (``moderation.review``), and a failed one sends the
+    post to a human, never to ``media_failed``."""
     return [
         m
         for m in Media.objects.attached().filter(post=post)
-        if not (m.kind == MediaKind.THUMBNAIL and (m.metadata or {}).get("link_preview"))
+        if m.kind != MediaKind.TRANSCRIPT
+        and not (m.kind == MediaKind.THUMBNAIL and (m.metadata or {}).get("link_preview"))
     ]
 
 
@@ -935,6 +938,19 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
         post.metadata = {**post.metadata, "publish_error": "A media file failed processing."}
     post.save(update_fields=["status", "publish_requested", "metadata", "updated_at"])
     return post
+
+
+def post_transcript_settled(*, post_id: UUID | str) -> None:
+    """A transcript of the post's media finished (ready or failed). A post whose prescreen waits for
+    it (``pending_review``/``under_review``) gets its AI review sent now rather than at the next
+    safety-net look; the review itself checks the revision and ignores duplicates (issue 17)."""
+    post = Post.objects.filter(pk=post_id, deleted_at__isnull=True).first()
+    if (
+        post is not None
+        and post.status == PostStatus.PENDING_REVIEW
+        and post.moderation_state == ModerationState.UNDER_REVIEW
+    ):
+        send_on_commit("review_post", str(post.pk), post.revision)
 
 
 # --- media-driven transitions ----------------------------------------------------------------------

@@ -32,10 +32,11 @@ from content.services import (
     post_media_blocked,
     post_media_settled,
     post_processing_started,
+    post_transcript_settled,
 )
 from media import storage
 from media.middleware import current_job, peak_memory_kb
-from media.models import Media, ProcessingStatus, ProcessorRun, RunResult
+from media.models import Media, MediaKind, ProcessingStatus, ProcessorRun, RunResult
 from media.processors import get_processor, has_processor
 from media.processors.base import ProcessingError, ProcessorResult, StepLog
 
@@ -442,6 +443,7 @@ def complete(claim: Claim, result: ProcessorResult, variants: dict[str, dict], s
         )
         for extra in result.extra_media:
             _create_derived(media, extra)
+        _start_transcript(media)
         finish_run(claim, steps, RunResult.SUCCEEDED, media.processing_status)
         _settle_on_commit(media)
         for key in old_keys:
@@ -487,6 +489,59 @@ def _create_derived(parent: Media, extra) -> None:
         metadata=res.metadata if res else {},
         processed_at=timezone.now(),
     )
+
+
+# --- transcripts (issue 17): a derived ``transcript`` medium per audio or video with sound ---------------
+
+SPEECH_KINDS = (MediaKind.AUDIO, MediaKind.VIDEO, MediaKind.LIVESTREAM_RECORDING)
+# The parent's file the speech step decodes: the smallest rendition that carries its sound.
+SPEECH_SOURCE_PREFERENCE = ("audio", "m4a", "360p", "480p", "720p", "1080p")
+
+
+def source_of(media: Media) -> tuple[str, str]:
+    """The storage key and MIME type a worker downloads for ``media``: its original, or for a
+    transcript its parent's smallest rendition with sound (the parent's original otherwise)."""
+    if media.kind != MediaKind.TRANSCRIPT or media.parent_id is None:
+        return media.original_key, media.mime_type
+    parent = Media.objects.get(pk=media.parent_id)
+    for name in SPEECH_SOURCE_PREFERENCE:
+        variant = (parent.variants or {}).get(name)
+        if isinstance(variant, dict) and variant.get("key"):
+            return variant["key"], variant.get("mime_type") or parent.mime_type
+    return parent.original_key, parent.mime_type
+
+
+def _start_transcript(media: Media) -> None:
+    """After an audio or video medium is ready: create its ``transcript`` medium (pending) and send
+    the speech step (queue ``media.speech``) after commit. Nothing when speech is off, the medium
+    was not processed (bypass), has no audio track, or already has a transcript (idempotent)."""
+    from media import speech
+
+    if media.kind not in SPEECH_KINDS or media.metadata.get("bypass") or not speech.enabled():
+        return
+    if media.kind != MediaKind.AUDIO and media.metadata.get("has_audio") is False:
+        media.metadata = {**media.metadata, "transcript": {"skipped": "no audio track"}}
+        Media.objects.filter(pk=media.pk).update(metadata=media.metadata)
+        return
+    if Media.objects.filter(parent=media, kind=MediaKind.TRANSCRIPT).exists():
+        return
+    transcript_id = uuid.uuid4()
+    transcript = Media.objects.create(
+        id=transcript_id,
+        post_id=media.post_id,
+        owner_id=media.owner_id,
+        parent=media,
+        kind=MediaKind.TRANSCRIPT,
+        is_primary=False,
+        position=media.position,
+        processing_status=ProcessingStatus.PENDING,
+        # The plain text is stored here by the speech step (its ``text`` variant has the same key).
+        original_key=storage.media_key(media.owner_id, transcript_id, "text", ".txt"),
+        mime_type="text/plain",
+        sha256="",
+        metadata={"speech_provider": speech.provider_name()},
+    )
+    dispatch(transcript)  # the event-trigger toggle applies as to any medium (else the sweep sends it)
 
 
 def fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, message: str = "") -> bool:
@@ -595,4 +650,7 @@ def _settle_on_commit(media: Media) -> None:
     logged, never mistaken for a processing failure; the post sweep settles such posts later."""
     if media.post_id:
         post_id = media.post_id
+        if media.kind == MediaKind.TRANSCRIPT:  # the prescreen may be waiting for it
+            transaction.on_commit(lambda: post_transcript_settled(post_id=post_id), robust=True)
+            return
         transaction.on_commit(lambda: post_media_settled(post_id=post_id), robust=True)

@@ -1026,3 +1026,97 @@ def user_quota(user: AbstractBaseUser) -> dict[str, int]:
 def media_retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
     """Retry failed media (see ``media.processing.retry``, which owns every status change)."""
     return processing.retry(media_id=media_id, actor=actor)
+
+
+# --- transcripts: the creator's corrections (issue 17) -----------------------------------------------------
+
+TRANSCRIPT_MAX_CHARS = 20_000
+TRANSCRIPT_LOCKED_STATUSES = (PostStatus.QUARANTINED, PostStatus.REJECTED)
+
+
+def transcript_for(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
+    """The transcript medium ``media_id`` names: a transcript, or the transcript of an audio or video.
+    ``NotFound`` unless the actor owns it (staff read through the admin) or there is none."""
+    media = Media.objects.live().select_related("post").filter(pk=media_id).first()
+    if media is None or media.owner_id != actor.pk:
+        raise NotFound("Media not found.")
+    if media.kind != MediaKind.TRANSCRIPT:
+        media = (
+            Media.objects.live()
+            .select_related("post")
+            .filter(parent=media, kind=MediaKind.TRANSCRIPT)
+            .order_by("-created_at")
+            .first()
+        )
+        if media is None:
+            raise NotFound("This medium has no transcript.", code="transcript_not_found")
+    return media
+
+
+@transaction.atomic
+def transcript_edit(*, media_id: UUID | str, actor: AbstractBaseUser, text: str) -> Media:
+    """The owner corrects a transcript (accessibility): ``text`` has one caption per line; the same
+    number of lines as cues keeps each cue's timing, anything else is spread over the cues
+    (``media.speech.captions.retime``). The captions and text are stored under new keys (public URLs
+    are cached as immutable). A published post's edited transcript is scored again by the AI when the
+    author's posts are prescreened (``moderation.policy.needs_prescreen``): held or quarantined by the
+    same bands as a new post (``rescore_transcript``). Errors: ``NotFound``; ``InvalidTransition``
+    (``transcript_not_ready``) before the speech step finished or without speech, and for a
+    quarantined or rejected post; ``ValidationFailed`` for empty or too long text."""
+    from media.speech import captions
+    from moderation import policy
+
+    found = transcript_for(media_id=media_id, actor=actor)
+    media = Media.objects.select_for_update(of=("self",)).select_related("post").get(pk=found.pk)
+    text = (text or "").strip()
+    if not text:
+        raise ValidationFailed("Send the transcript text, one caption per line.", code="invalid")
+    if len(text) > TRANSCRIPT_MAX_CHARS:
+        raise ValidationFailed(f"A transcript is at most {TRANSCRIPT_MAX_CHARS} characters.", code="invalid")
+    segments = [captions.Segment(*row) for row in media.metadata.get("segments") or []]
+    if media.processing_status != "ready" or not segments:
+        raise InvalidTransition(
+            "This transcript is not ready, or no speech was found to caption.", code="transcript_not_ready"
+        )
+    if media.post and media.post.status in TRANSCRIPT_LOCKED_STATUSES:
+        raise InvalidTransition(f"The transcript of a {media.post.status} post cannot be edited.")
+    cues = captions.retime(segments, text)
+    language = media.metadata.get("language") or "en"
+    edits = int(media.metadata.get("edits") or 0) + 1
+    old_keys = {v["key"] for v in media.variants.values() if isinstance(v, dict) and v.get("key")}
+    variants = {}
+    with tempfile.TemporaryDirectory(prefix="postflow-transcript-") as tmp:
+        for name, ext, mime, body in (
+            ("captions", ".vtt", "text/vtt", captions.render_webvtt(cues, language=language)),
+            ("text", ".txt", "text/plain", captions.plain_text(cues)),
+        ):
+            path = f"{tmp}/{name}{ext}"
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(body)
+            key = storage.media_key(media.owner_id, media.pk, f"{name}-{edits}", ext)
+            storage.save(key, Path(path), mime)
+            variants[name] = {
+                "key": key,
+                "width": None,
+                "height": None,
+                "mime_type": mime,
+                "size_bytes": Path(path).stat().st_size,
+                "sha256": storage.file_sha256(Path(path)),
+                **({"language": language} if name == "captions" else {}),
+            }
+    media.variants = {**media.variants, **variants}
+    media.original_key = variants["text"]["key"]
+    media.metadata = {
+        **media.metadata,
+        "segments": [list(c.as_tuple()) for c in cues],
+        "edits": edits,
+        "edited_at": timezone.now().isoformat(),
+        "word_count": sum(len(c.text.split()) for c in cues),
+    }
+    media.save(update_fields=["variants", "original_key", "metadata", "updated_at"])
+    for key in old_keys - {v["key"] for v in media.variants.values()}:
+        transaction.on_commit(lambda k=key: storage.delete(k))
+    post = media.post
+    if post is not None and post.status == PostStatus.PUBLISHED and policy.needs_prescreen(post):
+        queueing.send_on_commit("rescore_transcript", str(post.pk), str(media.pk), post.revision)
+    return media

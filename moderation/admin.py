@@ -55,6 +55,8 @@ REVIEW_PERMISSION = "content.review_post"
 BULK_LIMIT = 500
 CSS = "admin/postflow/postflow.css"
 JS = "admin/postflow/postflow.js"
+TRANSCRIPT_CSS = "admin/postflow/transcript.css"  # issue 17: transcripts with flagged passages
+TRANSCRIPT_JS = "admin/postflow/transcript.js"  # click a cue to seek the player
 
 # Decisions on a held edit of a published (or a scheduled) post act on that revision.
 REVISION_DECISIONS = {
@@ -127,6 +129,49 @@ def waveform_path(peaks, width: int = 400, height: int = 48) -> tuple[str, int]:
             continue
         parts.append(f"M{x + 0.5} {mid - h:.1f}V{mid + h:.1f}")
     return "".join(parts), len(buckets)
+
+
+def transcript_cue_scores(post: Post) -> dict[tuple[str, int], float]:
+    """(transcript id, cue index) -> the AI's latest score of that cue, from the reviews' raw
+    ``transcript_cues`` (the local provider scores each cue; a combined provider nests them)."""
+    scores: dict[tuple[str, int], float] = {}
+    for review in post.ai_reviews.exclude(raw={}).order_by("created_at"):
+        raw = review.raw or {}
+        nested = [v["raw"] for v in raw.values() if isinstance(v, dict) and isinstance(v.get("raw"), dict)]
+        for source in (raw, *nested):
+            for cue in source.get("transcript_cues") or []:
+                try:
+                    scores[(str(cue["media_id"]), int(cue["index"]))] = float(cue["score"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+    return scores
+
+
+def transcript_item(transcript: Media, cue_scores: dict, request) -> dict:
+    """What the review page shows of a transcript: its captions URL (a ``<track>`` for the player)
+    and its cues, each with its score and flagged at or above ``ai_review_threshold``."""
+    threshold = get_platform_settings().ai_review_threshold
+    cues = []
+    for index, (start, end, text, *_) in enumerate(transcript.metadata.get("segments") or []):
+        score = cue_scores.get((str(transcript.pk), index))
+        minutes, seconds = divmod(int(start), 60)
+        cues.append(
+            {
+                "start": round(float(start), 3),
+                "end": round(float(end), 3),
+                "label": f"{minutes}:{seconds:02d}",
+                "text": text,
+                "score": score,
+                "flagged": score is not None and score >= threshold,
+            }
+        )
+    return {
+        "transcript": transcript,
+        "captions": variant_url(transcript, "captions", request),
+        "captions_language": transcript.metadata.get("language") or "en",
+        "cues": cues,
+        "flagged_cues": sum(1 for cue in cues if cue["flagged"]),
+    }
 
 
 def active_claim(post: Post) -> PostClaim | None:
@@ -247,8 +292,8 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
     accuracy_template = "admin/moderation/reviewqueue/accuracy.html"
 
     class Media:
-        css = {"all": [CSS]}
-        js = [JS]
+        css = {"all": [CSS, TRANSCRIPT_CSS]}
+        js = [JS, TRANSCRIPT_JS]
 
     # permissions: seeing the queue is ``view_reviewqueue``; deciding is ``content.review_post``.
 
@@ -446,7 +491,12 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
 
     def _media_items(self, post: Post, request) -> list[dict]:
         items = []
-        for media in post.media.attached().order_by("-is_primary", "position", "created_at"):
+        attached = list(post.media.attached().order_by("-is_primary", "position", "created_at"))
+        transcripts = {m.parent_id: m for m in attached if m.kind == MediaKind.TRANSCRIPT}
+        cue_scores = transcript_cue_scores(post)
+        for media in attached:
+            if media.kind == MediaKind.TRANSCRIPT and media.parent_id in {m.pk for m in attached}:
+                continue  # shown with its audio or video
             item = {
                 "media": media,
                 "admin_url": reverse("admin:media_media_change", args=[media.pk]),
@@ -472,6 +522,8 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
                 item["waveform"], item["waveform_width"] = waveform_path(
                     (media.metadata or {}).get("waveform")
                 )
+            if media.pk in transcripts:
+                item.update(transcript_item(transcripts[media.pk], cue_scores, request))
             items.append(item)
         return items
 

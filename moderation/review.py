@@ -7,17 +7,26 @@ import logging
 import shutil
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
+import dramatiq
+from django.conf import settings
 from django.db.models import Q
+from django.utils import timezone
 from dramatiq.middleware import CurrentMessage
 
 from content.models import Post
 from media import storage
 from media.models import Media, MediaKind, ProcessingStatus
 from moderation.providers import get_provider
-from moderation.providers.base import ProviderError, ReviewInput
-from moderation.services import ai_review_record_failure, ai_verdict_apply, waiting_for_ai
+from moderation.providers.base import ProviderError, ReviewInput, TranscriptInput
+from moderation.services import (
+    ai_review_record_failure,
+    ai_transcript_rescore_apply,
+    ai_verdict_apply,
+    waiting_for_ai,
+)
 
 logger = logging.getLogger("postflow.moderation.review")
 
@@ -27,6 +36,34 @@ VIDEO_VARIANT_PREFERENCE = ("360p", "720p", "1080p")
 
 class ReviewRetry(Exception):
     """Raised so Dramatiq retries the review with backoff."""
+
+
+class TranscriptPending(Exception):
+    """A transcript of the post's media is still being made: the verdict waits for it (issue 17)."""
+
+
+TRANSCRIPT_POLL_SECONDS = 60  # the safety-net re-check; a finished transcript sends the review at once
+
+
+def _transcripts(media_qs) -> list[TranscriptInput]:
+    """The cues of every transcript among ``media_qs`` (the reviewed revision's media and what derives
+    from them). Raises ``TranscriptPending`` while one is being made, and a non-retryable
+    ``ProviderError`` when one failed: the speech was never screened, so a human decides (fail
+    closed)."""
+    found = []
+    for t in media_qs.filter(kind=MediaKind.TRANSCRIPT).order_by("created_at"):
+        if t.processing_status in (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING):
+            raise TranscriptPending(f"the transcript {t.pk} is {t.processing_status}")
+        if t.processing_status == ProcessingStatus.FAILED:
+            raise ProviderError(
+                f"The transcript of a medium failed ({t.processing_error or 'no detail'}); "
+                "its speech could not be screened.",
+                retryable=False,
+            )
+        cues = [(float(c[0]), float(c[1]), str(c[2])) for c in t.metadata.get("segments") or []]
+        if cues:
+            found.append(TranscriptInput(media_id=str(t.pk), cues=cues))
+    return found
 
 
 def _pick(variants: dict, names: tuple[str, ...]) -> dict | None:
@@ -51,7 +88,8 @@ def build_input(post: Post, workdir: Path, revision: int | None = None) -> Revie
     if hasattr(post, "poll"):
         text += "\n" + post.poll.question + "\n" + "\n".join(o.text for o in post.poll.options.all())
     item = ReviewInput(text=text, hints={"post_id": str(post.pk)})
-    unfinished = media_qs.exclude(processing_status=ProcessingStatus.READY)
+    item.transcripts = _transcripts(media_qs)
+    unfinished = media_qs.exclude(processing_status=ProcessingStatus.READY).exclude(kind=MediaKind.TRANSCRIPT)
     if unfinished.exists():  # never judge a post by part of its media (fail closed: retried, then a human)
         raise ProviderError(f"{unfinished.count()} media of this post are not processed yet")
     media = media_qs.filter(processing_status=ProcessingStatus.READY).exclude(kind=MediaKind.TRANSCRIPT)
@@ -92,7 +130,17 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
     workdir = Path(tempfile.mkdtemp(prefix="postflow-review-"))
     started = time.perf_counter()
     try:
-        item = build_input(post, workdir, revision)
+        try:
+            item = build_input(post, workdir, revision)
+        except TranscriptPending as exc:
+            if _wait_for_transcript(post, revision):
+                logger.info("post %s waits for its transcript (%s)", post_id, exc)
+                return
+            raise ProviderError(
+                f"The transcript was not ready within {settings.SPEECH_PRESCREEN_WAIT_SECONDS} s; "
+                "its speech could not be screened.",
+                retryable=False,
+            ) from exc
         result = provider.review(item)
         if not 0.0 <= float(result.overall) <= 1.0:
             raise ProviderError(f"provider returned an overall score out of range: {result.overall!r}")
@@ -125,4 +173,69 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
         duration_ms=(time.perf_counter() - started) * 1000,
         attempt=attempt,
         raw=result.raw,
+    )
+
+
+def _wait_for_transcript(post: Post, revision: int) -> bool:
+    """While the post is within ``SPEECH_PRESCREEN_WAIT_SECONDS`` of its submission, look again
+    later (a finished transcript also sends the review at once: ``content.services
+    .post_transcript_settled``) and return True. Past the bound, False: a human decides."""
+    submitted = post.submitted_at or post.updated_at
+    left = (
+        submitted + timedelta(seconds=settings.SPEECH_PRESCREEN_WAIT_SECONDS) - timezone.now()
+    ).total_seconds()
+    if left <= 0:
+        return False
+    delay_ms = int(min(left + 1, TRANSCRIPT_POLL_SECONDS) * 1000)
+    dramatiq.get_broker().get_actor("review_post").send_with_options(
+        args=(str(post.pk), revision), delay=delay_ms
+    )
+    return True
+
+
+def transcript_rescore(*, post_id: str, media_id: str, revision: int, max_retries: int) -> None:
+    """Score the edited transcript ``media_id`` of a published post (text only, cue by cue) and let
+    ``moderation.services.ai_transcript_rescore_apply`` hold or quarantine the post by the usual bands.
+    Provider errors are retried; when retries are spent the post goes to a human (fail closed: an
+    edit that could not be screened does not stay public unreviewed)."""
+    post = Post.objects.filter(pk=post_id).first()
+    transcript = Media.objects.attached().filter(pk=media_id, kind=MediaKind.TRANSCRIPT).first()
+    if post is None or transcript is None:
+        return
+    message = CurrentMessage.get_current_message()
+    attempt = (message.options.get("retries", 0) if message else 0) + 1
+    cues = [(float(c[0]), float(c[1]), str(c[2])) for c in transcript.metadata.get("segments") or []]
+    spoken = TranscriptInput(media_id=str(transcript.pk), cues=cues)
+    item = ReviewInput(text="", transcripts=[spoken], hints={"post_id": post_id})
+    provider = get_provider()
+    started = time.perf_counter()
+    try:
+        result = provider.review(item)
+        if not 0.0 <= float(result.overall) <= 1.0:
+            raise ProviderError(f"provider returned an overall score out of range: {result.overall!r}")
+    except Exception as exc:
+        final = attempt > max_retries or not getattr(exc, "retryable", True)
+        ai_transcript_rescore_apply(
+            post_id=post_id,
+            revision=revision,
+            provider=provider.name,
+            error=f"{type(exc).__name__}: {exc}",
+            final=final,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            attempt=attempt,
+        )
+        if not final:
+            raise ReviewRetry(str(exc)) from exc
+        return
+    ai_transcript_rescore_apply(
+        post_id=post_id,
+        revision=revision,
+        provider=result.provider,
+        model=result.model,
+        scores=result.scores,
+        overall=float(result.overall),
+        labels=result.labels,
+        raw={**result.raw, "rescore": "transcript_edit"},
+        duration_ms=(time.perf_counter() - started) * 1000,
+        attempt=attempt,
     )

@@ -588,3 +588,64 @@ def post_claim(*, post_id: UUID | str, moderator: AbstractBaseUser, take_over: b
 def post_release_claim(*, post_id: UUID | str, moderator: AbstractBaseUser) -> None:
     """Drop the moderator's own claim on the post, if any (idempotent)."""
     PostClaim.objects.filter(post_id=post_id, moderator=moderator).delete()
+
+
+# --- an edited transcript of a published post (issue 17) -------------------------------------------------
+
+
+@transaction.atomic
+def ai_transcript_rescore_apply(
+    *,
+    post_id: UUID | str,
+    revision: int,
+    provider: str,
+    duration_ms: float,
+    attempt: int = 1,
+    model: str = "",
+    scores: dict[str, float] | None = None,
+    overall: float | None = None,
+    labels: list[str] | None = None,
+    raw: dict | None = None,
+    error: str = "",
+    final: bool = True,
+) -> AiReview:
+    """Apply the AI's score of a published post's edited transcript (policy decided in issue 17):
+    below ``ai_review_threshold`` nothing changes; the review band sends the post back to
+    ``pending_review`` for a human; the revoke band quarantines it (``flagged``). Either way its
+    media URLs are revoked. A provider ``error`` is recorded; when ``final`` the post goes to a human
+    (fail closed). A post no longer published at ``revision`` records a ``stale`` row and changes
+    nothing. Raises ``NotFound`` only when the post row is gone."""
+    post = post_lock(post_id=post_id, include_deleted=True)
+    current = post.deleted_at is None and post.revision == revision and post.status == PostStatus.PUBLISHED
+    if error:
+        decision = Decision.ERROR
+    elif not current:
+        decision = Decision.STALE
+    else:
+        decision = policy.decision_for(float(overall))
+    review = AiReview.objects.create(
+        post=post,
+        post_revision=revision,
+        provider=provider,
+        model=model,
+        scores=scores or {},
+        overall_score=overall,
+        labels=labels or [],
+        decision=decision,
+        error=error[:2000],
+        duration_ms=duration_ms,
+        attempt=attempt,
+        raw={**(raw or {}), "final": final} if error else (raw or {}),
+    )
+    hold = decision in (Decision.REVIEW, Decision.QUARANTINE) or (error and final)
+    if current and hold:
+        post.status = PostStatus.QUARANTINED if decision == Decision.QUARANTINE else PostStatus.PENDING_REVIEW
+        post.moderation_state = (
+            ModerationState.FLAGGED if decision == Decision.QUARANTINE else ModerationState.UNDER_REVIEW
+        )
+        post.submitted_at = timezone.now()
+        if error:
+            post.metadata = {**post.metadata, "ai_review_error": f"Edited transcript: {error}"[:500]}
+        post.save(update_fields=["status", "moderation_state", "submitted_at", "metadata", "updated_at"])
+        send_on_commit("media_revoke_post_urls", str(post.pk))
+    return review

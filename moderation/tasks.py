@@ -5,7 +5,7 @@ module; ``ModerationConfig.ready`` imports it so every process declares the acto
 import dramatiq
 from django.conf import settings
 
-from moderation.review import review_post_revision
+from moderation.review import review_post_revision, transcript_rescore
 
 AI_MAX_RETRIES = settings.AI_MAX_RETRIES
 
@@ -32,3 +32,16 @@ def watch_livestream(stream_id: str) -> None:
     delay = look(stream_id)
     if delay is not None:
         watch_livestream.send_with_options(args=(stream_id,), delay=int(delay * 1000))
+
+
+@dramatiq.actor(
+    actor_name="rescore_transcript",
+    queue_name="moderation",
+    max_retries=AI_MAX_RETRIES,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=5 * 60_000,
+)
+def rescore_transcript(post_id: str, media_id: str, revision: int) -> None:
+    """Score a published post's edited transcript again (issue 17); retried, then a human decides."""
+    transcript_rescore(post_id=post_id, media_id=media_id, revision=revision, max_retries=AI_MAX_RETRIES)

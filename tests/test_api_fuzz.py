@@ -135,8 +135,22 @@ def _world(user, other_user) -> dict:
     LiveStream.objects.create(
         post=live, owner=user, provider="local", key_hash=keys.hash_key("k"), key_encrypted=keys.encrypt("k")
     )
+    # A published voice note and its transcript (issue 17: GET/PATCH content/media/{id}/transcript).
+    spoken = MediaFactory(
+        post=PostFactory(author=user, type=PostType.AUDIO, body="", published=True),
+        kind="audio",
+        mime_type="audio/mp4",
+    )
+    transcript = MediaFactory(
+        post=spoken.post,
+        parent=spoken,
+        kind="transcript",
+        is_primary=False,
+        mime_type="text/plain",
+        metadata={"speech": True, "language": "en", "segments": [[0.0, 1.0, "hello there", 0.9]]},
+    )
     posts = [draft, published, image_draft, empty_image_draft, poll.post, hidden.post, live]
-    media = [image, failed, published_media, hidden]
+    media = [image, failed, published_media, hidden, spoken, transcript]
     # Resumable uploads (DESIGN.md §8): the caller's open one, another user's, and a finished single one.
     resumable = [
         media_services.upload_create(
@@ -167,6 +181,7 @@ def _world(user, other_user) -> dict:
             "POST /api/v1/content/posts/{post_id}/media": {"upload_id": str(upload.pk)},
             "POST /api/v1/content/uploads": {"filename": "a.jpg", "content_type": "image/jpeg", "size": 999},
             "POST /api/v1/content/uploads/{upload_id}/parts": {"part_numbers": [1]},
+            "PATCH /api/v1/content/media/{media_id}/transcript": {"text": "Hello there."},
             "POST /api/v1/content/uploads/{upload_id}/complete": {
                 "parts": [{"part_number": 1, "etag": part["etag"]}]
             },

@@ -72,6 +72,10 @@ class Scene:
     )
     live_segment_url: str = ""  # a segment under the same live grant
 
+    transcript: Media | None = None  # the media's transcript (issue 17)
+    captions_url: str = ""  # its signed WebVTT captions, as issued to the owner
+    subtitles_url: str = ""  # the captions in the HLS folder (the subtitle rendition)
+
 
 def make_live(owner, status: str) -> tuple[Post, str]:
     """A livestream post in ``status`` whose stream is live, with its live HLS tree in storage; returns
@@ -117,6 +121,15 @@ def make_scene(owner, intruder, status: str) -> Scene:
     storage.save(f"media/{owner.pk}/{media.pk}/hls/360p/seg_001.m4s", io.BytesIO(b"\0" * 64), None)
     media.variants = {"hls": {"key": hls_key, "mime_type": "application/vnd.apple.mpegurl"}}
     media.save(update_fields=["variants"])
+    # Its transcript (issue 17): captions as a variant, and a subtitle rendition in the HLS folder.
+    transcript = MediaFactory(post=post, parent=media, kind="transcript", is_primary=False)
+    vtt = b"WEBVTT\n\n1\n00:00:00.000 --> 00:00:01.000\nhello\n"
+    captions_key = f"media/{owner.pk}/{transcript.pk}/captions.vtt"
+    storage.save(captions_key, io.BytesIO(vtt), "text/vtt")
+    storage.save(f"media/{owner.pk}/{media.pk}/hls/subs/en.vtt", io.BytesIO(vtt), None)
+    transcript.variants = {"captions": {"key": captions_key, "mime_type": "text/vtt"}}
+    transcript.metadata = {"speech": True, "language": "en", "segments": [[0.0, 1.0, "hello", 0.9]]}
+    transcript.save(update_fields=["variants", "metadata"])
     poll = PollFactory(post__author=owner, post__status=status)
     scene = Scene(
         owner=owner,
@@ -135,6 +148,10 @@ def make_scene(owner, intruder, status: str) -> Scene:
     scene.segment_url = scene.hls_url.replace("/master.m3u8", "/360p/seg_001.m4s")
     scene.live, scene.live_url = make_live(owner, status)
     scene.live_segment_url = scene.live_url.replace("/index.m3u8", "/seg_00000.ts")
+    scene.subtitles_url = scene.hls_url.replace("/master.m3u8", "/subs/en.vtt")
+    scene.transcript = transcript
+    r = client_for(owner).get(f"/api/v1/content/media/{transcript.pk}")
+    scene.captions_url = urlsplit(r.json()["captions"]).path
     return scene
 
 
@@ -184,7 +201,10 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
         ),
     ],
     "media-retry": [Probe("POST", lambda s: f"/api/v1/content/media/{s.media.pk}/retry")],
-    "media-file": [Probe("GET", lambda s: s.file_url, read=True)],
+    "media-file": [
+        Probe("GET", lambda s: s.file_url, read=True),
+        Probe("GET", lambda s: s.captions_url, read=True),
+    ],
     "live-tree": [
         Probe("GET", lambda s: s.live_url, read=True),
         Probe("GET", lambda s: s.live_segment_url, read=True),
@@ -196,6 +216,16 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
     "media-tree": [
         Probe("GET", lambda s: s.hls_url, read=True),
         Probe("GET", lambda s: s.segment_url, read=True),
+        Probe("GET", lambda s: s.subtitles_url, read=True),
+    ],
+    "media-transcript": [
+        Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}/transcript", read=True),
+        Probe("GET", lambda s: f"/api/v1/content/media/{s.transcript.pk}/transcript", read=True),
+        Probe(
+            "PATCH",
+            lambda s: f"/api/v1/content/media/{s.transcript.pk}/transcript",
+            lambda s: {"text": "Hijacked"},
+        ),
     ],
     "post-revisions": [Probe("GET", lambda s: f"{_post(s)}/revisions", read=True)],
 }
@@ -292,6 +322,7 @@ def _snapshot(scene: Scene) -> tuple:
         scene.live.livestream.__class__.objects.filter(post=scene.live)
         .values_list("status", "key_hash")
         .get(),
+        Media.objects.get(pk=scene.transcript.pk).metadata,
     )
 
 
@@ -335,7 +366,7 @@ def test_staff_and_owner_read_hidden_posts_in_full(status, scene_for, staff):
     for reader in (staff, scene.owner):
         data = client_for(reader).get(_post(scene)).json()
         assert (data["id"], data["status"]) == (str(scene.post.pk), status)
-        assert [m["id"] for m in data["media"]] == [str(scene.media.pk)]
+        assert [m["id"] for m in data["media"] if m["kind"] != "transcript"] == [str(scene.media.pk)]
         assert data["media"][0]["original_url"], "owner and staff get the original"
         assert client_for(reader).get(f"/api/v1/content/posts/{scene.poll.pk}").json()["poll"]
 

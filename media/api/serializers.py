@@ -10,7 +10,7 @@ from content.models import PostStatus
 from content.selectors import media_in_public_revision
 from content.services import is_owner_or_staff
 from media import storage
-from media.models import Media, Upload
+from media.models import Media, MediaKind, ProcessingStatus, Upload
 from media.progress import media_progress
 from media.revocation import media_mark_urls_exposed
 
@@ -71,6 +71,12 @@ class MediaSerializer(serializers.ModelSerializer):
     variants = serializers.SerializerMethodField()
     original_url = serializers.SerializerMethodField()
     post_id = serializers.UUIDField(read_only=True)
+    captions = serializers.SerializerMethodField(
+        help_text="WebVTT captions of what is said (issue 17), signed like a variant; null without speech."
+    )
+    transcript_id = serializers.SerializerMethodField(
+        help_text="The transcript medium of this audio or video (PATCH content/media/{id}/transcript)."
+    )
     focus = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
 
@@ -95,6 +101,8 @@ class MediaSerializer(serializers.ModelSerializer):
             "blurhash",
             "variants",
             "original_url",
+            "captions",
+            "transcript_id",
             "metadata",
             "created_at",
         ]
@@ -163,6 +171,39 @@ class MediaSerializer(serializers.ModelSerializer):
                 "size_bytes": v.get("size_bytes"),
             }
         return out
+
+    def _transcript(self, media: Media) -> Media | None:
+        """The medium's transcript: itself, or its derived ``transcript`` (from the post's prefetched
+        media when the post serializer loaded them, so a feed costs no query per medium)."""
+        if media.kind == MediaKind.TRANSCRIPT:
+            return media
+        spoken = (MediaKind.AUDIO, MediaKind.VIDEO, MediaKind.LIVESTREAM_RECORDING)
+        if media.kind not in spoken or not media.post:
+            return None
+        return next(
+            (
+                m
+                for m in media.post.media.all()
+                if m.parent_id == media.pk and m.kind == MediaKind.TRANSCRIPT and m.detached_at is None
+            ),
+            None,
+        )
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_captions(self, media: Media) -> str | None:
+        transcript = self._transcript(media)
+        if transcript is None or transcript.processing_status != ProcessingStatus.READY:
+            return None
+        captions = (transcript.variants or {}).get("captions")
+        if not captions:
+            return None
+        transcript.post = media.post
+        return self._url(transcript, captions["key"], "text/vtt", "captions", public=self._public(transcript))
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
+    def get_transcript_id(self, media: Media) -> str | None:
+        transcript = self._transcript(media)
+        return str(transcript.pk) if transcript is not None else None
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_original_url(self, media: Media) -> str | None:
@@ -290,3 +331,30 @@ class QuotaSerializer(serializers.Serializer):
     used_bytes = serializers.IntegerField()
     limit_bytes = serializers.IntegerField()
     media_count = serializers.IntegerField()
+
+
+class TranscriptCueSerializer(serializers.Serializer):
+    start = serializers.FloatField(help_text="Seconds from the start.")
+    end = serializers.FloatField()
+    text = serializers.CharField()
+
+
+class TranscriptSerializer(serializers.Serializer):
+    """A transcript (issue 17): what is said in an audio or video, as caption cues."""
+
+    id = serializers.UUIDField()
+    media_id = serializers.UUIDField(help_text="The audio or video it transcribes.")
+    processing_status = serializers.CharField()
+    language = serializers.CharField(allow_blank=True)
+    text = serializers.CharField(allow_blank=True, help_text="One caption per line.")
+    cues = TranscriptCueSerializer(many=True)
+    captions = serializers.URLField(allow_null=True, help_text="The WebVTT file, signed like a variant.")
+    skipped = serializers.CharField(allow_blank=True, help_text="Why there is no text (no speech…).")
+    edited_at = serializers.CharField(allow_null=True)
+
+
+class TranscriptEditSerializer(serializers.Serializer):
+    text = serializers.CharField(
+        max_length=20_000,
+        help_text="The corrected transcript, one caption per line (same line count keeps each timing).",
+    )

@@ -22,6 +22,7 @@ urlpatterns = [
         "content/posts/<uuid:post_id>/media/<uuid:media_id>", views.DetachView.as_view(), name="media-detach"
     ),
     path("content/media/<uuid:media_id>", views.MediaDetailView.as_view(), name="media-detail"),
+    path("content/media/<uuid:media_id>/transcript", views.TranscriptView.as_view(), name="media-transcript"),
     path("content/me/quota", views.QuotaView.as_view(), name="my-quota"),
     path("content/media/<uuid:media_id>/retry", views.MediaRetryView.as_view(), name="media-retry"),
     path(

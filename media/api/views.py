@@ -44,6 +44,8 @@ from media.api.serializers import (
     PartRequestSerializer,
     PartTargetsSerializer,
     QuotaSerializer,
+    TranscriptEditSerializer,
+    TranscriptSerializer,
     UploadCompleteSerializer,
     UploadCreateSerializer,
     UploadStateSerializer,
@@ -384,6 +386,63 @@ class QuotaView(APIView):
     )
     def get(self, request):
         return Response(services.user_quota(request.user))
+
+
+def _transcript_data(request, transcript: Media, post) -> dict:
+    cues = [{"start": c[0], "end": c[1], "text": c[2]} for c in transcript.metadata.get("segments") or []]
+    transcript.post = post
+    return {
+        "id": transcript.pk,
+        "media_id": transcript.parent_id,
+        "processing_status": transcript.processing_status,
+        "language": transcript.metadata.get("language") or "",
+        "text": "\n".join(c["text"] for c in cues),
+        "cues": cues,
+        "captions": MediaSerializer(context={"request": request}).get_captions(transcript),
+        "skipped": transcript.metadata.get("skipped") or "",
+        "edited_at": transcript.metadata.get("edited_at"),
+    }
+
+
+class TranscriptView(APIView):
+    """``GET``/``PATCH content/media/{id}/transcript`` (issue 17): ``id`` is the audio or video (or
+    the transcript itself). Reading follows the post's visibility; only the owner edits."""
+
+    def get_permissions(self):
+        return [IsAuthenticated()] if self.request.method != "GET" else []
+
+    @extend_schema(
+        responses={200: TranscriptSerializer, **error_responses(401, 404)},
+        tags=["media"],
+        summary="The transcript of an audio or video: text, cues and captions URL",
+    )
+    def get(self, request, media_id):
+        media = _visible_media(request, media_id)
+        transcript = (
+            media
+            if media.kind == "transcript"
+            else Media.objects.attached()
+            .filter(parent=media, kind="transcript")
+            .order_by("-created_at")
+            .first()
+        )
+        if transcript is None:
+            raise NotFound("This medium has no transcript.", code="transcript_not_found")
+        return Response(TranscriptSerializer(_transcript_data(request, transcript, media.post)).data)
+
+    @extend_schema(
+        request=TranscriptEditSerializer,
+        responses={200: TranscriptSerializer, **error_responses(400, 401, 404, 409)},
+        tags=["media"],
+        summary="Correct a transcript (owner); a published post's edit is scored again",
+    )
+    def patch(self, request, media_id):
+        body = TranscriptEditSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        transcript = services.transcript_edit(
+            media_id=media_id, actor=request.user, text=body.validated_data["text"]
+        )
+        return Response(TranscriptSerializer(_transcript_data(request, transcript, transcript.post)).data)
 
 
 class MediaRetryView(APIView):

@@ -1,5 +1,6 @@
-"""Processors by media kind. Kinds without one (thumbnail, transcript) are never queued: the sweep
-skips them."""
+"""Processors by media kind. Kinds without one (thumbnail) are never queued: the sweep skips them.
+``transcript`` media are made by the speech step (queue ``media.speech``); a livestream's recording is a
+video."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ PROCESSOR_PATHS = {
     "audio": "media.processors.audio.AudioProcessor",
     # A livestream's recording is a video like any other: ladder + HLS (DESIGN.md §13).
     "livestream_recording": "media.processors.video.VideoProcessor",
+    "transcript": "media.processors.speech.SpeechProcessor",
 }
 
 

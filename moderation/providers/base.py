@@ -20,6 +20,18 @@ class ProviderError(Exception):
 
 
 @dataclass
+class TranscriptInput:
+    """What was said in one medium (issue 17): its caption cues ``(start_s, end_s, text)``."""
+
+    media_id: str
+    cues: list[tuple[float, float, str]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(text for _, _, text in self.cues)
+
+
+@dataclass
 class ReviewInput:
     text: str = ""  # title + body + link, joined by newlines
     # Local copies of processed image variants, or of the original of an animated image: providers
@@ -28,6 +40,13 @@ class ReviewInput:
     video_paths: list[Path] = field(default_factory=list)  # local renditions; providers sample frames
     poster_paths: list[Path] = field(default_factory=list)  # video posters, scored like images
     hints: dict[str, Any] = field(default_factory=dict)  # e.g. {"post_id": ...} for logging
+    # Speech in the post's audio and video, scored with the text classifier (cue by cue where the
+    # provider can, so the review queue can highlight the passages).
+    transcripts: list[TranscriptInput] = field(default_factory=list)
+
+    @property
+    def transcript_text(self) -> str:
+        return "\n".join(t.text for t in self.transcripts if t.text)
 
 
 @dataclass

@@ -287,7 +287,8 @@ class HiveProvider(Provider):
         text_key = settings.HIVE_TEXT_API_KEY or visual_key
         has_visual = bool(item.image_paths or item.poster_paths or item.video_paths)
         has_text = bool(item.text and item.text.strip())
-        if (has_visual and not visual_key) or (has_text and not text_key):
+        spoken = item.transcript_text.strip()
+        if (has_visual and not visual_key) or ((has_text or spoken) and not text_key):
             raise ProviderError("Hive API key is not configured (set HIVE_API_KEY).")
         budget = float(settings.HIVE_TOTAL_BUDGET_SECONDS)
         deadline = time.monotonic() + budget
@@ -317,6 +318,10 @@ class HiveProvider(Provider):
             for i, chunk in enumerate(_text_chunks(item.text), 1):
                 payload = self._post(key=text_key, deadline=deadline, stats=stats, data={"text_data": chunk})
                 results.append(self._score_text("text" if i == 1 else f"text part {i}", payload))
+        if spoken:  # what is said in the audio and video (issue 17), scored as text
+            for i, chunk in enumerate(_text_chunks(spoken), 1):
+                payload = self._post(key=text_key, deadline=deadline, stats=stats, data={"text_data": chunk})
+                results.append(self._score_text("transcript" if i == 1 else f"transcript part {i}", payload))
 
         scores: dict[str, float] = {}
         findings: list[tuple[float, str]] = []

@@ -208,6 +208,36 @@ def _profanity(text: str) -> float:
     return float(max(probabilities))
 
 
+def transcript_cue_scores(item: ReviewInput) -> list[dict[str, Any]]:
+    """The profanity model's probability for each transcript cue: [{media_id, index, start, end,
+    score}] in cue order. A cue is short, so one abusive sentence is never diluted by a long clean
+    talk (the classifier is bag-of-words)."""
+    rows: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for transcript in item.transcripts:
+        for index, (start, end, text) in enumerate(transcript.cues):
+            if text.strip():
+                rows.append(
+                    {
+                        "media_id": transcript.media_id,
+                        "index": index,
+                        "start": start,
+                        "end": end,
+                        "score": 0.0,
+                    }
+                )
+                texts.append(text)
+    if not texts:
+        return []
+    try:
+        probabilities = models().predict_prob(texts)
+    except Exception as exc:
+        raise ProviderError(f"The profanity model failed on the transcript: {exc}") from exc
+    for row, probability in zip(rows, probabilities, strict=True):
+        row["score"] = round(float(probability), 4)
+    return rows
+
+
 def _clamp(value: float) -> float:
     return min(1.0, max(0.0, float(value)))
 
@@ -238,6 +268,13 @@ class LocalProvider(Provider):
         timings["text_ms"] = (time.perf_counter() - t0) * 1000
         if profanity > 0:
             findings.append(_Finding("profanity", "", profanity, profanity, "text"))
+        t0 = time.perf_counter()
+        cue_scores = transcript_cue_scores(item)
+        timings["transcript_ms"] = (time.perf_counter() - t0) * 1000
+        for cue in cue_scores:
+            if cue["score"] > 0:
+                source = f"transcript {cue['start']:.1f}s"
+                findings.append(_Finding("profanity", "", cue["score"], cue["score"], source))
 
         scores = dict.fromkeys(CATEGORIES, 0.0)
         for finding in findings:
@@ -268,6 +305,8 @@ class LocalProvider(Provider):
                 "frames": visual.frames,
                 "animations": visual.animations,
                 "profanity": round(profanity, 4),
+                # Every cue's score, so the review queue can highlight the flagged passages.
+                "transcript_cues": cue_scores,
                 "weights": {name: weight for name, (_, weight) in NUDENET_WEIGHTS.items()},
                 "timings_ms": {name: round(ms, 1) for name, ms in timings.items()},
             },

@@ -21,7 +21,7 @@ class StubProvider(Provider):
     name = "stub"
 
     def review(self, item: ReviewInput) -> ProviderResult:
-        markers = MARKER.findall(item.text or "")
+        markers = MARKER.findall("\n".join((item.text or "", item.transcript_text)))
         score = float(settings.AI_STUB_SCORE)
         for marker in markers:
             if marker == "error":

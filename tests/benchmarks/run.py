@@ -26,6 +26,7 @@ TARGETS = {  # name: (comparison, target) from the issues; printed next to the f
     "video_remux_speedup": (">=", 2.0),
     "video_hls_vs_mp4_ladder_ratio": ("<=", 1.1),
     "audio_realtime_factor": (">=", 30),
+    "speech_realtime_factor": (">=", 5),
     "delivery_feed_reload_bytes_ratio": ("<=", 0.01),
     "delivery_range_vs_storage_ratio": ("<=", 1.2),
     "delivery_range_200mb_vs_20mb_ratio": ("<=", 1.2),

@@ -1,0 +1,256 @@
+"""Transcripts through the API and HLS (issue 17): the subtitle rendition the speech step adds to a
+video's HLS tree, and the creator's corrections (PATCH content/media/{id}/transcript), which a
+published post's prescreen scores again."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from urllib.parse import urlsplit
+
+import pytest
+from django.db import transaction
+
+from content.models import Post
+from media import processing, storage
+from media.models import Media, ProcessingStatus
+from media.speech import captions
+from moderation.models import AiReview
+from tests.conftest import client_for
+from tests.factories import PostFactory, UserFactory
+from tests.media.speech_audio import CLEAN, have_espeak, speech_file
+
+needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng and ffmpeg are needed")
+
+
+def _body(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def test_master_playlist_rewrite_is_idempotent():
+    master = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=640x360\n360p/index.m3u8\n"
+    once = captions.with_subtitles(master, uri="subs/en.m3u8", language="en", name="English")
+    twice = captions.with_subtitles(once, uri="subs/en.m3u8", language="en", name="English")
+    assert once == twice and once.count("TYPE=SUBTITLES") == 1
+    lines = once.splitlines()
+    media = lines.index(next(line for line in lines if line.startswith("#EXT-X-MEDIA:")))
+    assert media < lines.index(next(line for line in lines if line.startswith("#EXT-X-STREAM-INF")))
+    assert 'URI="subs/en.m3u8"' in lines[media] and 'LANGUAGE="en"' in lines[media]
+    assert lines[media + 1].endswith(',SUBTITLES="subs"')
+    with pytest.raises(captions.CaptionsError):
+        captions.with_subtitles("#EXTM3U\n#EXTINF:4,\nseg.ts\n", uri="x", language="en", name="x")
+    playlist = captions.subtitle_playlist(duration=7.25, vtt_name="en.vtt")
+    assert "#EXT-X-TARGETDURATION:8" in playlist and "#EXTINF:7.250,\nen.vtt" in playlist
+
+
+@needs_espeak
+@pytest.mark.django_db(transaction=True)
+def test_speech_step_adds_a_subtitle_rendition_to_the_hls_tree(broker, worker, settings, tmp_path):
+    settings.SPEECH_PROVIDER = "pocketsphinx"
+    owner = UserFactory()
+    post = PostFactory(author=owner, type="video", body="", published=True)
+    clip = tmp_path / "clip.mp4"
+    speech_file(CLEAN[:1], clip, video=True)
+    tree = tmp_path / "hls"
+    tree.mkdir()
+    subprocess.run(
+        ["ffmpeg", "-y", "-loglevel", "error", "-i", str(clip), "-c", "copy", "-f", "hls"]
+        + ["-hls_time", "2", "-hls_playlist_type", "vod", "-master_pl_name", "master.m3u8"]
+        + [str(tree / "index.m3u8")],
+        check=True,
+    )
+    video = Media.objects.create(
+        post=post,
+        owner=owner,
+        kind="video",
+        processing_status="ready",
+        mime_type="video/mp4",
+        original_key="unused",
+        duration_seconds=4.0,
+        metadata={"has_audio": True},
+    )
+    folder = f"media/{owner.pk}/{video.pk}/hls"
+    for path in tree.iterdir():
+        storage.save(f"{folder}/{path.name}", path, None)
+    rendition = storage.media_key(owner.pk, video.pk, "360p", ".mp4")
+    storage.save(rendition, clip, "video/mp4")
+    video.variants = {
+        "360p": {"key": rendition, "mime_type": "video/mp4"},
+        "hls": {"key": f"{folder}/master.m3u8", "mime_type": "application/vnd.apple.mpegurl"},
+    }
+    video.save(update_fields=["variants"])
+    with transaction.atomic():
+        processing._start_transcript(video)
+    broker.join("media.speech", fail_fast=False)
+    worker.join()
+
+    transcript = Media.objects.get(parent=video, kind="transcript")
+    assert transcript.processing_status == ProcessingStatus.READY, transcript.processing_error
+    assert transcript.metadata["hls_subtitles"]["vtt_key"] == f"{folder}/subs/en.vtt"
+    # What a player fetches: the master (through its signed prefix) names the rendition, which is there.
+    hls_url = urlsplit(
+        client_for(None).get(f"/api/v1/content/media/{video.pk}").json()["variants"]["hls"]["url"]
+    )
+    master = _body(client_for(None).get(hls_url.path)).decode()
+    assert '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs"' in master and 'SUBTITLES="subs"' in master
+    sub = client_for(None).get(hls_url.path.replace("master.m3u8", "subs/en.m3u8"))
+    assert sub.status_code == 200 and b"en.vtt" in _body(sub)
+    vtt = client_for(None).get(hls_url.path.replace("master.m3u8", "subs/en.vtt"))
+    assert vtt.status_code == 200 and vtt["Content-Type"].startswith("text/vtt")
+    assert captions.parse_webvtt(_body(vtt).decode())
+    # ffprobe reads the rewritten master (video and audio intact) and the subtitle playlist (WebVTT).
+    local = tmp_path / "fetched"
+    for key in storage.list_prefix(folder):
+        storage.download_to(key, local / key[len(folder) + 1 :])
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-allowed_extensions", "ALL", "-show_entries", "stream=codec_type"]
+        + ["-of", "csv=p=0", str(local / "master.m3u8")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert {"video", "audio"} <= set(probe.stdout.split())
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-allowed_extensions", "ALL", "-show_entries", "stream=codec_name"]
+        + ["-of", "csv=p=0", str(local / "subs" / "en.m3u8")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert set(probe.stdout.split()) == {"webvtt"}  # the program's stream and the stream itself
+
+
+def _ready_transcript(post, *, cues):
+    parent = Media.objects.create(
+        post=post,
+        owner=post.author,
+        kind="audio",
+        processing_status="ready",
+        original_key="k",
+        mime_type="audio/mp4",
+    )
+    transcript = Media.objects.create(
+        post=post,
+        owner=post.author,
+        parent=parent,
+        kind="transcript",
+        is_primary=False,
+        processing_status="ready",
+        mime_type="text/plain",
+        original_key="t",
+        metadata={"speech": True, "language": "en", "segments": [list(c) for c in cues]},
+    )
+    key = storage.media_key(post.author.pk, transcript.pk, "captions", ".vtt")
+    segments = [captions.Segment(*c) for c in cues]
+    storage.save(key, io.BytesIO(captions.render_webvtt(segments).encode()), "text/vtt")
+    transcript.variants = {"captions": {"key": key, "mime_type": "text/vtt"}}
+    transcript.save(update_fields=["variants"])
+    return parent, transcript
+
+
+CUES = [(0.5, 2.0, "the wether is sonny", 0.4), (3.0, 5.5, "we are going to the park", 0.7)]
+
+
+@pytest.mark.django_db
+def test_owner_corrects_the_transcript_and_keeps_the_timings(
+    user, other_user, django_capture_on_commit_callbacks
+):
+    post = PostFactory(author=user, type="audio", body="", published=True)
+    parent, transcript = _ready_transcript(post, cues=CUES)
+    old_key = transcript.variants["captions"]["key"]
+    url = f"/api/v1/content/media/{parent.pk}/transcript"
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client_for(user).patch(
+            url, {"text": "The weather is sunny.\nWe are going to the park."}, format="json"
+        )
+    assert r.status_code == 200, r.content
+    body = r.json()
+    assert body["id"] == str(transcript.pk) and body["media_id"] == str(parent.pk)
+    assert [(c["start"], c["end"], c["text"]) for c in body["cues"]] == [
+        (0.5, 2.0, "The weather is sunny."),
+        (3.0, 5.5, "We are going to the park."),
+    ]
+    transcript.refresh_from_db()
+    assert transcript.metadata["edits"] == 1 and transcript.variants["captions"]["key"] != old_key
+    assert not storage.exists(old_key)  # the old captions are gone (their public URL was immutable)
+    vtt = client_for(None).get(urlsplit(body["captions"]).path)
+    assert vtt.status_code == 200 and "The weather is sunny." in _body(vtt).decode()
+    assert client_for(None).get(url).json()["text"] == "The weather is sunny.\nWe are going to the park."
+    # Others cannot edit it (their own published post's transcript is not theirs to change).
+    r = client_for(other_user).patch(url, {"text": "mine now"}, format="json")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_bad_transcript_edits_are_4xx(user):
+    post = PostFactory(author=user, type="audio", body="")
+    parent, transcript = _ready_transcript(post, cues=CUES)
+    url = f"/api/v1/content/media/{transcript.pk}/transcript"
+    r = client_for(user).patch(url, {"text": "   "}, format="json")
+    assert r.status_code == 400 and r.json()["code"] == "invalid"
+    r = client_for(user).patch(url, {"text": "x" * 20_001}, format="json")
+    assert r.status_code == 400
+    Media.objects.filter(pk=transcript.pk).update(processing_status="processing")
+    r = client_for(user).patch(url, {"text": "hello"}, format="json")
+    assert r.status_code == 409 and r.json()["code"] == "transcript_not_ready"
+    image = Media.objects.create(
+        post=post, owner=user, kind="image", original_key="i", mime_type="image/jpeg"
+    )
+    r = client_for(user).get(f"/api/v1/content/media/{image.pk}/transcript")
+    assert r.status_code == 404 and r.json()["code"] == "transcript_not_found"
+    Post.objects.filter(pk=post.pk).update(status="quarantined")
+    Media.objects.filter(pk=transcript.pk).update(processing_status="ready")
+    r = client_for(user).patch(url, {"text": "hello"}, format="json")
+    assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        ("The weather is sunny.\nWe are going to the park.", "published"),
+        ("The weather is sunny.\nYou are so dumb and stupid.", "held"),
+    ],
+)
+def test_an_edited_transcript_of_a_published_post_is_scored_again(
+    broker, worker, settings, platform, text, status
+):
+    settings.AI_PROVIDER = "local"
+    platform(moderation_mode="ai_prescreen")
+    owner = UserFactory()
+    post = PostFactory(author=owner, type="audio", body="", published=True)
+    parent, transcript = _ready_transcript(post, cues=CUES)
+    r = client_for(owner).patch(
+        f"/api/v1/content/media/{parent.pk}/transcript", {"text": text}, format="json"
+    )
+    assert r.status_code == 200, r.content
+    broker.join("moderation", fail_fast=False)
+    worker.join()
+    post.refresh_from_db()
+    review = AiReview.objects.get(post=post)
+    assert review.raw["rescore"] == "transcript_edit" and review.raw["transcript_cues"]
+    if status == "published":
+        assert post.status == "published" and review.decision == "publish"
+    else:
+        assert post.status in ("pending_review", "quarantined") and review.decision in (
+            "review",
+            "quarantine",
+        )
+        assert review.scores["profanity"] >= 0.3
+
+
+@pytest.mark.django_db
+def test_the_sweep_requeues_a_lost_transcript_on_the_speech_queue(broker, django_capture_on_commit_callbacks):
+    from tests.conftest import queued
+
+    post = PostFactory(type="audio", body="", published=True)
+    parent, transcript = _ready_transcript(post, cues=CUES)
+    Media.objects.filter(pk=transcript.pk).update(processing_status="pending")
+    from media.sweep import sweep_pending_media
+
+    with django_capture_on_commit_callbacks(execute=True):
+        report = sweep_pending_media(statuses=["pending"], pending_grace_minutes=0)
+    assert [(r.kind, r.action) for r in report.rows] == [("transcript", "queued")]
+    assert [(m.actor_name, m.args) for m in queued(broker, "media.speech")] == [
+        ("process_transcript_media", (str(transcript.pk),))
+    ]
