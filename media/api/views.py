@@ -12,7 +12,6 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonRe
 from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -21,9 +20,10 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from config.api import error_body, error_responses
-from config.errors import FileTooLarge, NotFound, ServiceError
+from config.authentication import TokenAuthentication
+from config.errors import AccountSuspended, FileTooLarge, NotFound, ServiceError
 from config.parsers import JSONParser
-from content.services import can_view_post, is_owner_or_staff
+from content.services import can_view_post, is_owner_or_staff, is_suspended
 from media import services, storage
 from media.api.serializers import (
     AttachSerializer,
@@ -239,7 +239,7 @@ def _request_user(request: HttpRequest):
         return request.user
     try:
         result = TokenAuthentication().authenticate(request)
-    except AuthenticationFailed:
+    except (AuthenticationFailed, AccountSuspended):
         return None
     return result[0] if result else None
 
@@ -271,7 +271,9 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
     if signed.key not in _media_keys(media):
         raise Http404  # a key of an older generation (rotated since) or of nothing at all
     is_original = signed.key == media.original_key
-    if media.post.status != "published" or is_original:
+    # A suspended account's media stop working at request time, even under a URL issued before.
+    public = media.post.status == "published" and not is_original and not is_suspended(media.owner_id)
+    if not public:
         user = _request_user(request)
         if not is_owner_or_staff(user, media.owner_id):
             raise Http404
@@ -295,7 +297,6 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         as_attachment=False, filename=signed.filename
     )
     response["X-Content-Type-Options"] = "nosniff"
-    public = media.post.status == "published" and not is_original
     # Short public caching: a post quarantined later stops being served within minutes.
     response["Cache-Control"] = "public, max-age=300" if public else "private, no-store"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
