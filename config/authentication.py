@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.contrib.auth import logout
 from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest, HttpResponse
+from drf_spectacular.authentication import SessionScheme
 from rest_framework import authentication
 
 from config.errors import AccountSuspended
@@ -35,6 +36,12 @@ class SessionAuthentication(authentication.SessionAuthentication):
 
     def authenticate(self, request):
         return _refuse_suspended(super().authenticate(request))
+
+
+class SuspendableSessionScheme(SessionScheme):
+    """The OpenAPI description of our session authentication (DRF's cookie session)."""
+
+    target_class = "config.authentication.SessionAuthentication"
 
 
 class StandingBackend(ModelBackend):
