@@ -57,6 +57,8 @@ def moderators_group() -> Group:
         migration = importlib.import_module("moderation.migrations.0003_moderators_group")
         state = MigrationExecutor(connection).loader.project_state(("moderation", "0003_moderators_group"))
         migration.create_group(state.apps, None)
+        accounts = importlib.import_module("moderation.migrations.0006_moderators_account_permissions")
+        accounts.add_permissions(state.apps, None)
         group = Group.objects.get(name="Moderators")
     return group
 
@@ -122,6 +124,13 @@ MODERATOR_PERMISSIONS = {
     "moderation.add_blockedmedia",
     "moderation.change_blockedmedia",
     "moderation.view_reviewqueue",
+    # issue 15: accounts, their standing and audit, internal notes (moderation/migrations/0006)
+    "moderation.view_moderatedaccount",
+    "moderation.view_accountstanding",
+    "moderation.act_on_account",
+    "moderation.view_accountaction",
+    "moderation.view_moderatornote",
+    "moderation.add_moderatornote",
 }
 
 
