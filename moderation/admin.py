@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from config.admin import ReadOnlyAdmin, review_link
@@ -381,7 +382,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             ((k.name, k.label) for k in item_kinds_of(post)),
         )
         sensitive = (
-            format_html(' <span class="pf-badge pf-sensitive">sensitive</span>') if post.sensitive else ""
+            mark_safe(' <span class="pf-badge pf-sensitive">sensitive</span>') if post.sensitive else ""
         )
         return format_html(
             '<span class="pf-row" data-pf-url="{}">{}</span><br><small>{} · '
