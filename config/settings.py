@@ -225,8 +225,16 @@ STORAGES = {
 }
 # Signed media URLs: lifetime, and an optional separate host that serves user media (cookie-less).
 MEDIA_URL_TTL_SECONDS = env_int("MEDIA_URL_TTL_SECONDS", 3600)
+# How often the scheduler (and, embedded, runserver's publisher thread) publishes due scheduled posts.
+SCHEDULED_PUBLISH_INTERVAL_SECONDS = env_int("SCHEDULED_PUBLISH_INTERVAL_SECONDS", 5)
 MEDIA_PUBLIC_BASE_URL = env("MEDIA_PUBLIC_BASE_URL")
 UPLOAD_URL_TTL_SECONDS = env_int("UPLOAD_URL_TTL_SECONDS", 3600)
+# Resumable uploads (DESIGN.md §8): required above UPLOAD_SINGLE_MAX_BYTES; parts of
+# UPLOAD_PART_SIZE_BYTES (at least 5 MiB on S3, which refuses smaller non-final parts); an unfinished
+# upload is aborted by purge_media once UPLOAD_RESUMABLE_TTL_SECONDS have passed.
+UPLOAD_SINGLE_MAX_BYTES = env_int("UPLOAD_SINGLE_MAX_BYTES", 64 * 1024 * 1024)
+UPLOAD_PART_SIZE_BYTES = env_int("UPLOAD_PART_SIZE_BYTES", 16 * 1024 * 1024)
+UPLOAD_RESUMABLE_TTL_SECONDS = env_int("UPLOAD_RESUMABLE_TTL_SECONDS", 24 * 3600)
 
 # --- Broker (Dramatiq) ----------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL")
@@ -329,7 +337,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {"RevisionStatusEnum": "content.models.RevisionStatus"},
 }
 # JSON bodies nested deeper than this are refused with 400 `json_too_deep` (no endpoint needs more
 # than a few levels; deep nesting would otherwise exhaust the interpreter's recursion limit).
@@ -405,6 +413,15 @@ VIDEO_TIMEOUT_MIN_SECONDS = env_int("VIDEO_TIMEOUT_MIN_SECONDS", 60)
 FFPROBE_TIMEOUT_SECONDS = env_int("FFPROBE_TIMEOUT_SECONDS", 30)
 FFMPEG_BINARY = env("FFMPEG_BINARY", "ffmpeg")
 FFPROBE_BINARY = env("FFPROBE_BINARY", "ffprobe")
+
+# --- Perceptual-hash blocklist (Meta's PDQ; media/processors/pdq.py) ------------------------------
+# A medium whose PDQ hash is within this Hamming distance of a blocked one is blocked like an exact
+# sha256 match (31 is Meta's published threshold). Hashes below PDQ_MIN_QUALITY (flat, blank
+# pictures) are stored but never matched; PDQ_VIDEO_FRAMES frames per video are hashed besides its poster.
+PDQ_MATCH_DISTANCE = env_int("PDQ_MATCH_DISTANCE", 31)
+PDQ_MIN_QUALITY = env_int("PDQ_MIN_QUALITY", 50)
+PDQ_VIDEO_FRAMES = env_int("PDQ_VIDEO_FRAMES", 4)
+PDQ_FRAME_TIMEOUT_SECONDS = env_float("PDQ_FRAME_TIMEOUT_SECONDS", 60.0)
 
 # --- AI prescreen ------------------------------------------------------------------------------------
 AI_VIDEO_FRAMES = env_int("AI_VIDEO_FRAMES", 8)

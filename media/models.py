@@ -28,6 +28,7 @@ class UploadState(models.TextChoices):
     RECEIVED = "received", "Received"
     ATTACHED = "attached", "Attached"
     EXPIRED = "expired", "Expired"
+    ABORTED = "aborted", "Aborted"
 
 
 class Upload(models.Model):
@@ -44,6 +45,18 @@ class Upload(models.Model):
     state = models.CharField(max_length=16, choices=UploadState.choices, default=UploadState.PENDING)
     received_size = models.PositiveBigIntegerField(null=True, blank=True)
     received_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # Resumable uploads (DESIGN.md §8): S3 multipart semantics on both backends.
+    resumable = models.BooleanField(default=False)
+    part_size = models.PositiveBigIntegerField(null=True, blank=True)
+    part_count = models.PositiveIntegerField(null=True, blank=True)
+    multipart_id = models.CharField(
+        max_length=1024, blank=True, default="", help_text="S3's UploadId (empty on the filesystem)."
+    )
+    parts = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Filesystem backend: parts received, {part_number: {size, etag}} (S3 lists its own).",
+    )
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -109,6 +122,12 @@ class Media(models.Model):
         default=dict, blank=True
     )  # name -> {key, width, height, mime_type, size_bytes}
     metadata = models.JSONField(default=dict, blank=True)
+    pdq_hashes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="PDQ perceptual hashes of the processed picture, or a video's poster and sampled "
+        "frames: [{hash (64 hex), quality (0-100), source}] (media/processors/pdq.py).",
+    )
     # Attempts are counted here, not only in the broker: a file that kills its worker is redelivered
     # with the same retry count, so the runner gives up after MEDIA_MAX_ATTEMPTS claims.
     attempts = models.PositiveIntegerField(default=0)

@@ -356,12 +356,19 @@ def record_checksum(claim: Claim, sha256: str) -> None:
     claim.media.sha256 = sha256
 
 
+def record_pdq_hashes(claim: Claim, hashes: list[dict]) -> None:
+    """Store the PDQ hashes the worker computed (``[{hash, quality, source}]``)."""
+    Media.objects.filter(pk=claim.media.pk).update(pdq_hashes=hashes)
+    claim.media.pdq_hashes = hashes
+
+
 @transaction.atomic
-def record_blocked(claim: Claim) -> None:
+def record_blocked(claim: Claim, *, match: dict | None = None) -> None:
     """The bytes are on the moderators' blocklist (the platform quarantines them): flag the media
-    and its post (``content.services.post_media_blocked``)."""
+    and its post (``content.services.post_media_blocked``). ``match`` says which blocked PDQ hash a
+    near-duplicate matched (kept in the media's metadata as ``blocked_match``)."""
     media = claim.media
-    media.metadata = {**media.metadata, "blocked_media": True}
+    media.metadata = {**media.metadata, "blocked_media": True, **({"blocked_match": match} if match else {})}
     Media.objects.filter(pk=media.pk).update(metadata=media.metadata)
     if media.post_id:
         post_media_blocked(post_id=media.post_id)
@@ -437,6 +444,7 @@ def _create_derived(parent: Media, extra) -> None:
                 "height": v.height,
                 "mime_type": v.mime_type,
                 "size_bytes": v.size_bytes,
+                "sha256": storage.file_sha256(v.path),
             }
     Media.objects.filter(parent=parent, kind=extra.kind).delete()
     Media.objects.create(

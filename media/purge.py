@@ -13,6 +13,7 @@ from content.models import PostStatus
 from media import storage
 from media.models import Media, Upload, UploadState
 from media.revocation import media_revoke_overdue
+from media.services import discard_upload_bytes
 
 # Evidence: posts a moderator rejected or quarantined, and posts still waiting for review (an author
 # deleting a reported post must not make the evidence disappear).
@@ -55,8 +56,9 @@ def purge_media(*, retention_days: int, dry_run: bool = False) -> PurgeReport:
         report.uploads += 1
         if dry_run:
             continue
-        storage.delete(upload.storage_key)
-        Upload.objects.filter(pk=upload.pk).update(state=UploadState.EXPIRED)
+        # Resumable uploads: S3's open multipart upload (AbortMultipartUpload) or the part files too.
+        discard_upload_bytes(upload)
+        Upload.objects.filter(pk=upload.pk).update(state=UploadState.EXPIRED, parts={})
     # A presigned POST stays usable until it expires, even after its upload was attached (and its
     # staged object deleted): bytes re-sent meanwhile would sit outside any quota. Remove them.
     reusable_until = timezone.now() - timedelta(hours=1)

@@ -47,12 +47,14 @@ from moderation.selectors import (
     QUEUE_ORDERING,
     ai_accuracy,
     chip_labels,
+    held_revision,
     in_queue,
     item_kinds_of,
     queue_aliases,
     queue_neighbours,
     queue_page,
     review_queue,
+    revision_diff,
     should_blur,
     top_labels,
     with_review_annotations,
@@ -64,6 +66,12 @@ NOTE_PERMISSION = "moderation.add_moderatornote"
 BULK_LIMIT = 500
 CSS = "admin/postflow/postflow.css"
 JS = "admin/postflow/postflow.js"
+
+# Decisions on a held edit of a published (or a scheduled) post act on that revision.
+REVISION_DECISIONS = {
+    "approve": services.post_revision_approve,
+    "reject": services.post_revision_reject,
+}
 
 # op -> (service, statuses it may act on, past tense for messages)
 DECISIONS = {
@@ -384,14 +392,20 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         sensitive = (
             mark_safe(' <span class="pf-badge pf-sensitive">sensitive</span>') if post.sensitive else ""
         )
+        edit = (
+            format_html(' · <span class="pf-badge pf-edit">edit #{}</span>', post.pending_revision.number)
+            if (held_revision(post))
+            else ""
+        )
         return format_html(
             '<span class="pf-row" data-pf-url="{}">{}</span><br><small>{} · '
-            '<span class="pf-badge pf-{}">{}</span>{} {}</small>',
+            '<span class="pf-badge pf-{}">{}</span>{}{} {}</small>',
             reverse("admin:moderation_reviewqueue_change", args=[post.pk]),
             post_label(post),
             post.get_type_display(),
             post.status,
             post.get_status_display(),
+            edit,
             sensitive,
             kinds,
         )
@@ -480,7 +494,9 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         pk = _as_uuid(object_id)
         if pk is None:
             return None
-        qs = with_review_annotations(Post.objects.alive().filter(pk=pk)).select_related("poll")
+        qs = with_review_annotations(Post.objects.alive().filter(pk=pk)).select_related(
+            "poll", "public_revision"
+        )
         return qs.first()
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -494,9 +510,14 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         poll = getattr(post, "poll", None) if post.type == "poll" else None
         prev_item, next_item = queue_neighbours(post)
         queued_now = any(item_kinds_of(post))
-        allowed = {op: post.status in allowed for op, (_, allowed, _) in DECISIONS.items()}
-        if post.status == PostStatus.PUBLISHED:  # a reported post: sensitive is a decision, approve is not
-            allowed["sensitive"] = queued_now and not post.sensitive
+        allowed = self._allowed(post)
+        if post.status == PostStatus.PUBLISHED:
+            # A reported post: marking it sensitive is a decision on it (not on a held edit's revision).
+            allowed["sensitive"] = (
+                bool(getattr(post, "is_reported", False))
+                and not post.sensitive
+                and held_revision(post) is None
+            )
         allowed["dismiss"] = post.report_count > 0
         context = {
             **self.admin_site.each_context(request),
@@ -525,6 +546,8 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             "own_post": post.author_id == request.user.pk,
             "allowed": allowed,
             "in_queue": queued_now,
+            "held_revision": held_revision(post),
+            "revision_diff": revision_diff(post),
             "standing": _standing(post.author),
             "account_actions": list(ACCOUNT_ACTIONS),
             "account_url": reverse("admin:moderation_moderatedaccount_change", args=[post.author_id]),
@@ -550,6 +573,12 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         context.update(extra_context or {})
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.detail_template, context)
+
+    @staticmethod
+    def _allowed(post: Post) -> dict[str, bool]:
+        if held_revision(post) is not None:
+            return {op: op in REVISION_DECISIONS or post.status in DECISIONS[op][1] for op in DECISIONS}
+        return {op: post.status in allowed for op, (_, allowed, _) in DECISIONS.items()}
 
     def _media_items(self, post: Post, request) -> list[dict]:
         items = []
@@ -611,6 +640,19 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         reason = request.POST.get("reason", "").strip()
         label = post_label(post)
         try:
+            revision_id = request.POST.get("revision_id", "")
+            if op in REVISION_DECISIONS and revision_id.isdigit():
+                _, next_item = queue_neighbours(post)
+                revision = REVISION_DECISIONS[op](
+                    post_id=post.pk,
+                    revision_id=int(revision_id),
+                    moderator=request.user,
+                    reason=reason,
+                    take_over=take_over,
+                )
+                done = DECISIONS[op][2]
+                messages.success(request, f"{done} edit #{revision.number} of “{label}”.")
+                return HttpResponseRedirect(self._next_url(post, next_item))
             if op in DECISIONS or op == "dismiss":
                 _, next_item = queue_neighbours(post)
                 if op == "dismiss":
@@ -683,7 +725,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             return None
         if request.POST.get("confirm") == "yes":
             messages.error(request, "Give the creators a reason for the rejection.")
-        decided = [p for p in posts if not item_kinds_of(p)]
+        decided = [p for p in posts if not in_queue(p)]
         for p in posts:
             p.active_claim = active_claim(p)
         context = {
@@ -693,7 +735,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             "subtitle": None,
             "op": op,
             "action": f"{op}_selected",
-            "posts": [p for p in posts if item_kinds_of(p)],
+            "posts": [p for p in posts if in_queue(p)],
             "decided": decided,
             "needs_reason": needs_reason,
             "reason": reason,
@@ -709,7 +751,16 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         for post in posts:
             expected = request.POST.get(f"expected_{post.pk}") or post.status
             try:
-                if op in DECISIONS:
+                held = held_revision(post)
+                if held is not None and op in REVISION_DECISIONS:
+                    REVISION_DECISIONS[op](
+                        post_id=post.pk,
+                        revision_id=held.pk,
+                        moderator=request.user,
+                        reason=reason,
+                        take_over=take_over,
+                    )
+                elif op in DECISIONS:
                     DECISIONS[op][0](
                         post_id=post.pk,
                         moderator=request.user,
@@ -994,3 +1045,35 @@ class AccountActionAdmin(ReadOnlyAdmin):
     search_fields = ("user__username", "moderator__username", "reason")
     list_select_related = ("user", "moderator")
     show_full_result_count = False
+
+
+# --- the pipeline dashboard (kept apart from the queue: a view on the admin site itself) -------------------
+
+DASHBOARD_PERMISSION = "media.view_processorrun"  # operators' run logs; the Moderators group has it
+
+
+def pipeline_dashboard_view(request: HttpRequest) -> HttpResponse:
+    """Charts of throughput, latency, failures, queue depth, AI bands and decision latency
+    (``moderation.dashboard``). Staff with ``media.view_processorrun`` (superusers, Moderators)."""
+    from moderation import dashboard
+
+    if not request.user.has_perm(DASHBOARD_PERMISSION):
+        raise PermissionDenied
+    context = {
+        **admin.site.each_context(request),
+        "title": "Pipeline dashboard",
+        "subtitle": None,
+        "charts": dashboard.all_charts(),
+    }
+    return TemplateResponse(request, "admin/pipeline_dashboard.html", context)
+
+
+_site_get_urls = admin.site.get_urls
+
+
+def _site_urls():
+    own = [path("pipeline/", admin.site.admin_view(pipeline_dashboard_view), name="pipeline_dashboard")]
+    return own + _site_get_urls()
+
+
+admin.site.get_urls = _site_urls

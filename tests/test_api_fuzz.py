@@ -125,7 +125,19 @@ def _world(user, other_user) -> dict:
     media_services.upload_receive(upload_id=upload.pk, stream=io.BytesIO(data), content_length=len(data))
     posts = [draft, published, image_draft, empty_image_draft, poll.post, hidden.post]
     media = [image, failed, published_media, hidden]
+    # Resumable uploads (DESIGN.md §8): the caller's open one, another user's, and a finished single one.
+    resumable = [
+        media_services.upload_create(
+            owner=who, filename="v.mp4", content_type="video/mp4", size=3000, resumable=True
+        )[0]
+        for who in (user, other_user)
+    ]
+    part_data = b"\0" * 3000
+    part = media_services.upload_part_receive(
+        upload_id=resumable[0].pk, part_number=1, stream=io.BytesIO(part_data), content_length=3000
+    )
     return {
+        "upload_id": [str(u.pk) for u in [*resumable, upload]],
         "post_id": [str(p.pk) for p in posts],
         "media_id": [str(m.pk) for m in media],
         # DELETE .../media/{media_id}: the right pair, another post's media, and a hidden pair.
@@ -142,6 +154,10 @@ def _world(user, other_user) -> dict:
             "POST /api/v1/content/posts/{post_id}/report": {"reason": "spam", "detail": "Ads."},
             "POST /api/v1/content/posts/{post_id}/media": {"upload_id": str(upload.pk)},
             "POST /api/v1/content/uploads": {"filename": "a.jpg", "content_type": "image/jpeg", "size": 999},
+            "POST /api/v1/content/uploads/{upload_id}/parts": {"part_numbers": [1]},
+            "POST /api/v1/content/uploads/{upload_id}/complete": {
+                "parts": [{"part_number": 1, "etag": part["etag"]}]
+            },
         },
     }
 
@@ -154,6 +170,8 @@ def _path_choices(operation, world) -> list[dict]:
         return [{"post_id": p} for p in world["post_id"]]
     if names == {"media_id"}:
         return [{"media_id": m} for m in world["media_id"]]
+    if names == {"upload_id"}:
+        return [{"upload_id": u} for u in world["upload_id"]]
     assert not names, f"{operation.label}: add real values for path parameters {names}"
     return [{}]
 

@@ -7,7 +7,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from content.models import Poll, Post, PostStatus, PostType, ReportReason
+from content.models import Poll, Post, PostRevision, PostStatus, PostType, ReportReason
+from content.selectors import public_media
 from content.services import is_owner_or_staff
 from media.api.serializers import MediaSerializer
 
@@ -115,6 +116,56 @@ def poll_data(poll: Poll, user) -> dict:
     }
 
 
+class RevisionMediaSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="media_id")
+    position = serializers.IntegerField()
+    description = serializers.CharField(help_text="The medium's alt text in this revision.")
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    """One revision of a post (``GET content/posts/{id}/revisions``). Media are ids and alt texts:
+    bytes are reached through the post's or the medium's own JSON, with their visibility rules."""
+
+    media = RevisionMediaSerializer(source="items", many=True, read_only=True)
+    link_url = serializers.CharField(read_only=True, help_text="An http(s) URL; blank unless a link post.")
+
+    class Meta:
+        model = PostRevision
+        fields = [
+            "id",
+            "number",
+            "status",
+            "title",
+            "body",
+            "link_url",
+            "sensitive",
+            "spoiler_text",
+            "media",
+            "created_at",
+            "decided_at",
+            "public_at",
+            "public_until",
+        ]
+        read_only_fields = fields
+
+
+class PendingRevisionMediaSerializer(MediaSerializer):
+    """Media JSON of a waiting revision, with the medium's alt text in that revision."""
+
+    description = serializers.CharField(read_only=True, help_text="Alt text in this revision.")
+
+    class Meta(MediaSerializer.Meta):
+        fields = [*MediaSerializer.Meta.fields, "description"]
+        read_only_fields = fields
+
+
+class PendingRevisionSerializer(RevisionSerializer):
+    """The pending revision as its owner and staff see it: media JSON (signed, private URLs) with
+    ``description``."""
+
+    media = PendingRevisionMediaSerializer(many=True, read_only=True)
+
+
 class PostSerializer(serializers.ModelSerializer):
     """Post JSON (DESIGN.md §4)."""
 
@@ -125,6 +176,10 @@ class PostSerializer(serializers.ModelSerializer):
     media = serializers.SerializerMethodField()
     poll = serializers.SerializerMethodField()
     metadata = serializers.SerializerMethodField()
+    pending_revision = serializers.SerializerMethodField(
+        help_text="Owner and staff only (null for anyone else): the edit waiting for the prescreen or a "
+        "moderator. Everything else in this object is what the public sees."
+    )
 
     class Meta:
         model = Post
@@ -136,6 +191,8 @@ class PostSerializer(serializers.ModelSerializer):
             "title",
             "body",
             "link_url",
+            "sensitive",
+            "spoiler_text",
             "author",
             "media",
             "poll",
@@ -143,10 +200,36 @@ class PostSerializer(serializers.ModelSerializer):
             "publish_requested",
             "rejection_reason",
             "published_at",
+            "edited_at",
+            "scheduled_at",
+            "pending_revision",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(PendingRevisionSerializer(allow_null=True))
+    def get_pending_revision(self, post: Post) -> dict | None:
+        if not post.pending_revision_id:
+            return None
+        request = self.context.get("request")
+        if not is_owner_or_staff(getattr(request, "user", None), post.author_id):
+            return None
+        revision = post.pending_revision
+        items = list(revision.items.select_related("media").order_by("position"))
+        public_ids = set(public_media().filter(post=post).values_list("pk", flat=True))
+        media = []
+        for item in items:
+            m = item.media
+            m.post = post
+            m.in_public_revision = m.pk in public_ids
+            media.append(m)
+        out = RevisionSerializer(revision).data
+        rendered = MediaSerializer(media, many=True, context=self.context).data
+        for row, item in zip(rendered, items, strict=True):
+            row["description"] = item.description
+        out["media"] = rendered
+        return out
 
     @extend_schema_field(MediaSerializer(many=True))
     def get_media(self, post: Post) -> list:
@@ -198,11 +281,35 @@ class PostCreateSerializer(serializers.Serializer):
     poll = PollInSerializer(required=False, allow_null=True, default=None)
 
 
+class MediaDescriptionSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    description = serializers.CharField(max_length=1500, allow_blank=True)
+
+
 class PostUpdateSerializer(serializers.Serializer):
+    """A draft is edited in place; a published post gets a new revision (DESIGN.md §9)."""
+
     title = serializers.CharField(max_length=300, required=False, allow_blank=True)
     body = serializers.CharField(max_length=40_000, required=False, allow_blank=True)
     link_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
+    sensitive = serializers.BooleanField(required=False)
+    spoiler_text = serializers.CharField(max_length=500, required=False, allow_blank=True)
     poll = PollInSerializer(required=False)
+    media = MediaDescriptionSerializer(
+        many=True,
+        required=False,
+        max_length=50,
+        help_text="Alt texts of attached media: [{id, description}].",
+    )
+
+
+class PublishSerializer(serializers.Serializer):
+    publish_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Schedule: an ISO 8601 time with zone, 1 minute to 1 year ahead. 202, status `scheduled`.",
+    )
 
 
 class VoteSerializer(serializers.Serializer):

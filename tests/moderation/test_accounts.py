@@ -26,7 +26,7 @@ from moderation.models import (
 )
 from tests.conftest import client_for, queued
 from tests.factories import MediaFactory, PostFactory, UserFactory
-from tests.media import test_storage
+from tests.media import conftest as media_fixtures
 from tests.media.helpers import jpeg_bytes
 from tests.media.test_storage import _published_image
 from tests.moderation.test_admin import make_moderator
@@ -251,8 +251,8 @@ def test_a_suspended_accounts_exposed_media_are_rotated_by_the_revocation(user, 
     assert media.urls_exposed_at is None and media.keys_rotated_at is not None
 
 
-moto_endpoint = test_storage.moto_endpoint
-s3_storage = test_storage.s3
+moto_endpoint = media_fixtures.moto_endpoint
+s3_storage = media_fixtures.s3
 
 
 def test_suspension_breaks_presigned_urls_on_s3(

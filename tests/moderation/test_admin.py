@@ -68,7 +68,7 @@ def moderators_group() -> Group:
         migration = importlib.import_module("moderation.migrations.0003_moderators_group")
         state = MigrationExecutor(connection).loader.project_state(("moderation", "0003_moderators_group"))
         migration.create_group(state.apps, None)
-        accounts = importlib.import_module("moderation.migrations.0006_moderators_account_permissions")
+        accounts = importlib.import_module("moderation.migrations.0008_moderators_account_permissions")
         accounts.add_permissions(state.apps, None)
         group = Group.objects.get(name="Moderators")
     return group

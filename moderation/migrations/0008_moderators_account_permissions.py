@@ -41,7 +41,7 @@ def remove_permissions(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("moderation", "0005_account_standing_notes_and_actions"),
+        ("moderation", "0007_account_standing_notes_and_actions"),
         ("moderation", "0003_moderators_group"),
     ]
 
