@@ -387,7 +387,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         kinds = format_html_join(
             " ",
             '<span class="pf-kind pf-kind-{}">{}</span>',
-            ((k.name, k.label) for k in item_kinds_of(post)),
+            ((k.name, k.label) for k in item_kinds_of(post) if k.badge),
         )
         sensitive = (
             mark_safe(' <span class="pf-badge pf-sensitive">sensitive</span>') if post.sensitive else ""

@@ -143,6 +143,7 @@ class QueueItemKind:
     name: str
     label: str
     condition: Callable[[], Q | Exists]
+    badge: bool = True  # False when the row's status badge already says it
 
     @property
     def flag(self) -> str:
@@ -159,8 +160,12 @@ def register_item_kind(kind: QueueItemKind) -> QueueItemKind:
     return kind
 
 
-register_item_kind(QueueItemKind("held", "Held for review", lambda: Q(status=PostStatus.PENDING_REVIEW)))
-register_item_kind(QueueItemKind("quarantined", "Quarantined", lambda: Q(status=PostStatus.QUARANTINED)))
+register_item_kind(
+    QueueItemKind("held", "Held for review", lambda: Q(status=PostStatus.PENDING_REVIEW), badge=False)
+)
+register_item_kind(
+    QueueItemKind("quarantined", "Quarantined", lambda: Q(status=PostStatus.QUARANTINED), badge=False)
+)
 register_item_kind(QueueItemKind("edit", "Edit held for review", lambda: HELD_REVISION_Q))
 register_item_kind(
     QueueItemKind(
