@@ -144,6 +144,13 @@ class PostRevision(models.Model):
     link_url = models.URLField(max_length=2000, blank=True, default="")
     sensitive = models.BooleanField(default=False)
     spoiler_text = models.CharField(max_length=500, blank=True, default="")
+    # A link post's card for this revision when the revision has one of its own (its link_url differs
+    # from the public one, or the card of the first publish arrived late): {"status": "fetching"}
+    # while the ``links`` worker builds it (the revision waits), then {"status": "done", "card":
+    # {url, title, description, site_name, image_media_id} or None, "error": {code, detail} or None}.
+    # Null: the revision shows the public card. The image is an item of the revision, so the
+    # prescreen sees it; the post's ``metadata.link_preview`` takes the card when the revision clears.
+    link_preview = models.JSONField(null=True, blank=True, default=None)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -263,3 +270,33 @@ class Report(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reason} report on {self.post_id}"
+
+
+class IdempotencyState(models.TextChoices):
+    IN_PROGRESS = "in_progress", "In progress"
+    DONE = "done", "Done"
+
+
+class IdempotencyKey(models.Model):
+    """One ``Idempotency-Key`` of one user (DESIGN §9): the request's fingerprint and, once it ran,
+    its response, replayed for 24 h to a retry with the same key and body (content.idempotency)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, blank=True, default="")
+    state = models.CharField(
+        max_length=16, choices=IdempotencyState.choices, default=IdempotencyState.IN_PROGRESS
+    )
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.BinaryField(default=b"", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    locked_until = models.DateTimeField(help_text="An in-progress claim older than this was abandoned.")
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user")]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_expiry_idx")]
+
+    def __str__(self) -> str:
+        return f"idempotency key {self.key!r} of user {self.user_id} ({self.state})"

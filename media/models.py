@@ -118,6 +118,11 @@ class Media(models.Model):
     height = models.PositiveIntegerField(null=True, blank=True)
     duration_seconds = models.FloatField(null=True, blank=True)
     blurhash = models.CharField(max_length=100, blank=True, default="")
+    # Alt text for screen readers, and the focal point clients keep in view when they crop
+    # (Mastodon's convention: x from -1 left to 1 right, y from -1 bottom to 1 top).
+    description = models.TextField(max_length=1500, blank=True, default="")
+    focus_x = models.FloatField(null=True, blank=True)
+    focus_y = models.FloatField(null=True, blank=True)
     variants = models.JSONField(
         default=dict, blank=True
     )  # name -> {key, width, height, mime_type, size_bytes}
@@ -180,8 +185,22 @@ class Media(models.Model):
             ),
         ]
 
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(focus_x__isnull=True) & Q(focus_y__isnull=True))
+                | (Q(focus_x__gte=-1, focus_x__lte=1) & Q(focus_y__gte=-1, focus_y__lte=1)),
+                name="media_focus_in_range",
+            )
+        ]
+
     def __str__(self) -> str:
         return f"{self.kind} {self.id} ({self.processing_status})"
+
+    @property
+    def focus(self) -> dict[str, float] | None:
+        if self.focus_x is None or self.focus_y is None:
+            return None
+        return {"x": self.focus_x, "y": self.focus_y}
 
 
 class RunResult(models.TextChoices):
@@ -240,3 +259,7 @@ class JobLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder} until {self.expires_at}"
+
+
+# The livestream rows live in their own module (media/live/models.py), registered in this app.
+from media.live.models import LiveIngest, LiveStatus, LiveStream  # noqa: E402, F401

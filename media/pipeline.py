@@ -26,7 +26,14 @@ from media.processors.image_specs import (
     POSTER,
     VIDEO_REVIEW_PREFERENCE,
 )
-from media.services import blocked_media_quarantines, blocklist_check, pdq_blocklist_match
+from media.processors.tracks import NO_VIDEO_TRACK, probe_tracks
+from media.services import (
+    POST_TYPE_KINDS,
+    blocked_media_quarantines,
+    blocklist_check,
+    pdq_blocklist_match,
+)
+from media.sniff import Sniffed, as_kind, sniff
 
 logger = logging.getLogger("postflow.media.pipeline")
 
@@ -59,6 +66,10 @@ def run(media_id: str, *, kind: str) -> None:
             storage.download_to(claim.media.original_key, source)
             s.output = {"bytes": source.stat().st_size}
         _verify_bytes(claim, source, steps)
+        kind = _kind_from_tracks(claim, source, kind, steps)
+        if kind is None:
+            processing.drop_stale(claim, steps)
+            return
         from moderation.platform import get_platform_settings
 
         if not get_platform_settings().post_processing_enabled:
@@ -112,6 +123,42 @@ def _defer(media_id: str, kind: str) -> None:
         broker.get_actor(processing.actor_name(kind)).send_with_options(args=(media_id,), delay=delay)
 
 
+def _kind_from_tracks(claim: processing.Claim, source: Path, kind: str, steps: StepLog) -> str | None:
+    """For media whose kind waited for its tracks (``tracks_pending``: a WebM, MP4, Ogg, ASF … sent
+    straight to S3, so not probed at attach), probe them now and return the kind they give, after
+    recording it (``processing.rekind``). A kind the post does not take fails the media with what to
+    do, e.g. "This file has no video track; post it as audio." on a video post. None when a newer
+    attempt took the row over meanwhile."""
+    media = claim.media
+    if not media.metadata.get("tracks_pending"):
+        return kind
+    with steps.step("tracks") as s:
+        with source.open("rb") as fh:
+            found = sniff(fh.read(4096))
+        if found is None or found.demuxer is None:
+            raise ProcessingError(
+                "This file is not a video or audio file we accept.", code="unsupported_media_type"
+            )
+        tracks = probe_tracks(source, demuxer=found.demuxer)
+        s.output = {
+            "demuxer": tracks.demuxer,
+            "video": tracks.video,
+            "audio": tracks.audio,
+            "kind": tracks.kind,
+        }
+        allowed = POST_TYPE_KINDS.get(media.post.type, set()) if media.post_id else {tracks.kind}
+        if tracks.kind not in allowed:
+            if tracks.kind == "audio":
+                raise ProcessingError(NO_VIDEO_TRACK, code="unsupported_media_type")
+            raise ProcessingError(
+                "This file has a video track; post it as a video.", code="unsupported_media_type"
+            )
+        mime = as_kind(Sniffed(media.kind, media.mime_type), tracks.kind).mime_type
+        if not processing.rekind(claim, kind=tracks.kind, mime_type=mime):
+            return None
+    return tracks.kind
+
+
 def _verify_bytes(claim: processing.Claim, source: Path, steps: StepLog) -> None:
     """Uploads sent straight to S3 are hashed here, where the bytes are local anyway: check the
     declared sha256 and the moderators' blocklist before any work is done."""
@@ -163,7 +210,7 @@ def _perceptual_blocklist(
     if claim.media.kind == "image":
         name = next((n for n in (*IMAGE_REVIEW_PREFERENCE, *JPEG_REVIEW_FALLBACK) if n in by_name), None)
         pictures = [by_name[name]] if name else []
-    elif claim.media.kind == "video":
+    elif claim.media.kind in ("video", "livestream_recording"):
         pictures = [by_name[POSTER]] if POSTER in by_name else []
         video = next((by_name[n] for n in VIDEO_REVIEW_PREFERENCE if n in by_name), None)
     if not pictures and video is None:
@@ -201,7 +248,15 @@ def _store_outputs(claim: processing.Claim, result: ProcessorResult, steps: Step
     variants = {}
     with steps.step("store", count=len(result.variants)) as s:
         for variant in result.variants:
-            key = storage.media_key(media.owner_id, media.pk, variant.name, variant.path.suffix or ".bin")
+            if variant.files:  # a folder (HLS): media/{u}/{m}/hls/master.m3u8 + its files beside it
+                key = storage.media_key(
+                    media.owner_id, media.pk, f"{variant.name}/{variant.path.stem}", variant.path.suffix
+                )
+                folder = key.rsplit("/", 1)[0]
+                for companion in variant.files:  # first, so the playlist never names a missing file
+                    storage.save(f"{folder}/{companion.path.name}", companion.path, companion.mime_type)
+            else:
+                key = storage.media_key(media.owner_id, media.pk, variant.name, variant.path.suffix or ".bin")
             storage.save(key, variant.path, variant.mime_type)
             variants[variant.name] = {
                 "key": key,

@@ -362,6 +362,27 @@ def record_pdq_hashes(claim: Claim, hashes: list[dict]) -> None:
     claim.media.pdq_hashes = hashes
 
 
+def rekind(claim: Claim, *, kind: str, mime_type: str) -> bool:
+    """The worker read the tracks of a file whose kind waited for them (``tracks_pending``, an upload
+    sent straight to S3): record the kind they give (e.g. a WebM voice note is ``audio``) and its
+    MIME type, and file this attempt's run under that kind's processor. Returns False (and changes
+    nothing) when a newer attempt owns the row."""
+    with transaction.atomic():
+        media = _lock_owned(claim)
+        if media is None:
+            return False
+        metadata = {k: v for k, v in media.metadata.items() if k != "tracks_pending"}
+        if media.kind != kind:
+            metadata["kind_before_tracks"] = media.kind
+        metadata["kind_from"] = "tracks"
+        media.kind, media.mime_type, media.metadata = kind, mime_type, metadata
+        media.save(update_fields=["kind", "mime_type", "metadata", "updated_at"])
+        ProcessorRun.objects.filter(pk=claim.run.pk).update(processor=kind)
+    claim.media.kind, claim.media.mime_type, claim.media.metadata = kind, mime_type, metadata
+    claim.run.processor = kind
+    return True
+
+
 @transaction.atomic
 def record_blocked(claim: Claim, *, match: dict | None = None) -> None:
     """The bytes are on the moderators' blocklist (the platform quarantines them): flag the media

@@ -9,7 +9,8 @@ from datetime import timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from content.models import PostStatus
+from content.idempotency import purge_expired_idempotency_keys
+from content.models import IdempotencyKey, PostStatus
 from media import storage
 from media.models import Media, Upload, UploadState
 from media.revocation import media_revoke_overdue
@@ -26,6 +27,7 @@ class PurgeReport:
     objects: int = 0
     uploads: int = 0
     revoked: int = 0
+    idempotency_keys: int = 0
 
 
 def purge_candidates(*, retention_days: int):
@@ -71,4 +73,8 @@ def purge_media(*, retention_days: int, dry_run: bool = False) -> PurgeReport:
         if not dry_run and storage.exists(key):
             storage.delete(key)
             report.uploads += 1
+    if dry_run:
+        report.idempotency_keys = IdempotencyKey.objects.filter(expires_at__lte=timezone.now()).count()
+    else:
+        report.idempotency_keys = purge_expired_idempotency_keys()
     return report

@@ -6,12 +6,16 @@ when the request rolls back. Kinds: one Dramatiq actor and queue per media kind 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import math
 import tempfile
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
@@ -22,6 +26,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from config import queueing
 from config.errors import (
     BlockedMedia as BlockedMediaError,
 )
@@ -38,7 +43,9 @@ from content.models import Post, PostStatus, PostType
 from content.services import post_edit, post_lock, post_media_attached, post_media_detached
 from media import processing, storage
 from media.models import Media, MediaKind, Upload, UploadState
-from media.sniff import Sniffed, sniff
+from media.processors.base import UnsupportedMedia
+from media.processors.tracks import NO_VIDEO_TRACK, probe_tracks
+from media.sniff import Sniffed, as_kind, refusal, sniff
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,11 @@ ALLOWED_CONTENT_TYPES = {
         "video/ogg",
         "video/mp2t",
         "video/mpeg",
+        "video/3gpp",
+        "video/3gpp2",
+        "video/x-flv",
+        "video/x-ms-asf",
+        "video/x-ms-wmv",
     },
     "audio": {
         "audio/mpeg",
@@ -67,6 +79,15 @@ ALLOWED_CONTENT_TYPES = {
         "audio/ogg",
         "audio/opus",
         "audio/webm",
+        "audio/aiff",
+        "audio/x-aiff",
+        "audio/x-ms-wma",
+        "audio/x-caf",
+        "audio/x-wavpack",
+        "audio/wavpack",
+        "audio/amr",
+        "audio/3gpp",
+        "audio/x-matroska",
     },
 }
 POST_TYPE_KINDS = {
@@ -204,7 +225,7 @@ def upload_create(
     if kind is None:
         raise UnsupportedMediaType(
             f"{content_type or 'This type'} is not accepted. Upload JPEG, PNG, GIF, WebP, HEIC or AVIF "
-            "images, MP4/MOV/WebM/MKV video, or MP3/M4A/WAV/FLAC/OGG audio."
+            "images, MP4/MOV/WebM/MKV/AVI/MPEG/WMV video, or MP3/M4A/WAV/FLAC/OGG/AIFF/WMA audio."
         )
     _check_size(kind, size)
     single_max = settings.UPLOAD_SINGLE_MAX_BYTES
@@ -583,22 +604,67 @@ def _finish_upload(upload: Upload) -> tuple[str, int]:
 # --- attach / detach ---------------------------------------------------------------------------------------
 
 
-def _sniff_or_refuse(head: bytes, post: Post) -> Sniffed:
+@contextlib.contextmanager
+def _local_file(file: IO[bytes]) -> Iterator[Path]:
+    """A path to a multipart file's bytes: Django's temporary file, or (for a small upload Django kept
+    in memory) a scratch copy that is removed afterwards."""
+    temporary = getattr(file, "temporary_file_path", None)
+    if temporary is not None:
+        yield Path(temporary())
+        return
+    with tempfile.NamedTemporaryFile(prefix="postflow-attach-") as tmp:
+        file.seek(0)
+        for chunk in iter(lambda: file.read(storage.CHUNK), b""):
+            tmp.write(chunk)
+        tmp.flush()
+        yield Path(tmp.name)
+
+
+def _sniff_or_refuse(head: bytes, post: Post, *, local: Path | None) -> Sniffed:
+    """What the file is, or 415 ``unsupported_media_type`` with what to do instead.
+
+    The kind follows the tracks, not the container (issue 11): for a container that may hold sound
+    only or a picture too (``Sniffed.tracks_decide``), ``local`` (the bytes on this machine: a
+    multipart file, a local-storage upload) is probed with the safe ffprobe and its tracks decide.
+    Without local bytes (an upload sent straight to S3) the container is taken as the kind the post
+    wants, if it can be that, and marked ``tracks_pending``: the worker, which downloads the bytes
+    anyway, probes them and re-kinds the medium (``media.pipeline``)."""
     found = sniff(head)
     if found is None:
         raise UnsupportedMediaType(
-            "This file is not an image, video or audio file we accept "
+            refusal(head)
+            or "This file is not an image, video or audio file we accept "
             "(we look at its contents, not its name)."
         )
-    if post.type == PostType.AUDIO and found.mime_type == "video/mp4":
-        found = Sniffed("audio", "audio/mp4")  # an .m4a with a generic MP4 brand
     allowed = POST_TYPE_KINDS.get(post.type, set())
+    if found.tracks_decide:
+        if local is not None:
+            try:
+                tracks = probe_tracks(local, demuxer=found.demuxer)
+            except UnsupportedMedia as exc:
+                raise UnsupportedMediaType(str(exc)) from exc
+            found = as_kind(found, tracks.kind)
+        elif found.kind not in allowed:
+            wanted = next((kind for kind in ("audio", "video") if kind in allowed), None)
+            if wanted is not None:
+                found = as_kind(found, wanted)
     if found.kind not in allowed:
+        if found.kind == MediaKind.AUDIO and MediaKind.VIDEO in allowed:
+            raise UnsupportedMediaType(NO_VIDEO_TRACK)
+        if found.kind == MediaKind.VIDEO and MediaKind.AUDIO in allowed:
+            raise UnsupportedMediaType("This file has a video track; post it as a video.")
         raise UnsupportedMediaType(
             f"A {post.type} post takes {' or '.join(sorted(allowed)) or 'no media'}, "
             f"but this file is {found.kind}."
         )
     return found
+
+
+def _tracks_metadata(found: Sniffed, local: Path | None) -> dict:
+    """Recorded on the medium: whether its kind still waits for the worker to read its tracks."""
+    if not found.tracks_decide:
+        return {}
+    return {"kind_from": "tracks"} if local is not None else {"tracks_pending": True}
 
 
 def _check_attach_allowed(post: Post, kind: str, is_primary: bool) -> None:
@@ -619,7 +685,13 @@ def _check_attach_allowed(post: Post, kind: str, is_primary: bool) -> None:
 
 @transaction.atomic
 def media_attach_upload(
-    *, post_id: UUID | str, actor: AbstractBaseUser, upload_id: UUID | str, is_primary: bool = True
+    *,
+    post_id: UUID | str,
+    actor: AbstractBaseUser,
+    upload_id: UUID | str,
+    is_primary: bool = True,
+    description: str = "",
+    focus: dict[str, float] | None = None,
 ) -> Media:
     post = post_lock(post_id=post_id, actor=actor)
     try:
@@ -627,7 +699,8 @@ def media_attach_upload(
     except (Upload.DoesNotExist, ValueError, TypeError):
         raise NotFound("Upload not found.") from None
     sha, size = _finish_upload(upload)
-    found = _sniff_or_refuse(storage.read_head(upload.storage_key), post)
+    local = storage.local_path(upload.storage_key)
+    found = _sniff_or_refuse(storage.read_head(upload.storage_key), post, local=local)
     _check_size(found.kind, size)
     _check_attach_allowed(post, found.kind, is_primary)
     quarantine = blocklist_check(sha)
@@ -648,7 +721,12 @@ def media_attach_upload(
         filename=upload.filename,
         is_primary=is_primary,
         quarantine=quarantine,
-        extra_metadata={"expected_sha256": upload.declared_sha256.lower()} if upload.declared_sha256 else {},
+        extra_metadata={
+            **({"expected_sha256": upload.declared_sha256.lower()} if upload.declared_sha256 else {}),
+            **_tracks_metadata(found, local),
+        },
+        description=description,
+        focus=focus,
     )
 
 
@@ -661,12 +739,16 @@ def media_attach_file(
     filename: str,
     size: int,
     is_primary: bool = True,
+    description: str = "",
+    focus: dict[str, float] | None = None,
 ) -> Media:
     """Multipart attach: Django already streamed the body to a temporary file; we hash it, sniff it
     and copy it to storage in chunks."""
     post = post_lock(post_id=post_id, actor=actor)
     file.seek(0)
-    found = _sniff_or_refuse(file.read(4096), post)
+    head = file.read(4096)
+    with _local_file(file) as local:
+        found = _sniff_or_refuse(head, post, local=local)
     _check_size(found.kind, size)
     _check_attach_allowed(post, found.kind, is_primary)
     _check_quota(actor, size)
@@ -691,6 +773,9 @@ def media_attach_file(
         filename=filename,
         is_primary=is_primary,
         quarantine=quarantine,
+        extra_metadata=_tracks_metadata(found, local),
+        description=description,
+        focus=focus,
     )
 
 
@@ -707,8 +792,11 @@ def _media_create(
     is_primary: bool,
     quarantine: bool,
     extra_metadata: dict | None = None,
+    description: str = "",
+    focus: dict[str, float] | None = None,
 ) -> Media:
     extra_metadata = extra_metadata or {}
+    description, (focus_x, focus_y) = _clean_description(description), _clean_focus(focus)
     try:
         position = Media.objects.filter(post=post).count()
         media = Media.objects.create(
@@ -723,6 +811,9 @@ def _media_create(
             mime_type=found.mime_type,
             size_bytes=size,
             sha256=sha,
+            description=description,
+            focus_x=focus_x,
+            focus_y=focus_y,
             metadata={**({"blocked_media": True} if quarantine else {}), **extra_metadata},
         )
         post_media_attached(post_id=post.pk, is_primary=is_primary, blocked=quarantine, media_id=media.pk)
@@ -755,6 +846,178 @@ def media_detach(*, post_id: UUID | str, media_id: UUID | str, actor: AbstractBa
         for m in Media.objects.attached().filter(post=post).values_list("metadata", flat=True)
     )
     post_media_detached(post_id=post.pk, blocked_remaining=blocked_remaining)
+
+
+MAX_DESCRIPTION = 1500
+
+
+def _clean_description(description: str | None) -> str:
+    description = (description or "").strip()
+    if len(description) > MAX_DESCRIPTION:
+        raise ValidationFailed(
+            f"Alt text can be at most {MAX_DESCRIPTION} characters.",
+            extra={"errors": {"description": [f"At most {MAX_DESCRIPTION} characters."]}},
+        )
+    if "\x00" in description:
+        raise ValidationFailed("Alt text cannot contain null characters.")
+    return description
+
+
+def _clean_focus(focus: dict[str, float] | None) -> tuple[float | None, float | None]:
+    """``{x, y}`` each in [-1, 1] (Mastodon's focal point convention), or None for no focus."""
+    if focus is None:
+        return None, None
+    try:
+        x, y = float(focus["x"]), float(focus["y"])
+    except (KeyError, TypeError, ValueError):
+        raise ValidationFailed(
+            "focus must be {x, y} with numbers.", extra={"errors": {"focus": ["Give numbers x and y."]}}
+        ) from None
+    if not (-1.0 <= x <= 1.0 and -1.0 <= y <= 1.0):
+        raise ValidationFailed(
+            "focus x and y must each be between -1 and 1.",
+            extra={"errors": {"focus": ["x and y must each be between -1 and 1."]}},
+        )
+    return x, y
+
+
+_UNSET: Any = object()
+
+
+@transaction.atomic
+def media_update(
+    *,
+    media_id: UUID | str,
+    actor: AbstractBaseUser,
+    description: str | None = _UNSET,
+    focus: dict[str, float] | None = _UNSET,
+) -> Media:
+    """Set a medium's alt text and focal point (owner only; others get NotFound).
+
+    Draft or processing post: both change in place. Published post (DESIGN.md §9): the alt text is
+    content a reviewer must see before the public does, so it becomes a new revision of the post
+    (``content.services.post_edit`` with ``media=[{id, description}]``): ``ai_prescreen`` keeps the
+    old alt text public until that revision clears, ``reactive_only`` shows it at once. The focal
+    point changes in place on a published post too: two numbers in [-1, 1] that only say where to
+    crop a preview; no text, no new bytes, nothing a prescreen judges. Other statuses:
+    ``InvalidTransition`` (409). A medium of the post that no revision lists (a derived one): 400.
+    """
+    try:
+        media = Media.objects.attached().select_related("post").get(pk=media_id)
+    except (Media.DoesNotExist, ValueError, TypeError):
+        raise NotFound("Media not found.") from None
+    if media.post is None or media.post.deleted_at is not None:
+        raise NotFound("Media not found.")
+    post = post_lock(post_id=media.post_id, actor=actor)  # owner check: others get 404
+    if post.status not in ATTACH_TO_STATUSES:
+        raise InvalidTransition(
+            f"Media of a {post.status} post cannot be changed here; edit the post instead.",
+            extra={"status": post.status},
+        )
+    fields = []
+    if focus is not _UNSET:
+        media.focus_x, media.focus_y = _clean_focus(focus)
+        fields += ["focus_x", "focus_y"]
+    if description is not _UNSET:
+        text = _clean_description(description)
+        if post.status == PostStatus.PUBLISHED:
+            post_edit(post_id=post.pk, actor=actor, media=[{"id": str(media.pk), "description": text}])
+            media.description = Media.objects.values_list("description", flat=True).get(pk=media.pk)
+        else:
+            media.description = text
+            fields.append("description")
+    if fields:
+        media.save(update_fields=[*fields, "updated_at"])
+    return media
+
+
+@transaction.atomic
+def media_attach_link_preview(
+    *, post_id: UUID | str, data: bytes, source_url: str, revision: int | None = None
+) -> Media | None:
+    """Attach a link preview's image to a link post as a non-primary ``thumbnail`` medium, processed by
+    the image pipeline (queue ``media.image``) and prescreened with the post like any medium.
+
+    A draft (or processing) post: it replaces an earlier preview image and is submitted with the
+    post. A published post: the medium is attached outside every revision, so nobody but the owner
+    and staff sees it (content.selectors.public_media) until the caller makes it an item of a
+    revision that is prescreened: ``revision`` (the number of the open revision waiting for its
+    card, content.services.revision_link_preview_done) or, without one, a new revision
+    (content.services.post_edit with ``attach_media_ids``, in the same transaction). A post under its
+    first review (``pending_review``/``scheduled``) takes no image: media are never added to what a
+    review is judging. Returns None (nothing stored) when the post moved on, the bytes are not an
+    image we accept, are blocklisted, or would exceed the owner's quota.
+    """
+    try:
+        post = post_lock(post_id=post_id)
+    except NotFound:
+        return None
+    if revision is not None:
+        pending = post.pending_revision
+        if (
+            post.status != PostStatus.PUBLISHED
+            or pending is None
+            or pending.number != revision
+            or (pending.link_preview or {}).get("status") != "fetching"
+        ):
+            return None
+    elif post.status not in ATTACH_TO_STATUSES:
+        return None
+    found = sniff(data[:4096])
+    if (
+        found is None
+        or found.kind != MediaKind.IMAGE
+        or found.mime_type not in ALLOWED_CONTENT_TYPES["image"]
+    ):
+        return None
+    try:
+        _check_size(found.kind, len(data))
+        _check_quota(post.author, len(data))
+        if blocklist_check(hashlib.sha256(data).hexdigest()):
+            return None
+    except (FileTooLarge, QuotaExceeded, BlockedMediaError, ValidationFailed):
+        return None
+    now = timezone.now()
+    earlier = Media.objects.attached().filter(
+        post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True
+    )
+    if post.status == PostStatus.PUBLISHED:
+        earlier = earlier.filter(revision_items__isnull=True)  # only orphans: revisions keep theirs
+    earlier.update(detached_at=now, updated_at=now)
+    media_id = uuid.uuid4()
+    key = storage.media_key(post.author_id, media_id, "original", storage.extension_for(found.mime_type))
+    storage.save(key, io.BytesIO(data), found.mime_type)
+    try:
+        media = Media.objects.create(
+            id=media_id,
+            post=post,
+            owner_id=post.author_id,
+            kind=MediaKind.THUMBNAIL,
+            is_primary=False,
+            position=Media.objects.filter(post=post).count(),
+            original_filename="link-preview",
+            original_key=key,
+            mime_type=found.mime_type,
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            metadata={"link_preview": True, "source_url": source_url[:2000]},
+        )
+    except BaseException:
+        storage.delete(key)
+        raise
+    # The image actor runs any image-like medium; thumbnails have no actor of their own.
+    queueing.send_on_commit(processing.actor_name(MediaKind.IMAGE), str(media.pk))
+    return media
+
+
+def user_quota(user: AbstractBaseUser) -> dict[str, int]:
+    """``{used_bytes, limit_bytes, media_count}``: the same accounting the quota check refuses with
+    (``user_storage_used``: stored media not yet purged plus uploads reserved but not attached)."""
+    return {
+        "used_bytes": user_storage_used(user),
+        "limit_bytes": settings.MEDIA_USER_QUOTA_BYTES,
+        "media_count": Media.objects.filter(owner=user, purged_at__isnull=True).count(),
+    }
 
 
 # --- lifecycle ---------------------------------------------------------------------------------------------

@@ -197,6 +197,53 @@ def ai_verdict_apply(
 
 
 @transaction.atomic
+def ai_live_frame_flagged(
+    *,
+    post_id: UUID | str,
+    provider: str,
+    model: str,
+    scores: dict[str, float],
+    overall: float,
+    labels: list[str],
+    duration_ms: float,
+    raw: dict | None = None,
+) -> AiReview:
+    """A frame of a live stream scored at or above ``ai_revoke_threshold`` (DESIGN.md §13): a published
+    post → ``quarantined``/``flagged`` with the AI review recorded (its bearer URLs revoked on commit).
+    A post that is no longer published is recorded as ``stale`` and left alone. The caller ends the
+    stream (``media.live.services.livestream_end``)."""
+    post = post_lock(post_id=post_id, include_deleted=True)
+    live = post.deleted_at is None and post.status == PostStatus.PUBLISHED
+    review = AiReview.objects.create(
+        post=post,
+        post_revision=post.revision,
+        provider=provider,
+        model=model,
+        scores=scores,
+        overall_score=overall,
+        labels=labels,
+        decision=Decision.QUARANTINE if live else Decision.STALE,
+        duration_ms=duration_ms,
+        raw={**(raw or {}), "source": "livestream_frame"},
+    )
+    if live:
+        post.status = PostStatus.QUARANTINED
+        post.moderation_state = ModerationState.FLAGGED
+        post.submitted_at = timezone.now()
+        post.save(update_fields=["status", "moderation_state", "submitted_at", "updated_at"])
+        send_on_commit("media_revoke_post_urls", str(post.pk))
+        try:
+            from content import notifications
+        except ImportError:  # notifications (issue "tell and answer") are not in this build
+            pass
+        else:
+            notifications.post_transitioned(
+                post, notification="post_quarantined", reason="The AI flagged a frame of your livestream."
+            )
+    return review
+
+
+@transaction.atomic
 def ai_review_record_failure(
     *,
     post_id: UUID | str,
@@ -584,6 +631,24 @@ def post_release_claim(*, post_id: UUID | str, moderator: AbstractBaseUser) -> N
 # --- mark sensitive, reports ------------------------------------------------------------------------------
 
 
+def _notify(*, user_id: int, type: str, post: Post | None = None, reason: str = "") -> None:
+    """Tell the user (DESIGN.md §10) through ``content.notifications.notify`` once that module is in
+    the build (issue "tell and answer"); until then nothing is sent. Not a notification system."""
+    try:
+        from content import notifications
+    except ImportError:  # notifications are not in this build yet
+        return
+    notifications.notify(user=user_id, type=type, post=post, reason=reason)
+
+
+ACCOUNT_NOTIFICATIONS = {
+    AccountActionKind.WARN: "account_warned",
+    AccountActionKind.LIMIT: "account_limited",
+    AccountActionKind.SUSPEND: "account_suspended",
+    AccountActionKind.RESTORE: "account_restored",
+}
+
+
 MARK_SENSITIVE_FROM = (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED, PostStatus.PUBLISHED)
 
 
@@ -636,6 +701,7 @@ def post_mark_sensitive(
     post.published_at = post.published_at or timezone.now()
     post.save(update_fields=list(dict.fromkeys(fields)))
     _record(post, moderator, ModerationAction.MARK_SENSITIVE, reason, before)
+    _notify(user_id=post.author_id, type="post_marked_sensitive", post=post, reason=reason)
     return post
 
 
@@ -772,6 +838,8 @@ def account_act(
         strikes=standing.strikes,
         post_id=post_id,
     )
+    source = Post.objects.filter(pk=post_id).first() if post_id else None
+    _notify(user_id=user.pk, type=ACCOUNT_NOTIFICATIONS[action], post=source, reason=reason)
     if action == AccountActionKind.SUSPEND:
         published = Post.objects.filter(author=user, status=PostStatus.PUBLISHED, deleted_at__isnull=True)
         for pk in published.values_list("pk", flat=True):

@@ -11,6 +11,7 @@ from content.models import Poll, Post, PostRevision, PostStatus, PostType, Repor
 from content.selectors import public_media
 from content.services import is_owner_or_staff
 from media.api.serializers import MediaSerializer
+from media.live.services import livestream_json
 
 User = get_user_model()
 
@@ -159,11 +160,63 @@ class PendingRevisionMediaSerializer(MediaSerializer):
         read_only_fields = fields
 
 
+class RevisionCardSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    site_name = serializers.CharField()
+    image_media_id = serializers.UUIDField(
+        allow_null=True, help_text="The card's image: one of this revision's `media`."
+    )
+
+
+class RevisionLinkPreviewSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["fetching", "done"], help_text="`fetching`: the revision waits for the `links` worker."
+    )
+    card = RevisionCardSerializer(allow_null=True, required=False)
+    error = serializers.DictField(
+        allow_null=True, required=False, help_text="{code, detail} of a failed fetch."
+    )
+
+
 class PendingRevisionSerializer(RevisionSerializer):
     """The pending revision as its owner and staff see it: media JSON (signed, private URLs) with
-    ``description``."""
+    ``description``, and the link card of its own when its ``link_url`` is new."""
 
     media = PendingRevisionMediaSerializer(many=True, read_only=True)
+    link_preview = RevisionLinkPreviewSerializer(
+        allow_null=True,
+        read_only=True,
+        help_text="Link posts whose edit changes `link_url`: the new card, public only when this "
+        "revision clears. Null: the revision keeps the public card.",
+    )
+
+    class Meta(RevisionSerializer.Meta):
+        fields = [*RevisionSerializer.Meta.fields, "link_preview"]
+        read_only_fields = fields
+
+
+def _is_preview(media) -> bool:
+    return media.kind == "thumbnail" and bool((media.metadata or {}).get("link_preview"))
+
+
+class LinkPreviewSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    site_name = serializers.CharField()
+    image = MediaSerializer(allow_null=True, help_text="The preview image, a `thumbnail` medium, once ready.")
+
+
+class PostMetadataSerializer(serializers.Serializer):
+    media_count = serializers.IntegerField()
+    link_preview = LinkPreviewSerializer(
+        required=False, help_text="Link posts: the page's card, filled by the `links` worker."
+    )
+    link_preview_error = serializers.DictField(
+        required=False, help_text="Owner and staff: why the card could not be built {code, detail}."
+    )
 
 
 class PostSerializer(serializers.ModelSerializer):
@@ -176,6 +229,11 @@ class PostSerializer(serializers.ModelSerializer):
     media = serializers.SerializerMethodField()
     poll = serializers.SerializerMethodField()
     metadata = serializers.SerializerMethodField()
+    livestream = serializers.SerializerMethodField(
+        help_text="Livestream posts (null otherwise): {status idle|live|ended|failed, playback_url (signed "
+        "HLS), started_at, ended_at, end_reason, recording_media_id}; the author also gets ingest_url, "
+        "stream_key, obs (encoder settings) and error."
+    )
     pending_revision = serializers.SerializerMethodField(
         help_text="Owner and staff only (null for anyone else): the edit waiting for the prescreen or a "
         "moderator. Everything else in this object is what the public sees."
@@ -203,10 +261,15 @@ class PostSerializer(serializers.ModelSerializer):
             "edited_at",
             "scheduled_at",
             "pending_revision",
+            "livestream",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_livestream(self, post: Post) -> dict | None:
+        return livestream_json(post, self.context.get("request"))
 
     @extend_schema_field(PendingRevisionSerializer(allow_null=True))
     def get_pending_revision(self, post: Post) -> dict | None:
@@ -229,13 +292,19 @@ class PostSerializer(serializers.ModelSerializer):
         for row, item in zip(rendered, items, strict=True):
             row["description"] = item.description
         out["media"] = rendered
+        out["link_preview"] = revision.link_preview
         return out
 
-    @extend_schema_field(MediaSerializer(many=True))
-    def get_media(self, post: Post) -> list:
+    def _attached(self, post: Post) -> list:
         media = [m for m in post.media.all() if m.detached_at is None]
         for m in media:
             m.post = post  # already loaded: no query per medium
+        return media
+
+    @extend_schema_field(MediaSerializer(many=True))
+    def get_media(self, post: Post) -> list:
+        """The post's media; a link preview image is shown in ``metadata.link_preview.image`` only."""
+        media = [m for m in self._attached(post) if not _is_preview(m)]
         return MediaSerializer(media, many=True, context=self.context).data
 
     @extend_schema_field(PollOutSerializer(allow_null=True))
@@ -249,16 +318,24 @@ class PostSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         return poll_data(poll, getattr(request, "user", None))
 
-    @extend_schema_field(serializers.DictField())
+    @extend_schema_field(PostMetadataSerializer)
     def get_metadata(self, post: Post) -> dict:
         data = dict(post.metadata or {})
-        data["media_count"] = sum(1 for m in post.media.all() if m.detached_at is None)
+        attached = self._attached(post)
+        data["media_count"] = sum(1 for m in attached if not _is_preview(m))
+        if isinstance(data.get("link_preview"), dict):
+            preview = dict(data["link_preview"])
+            image_id = preview.pop("image_media_id", None)
+            image = next((m for m in attached if str(m.pk) == image_id and _is_preview(m)), None)
+            ready = image is not None and image.processing_status == "ready"
+            preview["image"] = MediaSerializer(image, context=self.context).data if ready else None
+            data["link_preview"] = preview
         if post.blocked_media:
             data["blocked_media"] = True  # a column since issue 10; the API still shows it here
         request = self.context.get("request")
         user = getattr(request, "user", None)
         if not is_owner_or_staff(user, post.author_id):
-            for private in ("ai_review_error", "blocked_media", "publish_error"):
+            for private in ("ai_review_error", "blocked_media", "publish_error", "link_preview_error"):
                 data.pop(private, None)
         return data
 
@@ -279,6 +356,10 @@ class PostCreateSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=40_000, required=False, allow_blank=True, default="")
     link_url = serializers.URLField(max_length=2000, required=False, allow_blank=True, default="")
     poll = PollInSerializer(required=False, allow_null=True, default=None)
+    sensitive = serializers.BooleanField(required=False, default=False, help_text="Hide behind a warning.")
+    spoiler_text = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", help_text="The content warning."
+    )
 
 
 class MediaDescriptionSerializer(serializers.Serializer):

@@ -11,7 +11,45 @@ from content.selectors import media_in_public_revision
 from content.services import is_owner_or_staff
 from media import storage
 from media.models import Media, Upload
+from media.progress import media_progress
 from media.revocation import media_mark_urls_exposed
+
+
+class FocusSerializer(serializers.Serializer):
+    x = serializers.FloatField(min_value=-1.0, max_value=1.0)
+    y = serializers.FloatField(min_value=-1.0, max_value=1.0)
+
+
+@extend_schema_field(FocusSerializer(allow_null=True))
+class FocusField(serializers.Field):
+    """A focal point: JSON ``{"x": 0.2, "y": -0.5}``, or ``"0.2,-0.5"`` (Mastodon's form field);
+    each coordinate in [-1, 1]; ``null`` clears it."""
+
+    default_error_messages = {
+        "invalid": 'Give the focus as {{x, y}} or as "x,y", each a number between -1 and 1.',
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            if not data.strip():
+                return None
+            parts = data.split(",")
+            if len(parts) != 2:
+                self.fail("invalid")
+            data = {"x": parts[0].strip(), "y": parts[1].strip()}
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        inner = FocusSerializer(data=data)
+        if not inner.is_valid():
+            raise serializers.ValidationError(inner.errors)
+        return {"x": inner.validated_data["x"], "y": inner.validated_data["y"]}
+
+    def to_representation(self, value):
+        return value
 
 
 class VariantSerializer(serializers.Serializer):
@@ -33,6 +71,8 @@ class MediaSerializer(serializers.ModelSerializer):
     variants = serializers.SerializerMethodField()
     original_url = serializers.SerializerMethodField()
     post_id = serializers.UUIDField(read_only=True)
+    focus = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
 
     class Meta:
         model = Media
@@ -43,6 +83,9 @@ class MediaSerializer(serializers.ModelSerializer):
             "is_primary",
             "processing_status",
             "processing_error",
+            "progress",
+            "description",
+            "focus",
             "mime_type",
             "size_bytes",
             "sha256",
@@ -56,6 +99,16 @@ class MediaSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(FocusSerializer(allow_null=True))
+    def get_focus(self, media: Media) -> dict | None:
+        return media.focus
+
+    @extend_schema_field(serializers.FloatField(allow_null=True, min_value=0, max_value=1))
+    def get_progress(self, media: Media) -> float | None:
+        """0 pending, the running attempt's real progress while processing (ffmpeg's own for audio
+        and video), 1 ready, null failed."""
+        return media_progress(media)
 
     def _public(self, media: Media) -> bool:
         """Whether this viewer gets the public (cacheable, on S3 bearer) URLs of ``media``. A bearer
@@ -213,6 +266,10 @@ class AttachSerializer(serializers.Serializer):
     file = serializers.FileField(required=False, help_text="Multipart: the file itself.")
     upload_id = serializers.UUIDField(required=False, help_text="JSON: a finished direct upload.")
     is_primary = serializers.BooleanField(default=True)
+    description = serializers.CharField(
+        max_length=1500, required=False, allow_blank=True, default="", help_text="Alt text."
+    )
+    focus = FocusField(required=False, default=None)
 
     def validate(self, attrs):
         if attrs.get("file") and attrs.get("upload_id"):
@@ -220,3 +277,16 @@ class AttachSerializer(serializers.Serializer):
         if not attrs.get("file") and not attrs.get("upload_id"):
             raise serializers.ValidationError("Send a multipart `file` or a JSON `upload_id`.")
         return attrs
+
+
+class MediaUpdateSerializer(serializers.Serializer):
+    description = serializers.CharField(
+        max_length=1500, required=False, allow_blank=True, help_text="Alt text."
+    )
+    focus = FocusField(required=False)
+
+
+class QuotaSerializer(serializers.Serializer):
+    used_bytes = serializers.IntegerField()
+    limit_bytes = serializers.IntegerField()
+    media_count = serializers.IntegerField()

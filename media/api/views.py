@@ -22,7 +22,7 @@ from django.http import (
 )
 from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -40,8 +40,10 @@ from media import services, storage
 from media.api.serializers import (
     AttachSerializer,
     MediaSerializer,
+    MediaUpdateSerializer,
     PartRequestSerializer,
     PartTargetsSerializer,
+    QuotaSerializer,
     UploadCompleteSerializer,
     UploadCreateSerializer,
     UploadStateSerializer,
@@ -284,7 +286,12 @@ class AttachView(APIView):
         v = data.validated_data
         if v.get("upload_id"):
             media = services.media_attach_upload(
-                post_id=post_id, actor=request.user, upload_id=v["upload_id"], is_primary=v["is_primary"]
+                post_id=post_id,
+                actor=request.user,
+                upload_id=v["upload_id"],
+                is_primary=v["is_primary"],
+                description=v["description"],
+                focus=v["focus"],
             )
         else:
             f = v["file"]
@@ -295,6 +302,8 @@ class AttachView(APIView):
                 filename=f.name or "upload",
                 size=f.size,
                 is_primary=v["is_primary"],
+                description=v["description"],
+                focus=v["focus"],
             )
         media = Media.objects.select_related("post").get(pk=media.pk)
         return Response(MediaSerializer(media, context={"request": request}).data, status=201)
@@ -328,6 +337,53 @@ class MediaDetailView(APIView):
     )
     def get(self, request, media_id):
         return Response(MediaSerializer(_visible_media(request, media_id), context={"request": request}).data)
+
+    @extend_schema(
+        request=MediaUpdateSerializer,
+        responses={
+            200: MediaSerializer,
+            202: OpenApiResponse(
+                MediaSerializer,
+                description="Published post, `ai_prescreen`: the new alt text is a revision of the post "
+                "waiting for the prescreen (see the post's `pending_revision.media[].description`); "
+                "this JSON still shows the public alt text.",
+            ),
+            **error_responses(400, 401, 403, 404, 409),
+        },
+        tags=["media"],
+        summary="Set alt text and focal point (owner)",
+        description="Draft or processing post: both change in place. Published post: the alt text "
+        "becomes a new revision of the post (public at once in `reactive_only`; in `ai_prescreen` the "
+        "public keeps the old alt text until the revision clears: 202); the focal point changes in "
+        "place (it is not content the prescreen judges). Other statuses: 409.",
+    )
+    def patch(self, request, media_id):
+        data = MediaUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        services.media_update(media_id=media_id, actor=request.user, **data.validated_data)
+        media = Media.objects.select_related("post", "post__pending_revision").get(pk=media_id)
+        pending = media.post.pending_revision
+        waiting = (
+            "description" in data.validated_data
+            and pending is not None
+            and pending.items.filter(media=media).exclude(description=media.description).exists()
+        )
+        body = MediaSerializer(media, context={"request": request}).data
+        return Response(body, status=202 if waiting else 200)
+
+
+class QuotaView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={200: QuotaSerializer, **error_responses(401)},
+        tags=["media"],
+        summary="The caller's storage quota",
+        description="`used_bytes` counts stored media not yet purged plus direct uploads reserved but "
+        "not attached: the same sum an upload or attach is refused by (413 `quota_exceeded`).",
+    )
+    def get(self, request):
+        return Response(services.user_quota(request.user))
 
 
 class MediaRetryView(APIView):

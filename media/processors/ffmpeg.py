@@ -44,10 +44,11 @@ from .base import ProcessingError, ProcessingTimeout, UnsupportedMedia
 
 # Demuxer names as ffmpeg spells them; ``-format_whitelist`` matches any name in a demuxer's list
 # (e.g. "mov" admits "mov,mp4,m4a,3gp,3g2,mj2").
+# The sniffer (media/sniff.py) knows exactly these containers; tests/media/test_sniff.py keeps the two
+# in step. The kind follows the tracks, not the container: every video container may also hold sound
+# only (a browser's WebM voice note, an .m4a, a .wma), so the audio processor reads them all too.
 VIDEO_DEMUXERS = frozenset({"mov", "matroska", "avi", "mpegts", "flv", "ogg", "mpeg", "asf"})
-AUDIO_DEMUXERS = frozenset(
-    {"mp3", "wav", "flac", "ogg", "mov", "matroska", "aac", "aiff", "asf", "caf", "w64", "wv"}
-)
+AUDIO_DEMUXERS = VIDEO_DEMUXERS | frozenset({"mp3", "wav", "flac", "aac", "aiff", "caf", "w64", "wv", "amr"})
 ANIMATION_DEMUXERS = frozenset({"gif"})  # animated images ffmpeg reads itself (image.py's mp4 variant)
 ALL_DEMUXERS = VIDEO_DEMUXERS | AUDIO_DEMUXERS | ANIMATION_DEMUXERS
 RAW_FRAMES = "pipe:0"  # the one non-file input: raw frames we decoded ourselves, fed on stdin
@@ -111,6 +112,39 @@ def ffprobe(source: Path, *, demuxers: Iterable[str], kind: str = "media") -> di
     if not probe.get("format", {}).get("format_name"):
         raise UnsupportedMedia(f"This file is not a {kind} format we can read.")
     return probe
+
+
+def probe_keyframes(source: Path, *, demuxer: str, stream_index: int) -> tuple[list[float], float]:
+    """Presentation times (seconds) of the keyframe packets of one stream, sorted, and the file's
+    start time; read by demuxing only (no decode). ``UnsupportedMedia`` if ffprobe cannot say."""
+    if demuxer not in ALL_DEMUXERS:
+        raise UnsupportedMedia("This file's container is not one we accept.")
+    out = bytearray()
+
+    def collect(chunk: bytes) -> None:
+        if len(out) + len(chunk) > _STDOUT_MAX:
+            raise UnsupportedMedia("This file has too many packets to inspect.")
+        out.extend(chunk)
+
+    cmd = [
+        settings.FFPROBE_BINARY,
+        *("-hide_banner", "-v", "error", "-protocol_whitelist", "file", "-f", demuxer),
+        *("-select_streams", str(int(stream_index)), "-show_entries", "packet=pts_time,flags"),
+        *("-show_entries", "format=start_time", "-of", "csv", "-i", _file_url(source)),
+    ]
+    times: list[float] = []
+    start = 0.0
+    try:  # csv, ~20 bytes a packet: "packet,1.001000,K__" … then "format,0.000000"
+        _run(cmd, timeout=getattr(settings, "FFPROBE_TIMEOUT_SECONDS", 30), on_stdout=collect)
+        for line in out.decode("ascii", "replace").splitlines():
+            section, *values = line.strip().split(",")
+            if section == "packet" and len(values) == 2 and "K" in values[1]:
+                times.append(float(values[0]))
+            elif section == "format" and values and values[0] not in ("", "N/A"):
+                start = float(values[0])
+    except (FFmpegFailed, ValueError) as exc:
+        raise UnsupportedMedia("This video's keyframes could not be read.") from exc
+    return sorted(times), start
 
 
 def demuxer_of(probe: dict[str, Any], allowed: Iterable[str]) -> str:

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('auth', '0012_alter_user_first_name_max_length'),
-        ('content', '0004_report_status_and_resolution'),
+        ('content', '0006_report_status_and_resolution'),
         ('moderation', '0006_moderation_action_scheduled_publish'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -13,6 +13,7 @@ from apscheduler.triggers.cron import CronTrigger
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from content.idempotency import purge_expired_idempotency_keys
 from content.services import publish_due_posts
 from content.sweep import sweep_stuck_posts
 from media.locks import LockHeld
@@ -104,6 +105,9 @@ class Command(BaseCommand):
             id="publish-due-posts",
             coalesce=True,
             max_instances=1,
+        )
+        scheduler.add_job(
+            purge_expired_idempotency_keys, "interval", hours=1, id="idempotency-keys", coalesce=True
         )
         self.stdout.write("Scheduler running (Ctrl-C to stop).")
         try:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('content', '0003_post_revisions_scheduled_sensitive'),
+        ('content', '0005_revision_link_preview'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
