@@ -73,3 +73,11 @@ class BlockedMedia(ServiceError):
     code = "blocked_media"
     status_code = 451
     default_detail = "This file has been blocked by the moderators."
+
+
+class AccountSuspended(ServiceError):
+    """The caller's account is suspended (DESIGN.md §11): every API request with its token or session."""
+
+    code = "account_suspended"
+    status_code = 403
+    default_detail = "This account is suspended."

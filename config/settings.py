@@ -118,6 +118,8 @@ MIDDLEWARE = [
     "content.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A suspended account's session stops working at its next request (DESIGN.md §11).
+    "config.authentication.SuspendedAccountMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the lockout answer.
     "axes.middleware.AxesMiddleware",
 ]
@@ -171,7 +173,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # django-axes first: it refuses a locked-out account or address before any password is checked.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # ModelBackend that refuses suspended accounts' logins (admin form and auth/token).
+    "config.authentication.StandingBackend",
 ]
 if TESTING:
     # Hashing dominates a test suite that creates many users; real hashers stay in production.
@@ -301,8 +304,10 @@ if TRUSTED_PROXY_COUNT < 0:
 # --- REST API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        # DRF's token and session authentication, plus the request-time suspension check (403
+        # `account_suspended`, DESIGN.md §11).
+        "config.authentication.TokenAuthentication",
+        "config.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     # JSON only, DEBUG or not: the browsable API answered HTML to browsers, and 500s on generic
@@ -367,6 +372,12 @@ if not 0.0 <= AI_REVIEW_THRESHOLD <= AI_REVOKE_THRESHOLD <= 1.0:
     )
 if REPORT_THRESHOLD < 1:
     raise ImproperlyConfigured(f"REPORT_THRESHOLD must be at least 1, not {REPORT_THRESHOLD}.")
+# Reports' weight (moderation/policy.py): accounts younger than this weigh nothing; reporters with at
+# least this many decided reports, mostly not upheld, weigh nothing.
+REPORT_MIN_ACCOUNT_AGE_HOURS = env_int("REPORT_MIN_ACCOUNT_AGE_HOURS", 24)
+REPORT_TRACK_RECORD_MIN = env_int("REPORT_TRACK_RECORD_MIN", 3)
+# The review queue shows an AI category chip only at or above this score (a 0.00 post shows none).
+MODERATION_CHIP_FLOOR = env_float("MODERATION_CHIP_FLOOR", 0.2)
 PROCESSOR_EVENT_TRIGGER_MEDIA_ENABLED = env_bool("PROCESSOR_EVENT_TRIGGER_MEDIA_ENABLED", True)
 MEDIA_SWEEP_SCHEDULE_ENABLED = env_bool("MEDIA_SWEEP_SCHEDULE_ENABLED", False)
 MEDIA_SWEEP_CRON = env("MEDIA_SWEEP_CRON", "*/15 * * * *")

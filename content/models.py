@@ -234,16 +234,39 @@ class ReportReason(models.TextChoices):
     OTHER = "other", "Other"
 
 
+class ReportStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    RESOLVED = "resolved", "Resolved"
+    DISMISSED = "dismissed", "Dismissed"
+
+
 class Report(models.Model):
+    """A user's report of a published post. Open reports put the post in the review queue (DESIGN.md
+    §11); a moderator's decision on the post resolves them, dismissing leaves the post as it is.
+    ``resolution`` is the decision that closed it (``approve``/``reject``/…/``dismiss``): reports
+    closed by ``approve`` or ``dismiss`` were not upheld, which lowers the reporter's weight
+    (``moderation.policy.report_weights``)."""
+
     post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="reports")
     reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports")
     reason = models.CharField(max_length=16, choices=ReportReason.choices)
     detail = models.TextField(blank=True, default="", max_length=2000)
+    status = models.CharField(max_length=16, choices=ReportStatus.choices, default=ReportStatus.OPEN)
+    resolution = models.CharField(max_length=16, blank=True, default="")
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution_note = models.TextField(blank=True, default="", max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["post", "reporter"], name="report_once_per_user")]
+        indexes = [
+            models.Index(fields=["post", "created_at"], name="report_open_idx", condition=Q(status="open")),
+            models.Index(fields=["reporter", "status"], name="report_reporter_status_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.reason} report on {self.post_id}"

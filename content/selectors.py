@@ -7,6 +7,8 @@ from django.db.models import BooleanField, Exists, OuterRef, Prefetch, Q, QueryS
 
 from content.models import Post, PostRevision, PostRevisionMedia, PostStatus
 from media.models import Media
+from moderation.models import AccountStatus
+from moderation.policy import is_suspended
 
 STAFF_VIEW_PERMISSION = "media.view_media"
 
@@ -31,11 +33,23 @@ def is_owner_or_staff(user: AbstractBaseUser | None, owner_id: int | None) -> bo
     return user.pk == owner_id or is_staff_viewer(user)
 
 
+def author_suspended_q(prefix: str = "") -> Q:
+    """Rows whose author (``{prefix}author``) is suspended: hidden from everyone but staff at request
+    time (DESIGN.md §11). A LEFT JOIN on the standing's primary key."""
+    return Q(**{f"{prefix}author__standing__status": AccountStatus.SUSPENDED})
+
+
 def can_view_post(post: Post, user: AbstractBaseUser | None) -> bool:
-    """One post's visibility; ``posts_visible_to`` is the same rule as a queryset."""
+    """One post's visibility; ``posts_visible_to`` is the same rule as a queryset. Staff see every
+    post that is not deleted; others see published posts of accounts that are not suspended, and their
+    own (a suspended owner is refused before this, by ``config.authentication``)."""
     if post.deleted_at is not None:
         return False
-    return post.status == PostStatus.PUBLISHED or is_owner_or_staff(user, post.author_id)
+    if is_staff_viewer(user):
+        return True
+    if user is not None and user.is_authenticated and user.pk == post.author_id:
+        return True
+    return post.status == PostStatus.PUBLISHED and not is_suspended(post.author_id)
 
 
 def public_media() -> QuerySet[Media]:
@@ -92,18 +106,20 @@ def post_revisions_for(post: Post, user: AbstractBaseUser | None) -> QuerySet[Po
 
 
 def posts_visible_to(user) -> QuerySet[Post]:
-    """DESIGN.md §3: published posts for everyone; the owner's own and, for staff viewers
-    (``is_staff_viewer``), everything."""
+    """DESIGN.md §3, §11: published posts of accounts that are not suspended for everyone; the owner's
+    own and, for staff viewers (``is_staff_viewer``), everything."""
     qs = Post.objects.alive()
+    public = Q(status=PostStatus.PUBLISHED) & ~author_suspended_q()
     if user is not None and user.is_authenticated:
         if is_staff_viewer(user):
             return _with_relations(qs)
-        return _with_relations(qs.filter(Q(status=PostStatus.PUBLISHED) | Q(author=user)))
-    return _with_relations(qs.filter(status=PostStatus.PUBLISHED))
+        return _with_relations(qs.filter(public | Q(author=user)))
+    return _with_relations(qs.filter(public))
 
 
 def post_feed(*, type: str | None = None, author: str | None = None) -> QuerySet[Post]:
-    qs = Post.objects.published()
+    """The public feed: published posts, suspended accounts' left out (DESIGN.md §11)."""
+    qs = Post.objects.published().exclude(author_suspended_q())
     if type:
         qs = qs.filter(type=type)
     if author:

@@ -52,6 +52,7 @@ from content.selectors import (  # noqa: F401 (media's interface)
 from media.models import Media, MediaKind, ProcessingStatus
 from moderation import policy
 from moderation.models import ModerationAction, ModerationDecision
+from moderation.policy import is_suspended  # noqa: F401 (media's interface)
 
 logger = logging.getLogger(__name__)
 
@@ -1113,8 +1114,9 @@ def _poll_recount(poll: Poll) -> None:
 def report_create(
     *, post_id: UUID | str, reporter: AbstractBaseUser, reason: str, detail: str = ""
 ) -> Report:
-    """Report a published post; ``report_threshold`` distinct reporters send it back to review
-    (``post_hold_for_reports``, in the same transaction)."""
+    """Report a published post. The open report puts the post in the review queue at once; whether
+    the post is also hidden meanwhile is ``post_hold_for_reports``'s call (weighted reports, in the
+    same transaction)."""
     post = post_lock(post_id=post_id, actor=reporter, owner_only=False)
     if post.status != PostStatus.PUBLISHED:
         raise InvalidTransition("Only published posts can be reported.")
@@ -1131,15 +1133,17 @@ def report_create(
 
 @transaction.atomic
 def post_hold_for_reports(*, post_id: UUID | str) -> Post:
-    """``published`` → ``pending_review``/``under_review`` once ``moderation.policy`` says enough
-    distinct users reported the post since its last approval (DESIGN.md §3, §11); below that the post
-    is returned unchanged. Writes the ``reports`` audit row and bumps the revision, so an AI verdict
-    still in flight for the post before the reports is stale. Raises ``InvalidTransition`` unless the
-    post is published, ``NotFound`` for a missing or deleted post."""
+    """``published`` → ``pending_review``/``under_review`` once the open reports since the post's last
+    approval weigh ``moderation.policy.hold_threshold`` (DESIGN.md §3, §11; weights by the reporters'
+    standing, ``policy.report_weights``); below that the post is returned unchanged (it is in the
+    queue as reported all the same). Writes the ``reports`` audit row (with the weights) and bumps the
+    revision, so an AI verdict still in flight for the post before the reports is stale. Raises
+    ``InvalidTransition`` unless the post is published, ``NotFound`` for a missing or deleted post."""
     post = post_lock(post_id=post_id)
     _require_status(post, [PostStatus.PUBLISHED], "hold for reports")
-    reporters = policy.reporters_since_approval(post)
-    if not policy.reports_hold_due(reporters):
+    weights = policy.report_weights(post)
+    weight, threshold = sum(weights.values()), policy.hold_threshold(post)
+    if not policy.reports_hold_due(weight, threshold):
         return post
     before = (post.status, post.moderation_state)
     post.status = PostStatus.PENDING_REVIEW
@@ -1151,11 +1155,12 @@ def post_hold_for_reports(*, post_id: UUID | str) -> Post:
         post=post,
         moderator=None,
         action=ModerationAction.REPORTS_THRESHOLD,
-        reason=f"{reporters} distinct reports",
+        reason=f"{len(weights)} reports weighing {weight:g} (threshold {threshold:g})",
         from_status=before[0],
         to_status=post.status,
         from_moderation_state=before[1],
         to_moderation_state=post.moderation_state,
+        details={"weights": {str(k): v for k, v in weights.items()}, "threshold": threshold},
     )
     send_on_commit("media_revoke_post_urls", str(post.pk))
     return post

@@ -29,8 +29,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from content.models import PostStatus
+from content.selectors import author_suspended_q
 from media import storage
 from media.models import Media
+from moderation.policy import is_suspended
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ def _is_public(media: Media) -> bool:
         and post.deleted_at is None
         and media.detached_at is None
         and media.purged_at is None
+        and not is_suspended(post.author_id)  # a suspended account's posts are hidden (DESIGN.md §11)
     )
 
 
@@ -55,7 +58,7 @@ def _public_q() -> Q:
         post__deleted_at__isnull=True,
         detached_at__isnull=True,
         purged_at__isnull=True,
-    )
+    ) & ~author_suspended_q("post__")
 
 
 def media_mark_urls_exposed(media: Media) -> bool:

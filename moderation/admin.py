@@ -18,40 +18,54 @@ from django.templatetags.static import static
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from config.admin import ReadOnlyAdmin, review_link
 from config.errors import ServiceError
-from content.models import Post
+from content.models import Post, PostStatus
 from media import storage
 from media.live.models import LiveStream
 from media.live.services import live_streams_now, livestream_end, livestream_json
 from media.models import Media, MediaKind
 from moderation import policy, services
 from moderation.models import (
+    AccountAction,
+    AccountActionKind,
+    AccountStanding,
+    AccountStatus,
     AiReview,
     BlockedMedia,
+    ModeratedAccount,
     ModerationAction,
     ModerationDecision,
+    ModeratorNote,
     PlatformSettings,
     PostClaim,
     ReviewQueue,
 )
 from moderation.platform import get_platform_settings, invalidate_platform_settings
 from moderation.selectors import (
+    QUEUE_ITEM_KINDS,
     QUEUE_ORDERING,
-    QUEUE_STATUSES,
     ai_accuracy,
+    chip_labels,
     held_revision,
     in_queue,
+    item_kinds_of,
+    queue_aliases,
+    queue_neighbours,
     queue_page,
     review_queue,
     revision_diff,
+    should_blur,
     top_labels,
     with_review_annotations,
 )
 
 REVIEW_PERMISSION = "content.review_post"
+ACCOUNT_PERMISSION = "moderation.act_on_account"
+NOTE_PERMISSION = "moderation.add_moderatornote"
 BULK_LIMIT = 500
 CSS = "admin/postflow/postflow.css"
 JS = "admin/postflow/postflow.js"
@@ -69,6 +83,26 @@ DECISIONS = {
     "approve": (services.post_approve, services.APPROVE_FROM, "Approved"),
     "reject": (services.post_reject, services.REJECT_FROM, "Rejected"),
     "quarantine": (services.post_quarantine, services.QUARANTINE_FROM, "Quarantined"),
+    "sensitive": (services.post_mark_sensitive, services.MARK_SENSITIVE_FROM, "Marked sensitive"),
+}
+# Keyboard shortcuts of the queue's pages (static/admin/postflow/postflow.js), documented on the page.
+SHORTCUTS = (
+    ("a", "approve"),
+    ("r", "reject (asks for the reason first)"),
+    ("q", "quarantine"),
+    ("s", "mark sensitive (publish behind a content warning)"),
+    ("d", "dismiss the open reports (the post stays)"),
+    ("j / k", "next / previous item"),
+    ("o or Enter", "open the highlighted item (list)"),
+    ("u", "back to the list"),
+    ("Ctrl+Enter", "in the reason box: submit the decision asked for"),
+    ("Esc", "leave the reason box"),
+)
+ACCOUNT_ACTIONS = {
+    AccountActionKind.WARN: "Warned",
+    AccountActionKind.LIMIT: "Limited",
+    AccountActionKind.SUSPEND: "Suspended",
+    AccountActionKind.RESTORE: "Restored",
 }
 VIDEO_RENDITIONS = ("720p", "360p", "1080p")
 IMAGE_VARIANTS = ("medium", "large", "small", "thumb")
@@ -186,6 +220,18 @@ def post_label(post: Post) -> str:
     return post.title or (post.body[:60] + ("…" if len(post.body) > 60 else "")) or f"{post.type} post"
 
 
+def _standing(user) -> AccountStanding:
+    """The user's standing (select_related as ``author__standing``), or an unsaved good one."""
+    try:
+        return user.standing
+    except ObjectDoesNotExist:
+        return AccountStanding(user=user)
+
+
+def _as_int(value: str) -> int | None:
+    return int(value) if str(value).isascii() and str(value).isdigit() and int(value) < 2**63 else None
+
+
 def _as_uuid(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(value))
@@ -201,10 +247,27 @@ class QueueStatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request, model_admin):
-        return [(s.value, s.label) for s in QUEUE_STATUSES]
+        return [
+            (s.value, s.label)
+            for s in (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED, PostStatus.PUBLISHED)
+        ]
 
     def queryset(self, request, queryset):
         return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+class ItemKindFilter(admin.SimpleListFilter):
+    """Filter by the registered queue item kinds (``moderation.selectors.QUEUE_ITEM_KINDS``)."""
+
+    title = "item kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [(k.name, k.label) for k in QUEUE_ITEM_KINDS.values()]
+
+    def queryset(self, request, queryset):
+        kind = QUEUE_ITEM_KINDS.get(self.value() or "")
+        return queryset.filter(kind.condition()) if kind else queryset
 
 
 class ScoreBandFilter(admin.SimpleListFilter):
@@ -219,6 +282,8 @@ class ScoreBandFilter(admin.SimpleListFilter):
 
 
 class ReportedFilter(admin.SimpleListFilter):
+    """Posts with open reports (or none)."""
+
     title = "reported"
     parameter_name = "reported"
 
@@ -257,6 +322,39 @@ class AccuracyPeriodForm(forms.Form):
         return data
 
 
+def act_on_account(request: HttpRequest, *, user_id: int, post_id=None) -> None:
+    """Handle a POST of the account/notes forms (``op``: warn, limit, suspend, restore, note_post,
+    note_account) through ``moderation.services``; the outcome goes to the messages."""
+    op = request.POST.get("op", "")
+    text = request.POST.get("reason", "").strip()
+    try:
+        if op in ACCOUNT_ACTIONS:
+            if not request.user.has_perm(ACCOUNT_PERMISSION):
+                raise PermissionDenied
+            standing = services.account_act(
+                user_id=user_id, moderator=request.user, action=op, reason=text, post_id=post_id
+            )
+            messages.success(
+                request,
+                f"{ACCOUNT_ACTIONS[op]} the account: it is now {standing.get_status_display().lower()} "
+                f"({standing.strikes} strike{'s' if standing.strikes != 1 else ''}).",
+            )
+        elif op in ("note_post", "note_account"):
+            if not request.user.has_perm(NOTE_PERMISSION):
+                raise PermissionDenied
+            services.note_add(
+                author=request.user,
+                text=request.POST.get("note", ""),
+                post_id=post_id if op == "note_post" else None,
+                user_id=user_id if op == "note_account" else None,
+            )
+            messages.success(request, "Note added.")
+        else:
+            messages.error(request, "Unknown action.")
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+
+
 # --- the review queue -------------------------------------------------------------------------------------
 
 
@@ -275,7 +373,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         "claimed_by",
     )
     list_display_links = ("headline",)
-    list_filter = (QueueStatusFilter, "type", ScoreBandFilter, ReportedFilter)
+    list_filter = (ItemKindFilter, QueueStatusFilter, "type", ScoreBandFilter, ReportedFilter)
     search_fields = ("author__username", "title", "body")
     list_per_page = 50
     show_full_result_count = False
@@ -284,6 +382,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         "approve_selected",
         "reject_selected",
         "quarantine_selected",
+        "mark_sensitive_selected",
         "claim_selected",
         "release_selected",
     )
@@ -319,7 +418,13 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         ]
         return super().changelist_view(
             request,
-            {"title": "Review queue", "subtitle": None, "live_streams": live, **(extra_context or {})},
+            {
+                "title": "Review queue",
+                "subtitle": None,
+                "shortcuts": SHORTCUTS,
+                "live_streams": live,
+                **(extra_context or {}),
+            },
         )
 
     # columns
@@ -329,37 +434,62 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         url = preview_url(post)
         if not url:
             return format_html('<span class="pf-nopreview">{}</span>', post.get_type_display())
+        blur = should_blur(post)
         return format_html(
-            '<img class="pf-thumb" src="{}" alt="" loading="lazy" width="64" height="64">', url
+            '<span class="pf-blurbox{}" title="{}"><img class="pf-thumb" src="{}" alt="" loading="lazy"'
+            ' width="64" height="64"></span>',
+            " pf-blur" if blur else "",
+            "Flagged or sensitive: click to show" if blur else "",
+            url,
         )
 
     @admin.display(description="post")
     def headline(self, post):
+        kinds = format_html_join(
+            " ",
+            '<span class="pf-kind pf-kind-{}">{}</span>',
+            ((k.name, k.label) for k in item_kinds_of(post) if k.badge),
+        )
+        sensitive = (
+            mark_safe(' <span class="pf-badge pf-sensitive">sensitive</span>') if post.sensitive else ""
+        )
         edit = (
             format_html(' · <span class="pf-badge pf-edit">edit #{}</span>', post.pending_revision.number)
             if (held_revision(post))
             else ""
         )
         return format_html(
-            '{}<br><small>{} · <span class="pf-badge pf-{}">{}</span>{}</small>',
+            '<span class="pf-row" data-pf-url="{}">{}</span><br><small>{} · '
+            '<span class="pf-badge pf-{}">{}</span>{}{} {}</small>',
+            reverse("admin:moderation_reviewqueue_change", args=[post.pk]),
             post_label(post),
             post.get_type_display(),
             post.status,
             post.get_status_display(),
             edit,
+            sensitive,
+            kinds,
         )
 
     @admin.display(description="author")
     def author_history(self, post):
-        url = reverse("admin:content_post_changelist") + f"?author__id__exact={post.author_id}"
+        url = reverse("admin:moderation_moderatedaccount_change", args=[post.author_id])
+        standing = _standing(post.author)
         return format_html(
-            '<a href="{}">{}</a><br><small>{} post{}, <span class="{}">{} rejected</span></small>',
+            '<a href="{}">{}</a><br><small>{} post{}, <span class="{}">{} rejected</span>, '
+            '<span class="pf-strikes{}">{} strike{}</span>{}</small>',
             url,
             post.author.get_username(),
             post.author_posts,
             "" if post.author_posts == 1 else "s",
             "pf-warn" if post.author_rejected else "",
             post.author_rejected,
+            " pf-warn" if standing.strikes else "",
+            standing.strikes,
+            "" if standing.strikes == 1 else "s",
+            format_html(' <span class="pf-badge pf-account-{}">{}</span>', standing.status, standing.status)
+            if standing.status != AccountStatus.GOOD
+            else "",
         )
 
     @admin.display(description="AI", ordering="ai_score")
@@ -369,8 +499,8 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             return format_html('<span class="pf-score pf-none">{}</span>', label)
         labels = format_html_join(
             " ",
-            '<span class="pf-label">{}</span>',
-            ((name,) for name, _ in top_labels(post.ai_labels, post.ai_scores)),
+            '<span class="pf-label" title="{}">{}</span>',
+            ((f"{score:.2f}" if score is not None else "", name) for name, score in chip_labels(post)),
         )
         return format_html(
             '<span class="pf-score pf-{}">{}</span> {}',
@@ -379,8 +509,12 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             labels,
         )
 
-    @admin.display(description="reports", ordering="report_count")
+    @admin.display(description="open reports", ordering="report_count")
     def reports(self, post):
+        if post.reports_total > post.report_count:
+            return format_html(
+                "{} <small>({} closed)</small>", post.report_count, post.reports_total - post.report_count
+            )
         return post.report_count
 
     @admin.display(description="waiting", ordering="waiting_since")
@@ -407,6 +541,11 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
                 self.admin_site.admin_view(self.decide_view),
                 name="{}_{}_decide".format(*info),
             ),
+            path(
+                "<path:object_id>/act/",
+                self.admin_site.admin_view(self.act_view),
+                name="{}_{}_act".format(*info),
+            ),
         ]
         return own + super().get_urls()
 
@@ -430,6 +569,17 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         claim = active_claim(post)
         can_review = self.has_review_permission(request)
         poll = getattr(post, "poll", None) if post.type == "poll" else None
+        prev_item, next_item = queue_neighbours(post)
+        queued_now = any(item_kinds_of(post))
+        allowed = self._allowed(post)
+        if post.status == PostStatus.PUBLISHED:
+            # A reported post: marking it sensitive is a decision on it (not on a held edit's revision).
+            allowed["sensitive"] = (
+                bool(getattr(post, "is_reported", False))
+                and not post.sensitive
+                and held_revision(post) is None
+            )
+        allowed["dismiss"] = post.report_count > 0
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -437,25 +587,45 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             "subtitle": None,
             "post": post,
             "media_items": self._media_items(post, request),
+            "blur": should_blur(post),
             "poll": poll,
             "poll_options": list(poll.options.all()) if poll else [],
             "ai_reviews": [
                 {"review": r, "scores": top_labels(None, r.scores, n=50)} for r in post.ai_reviews.all()
             ],
-            "reports_list": post.reports.select_related("reporter"),
+            "reports_list": post.reports.select_related("reporter", "resolved_by"),
             "decisions": post.decisions.select_related("moderator"),
             "score_band": policy.band_for(post.ai_score),
-            "top_labels": top_labels(post.ai_labels, post.ai_scores, n=5),
+            "top_labels": chip_labels(post, n=5),
+            "item_kinds": item_kinds_of(post),
             "claim": claim,
             "claimed_by_other": bool(claim and claim.moderator_id != request.user.pk),
             "claimed_by_me": bool(claim and claim.moderator_id == request.user.pk),
             "can_review": can_review,
+            "can_act_on_account": request.user.has_perm(ACCOUNT_PERMISSION),
+            "can_note": request.user.has_perm(NOTE_PERMISSION),
             "own_post": post.author_id == request.user.pk,
-            "allowed": self._allowed(post),
-            "in_queue": in_queue(post),
+            "allowed": allowed,
+            "in_queue": queued_now,
             "held_revision": held_revision(post),
             "revision_diff": revision_diff(post),
+            "standing": _standing(post.author),
+            "account_actions": list(ACCOUNT_ACTIONS),
+            "account_url": reverse("admin:moderation_moderatedaccount_change", args=[post.author_id]),
+            "post_notes": ModeratorNote.objects.filter(post=post).select_related("author"),
+            "account_notes": ModeratorNote.objects.filter(user_id=post.author_id).select_related("author")[
+                :20
+            ],
+            "prev_url": reverse("admin:moderation_reviewqueue_change", args=[prev_item.pk])
+            if prev_item
+            else "",
+            "next_url": reverse("admin:moderation_reviewqueue_change", args=[next_item.pk])
+            if next_item
+            else "",
+            "list_url": reverse("admin:moderation_reviewqueue_changelist"),
+            "shortcuts": SHORTCUTS,
             "decide_url": reverse("admin:moderation_reviewqueue_decide", args=[post.pk]),
+            "act_url": reverse("admin:moderation_reviewqueue_act", args=[post.pk]),
             "livestream": self._livestream(post, request),
             "post_admin_url": reverse("admin:content_post_change", args=[post.pk]),
             "preserved_filters": self.get_preserved_filters(request),
@@ -529,7 +699,19 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
 
     # single decisions (buttons on the detail page)
 
+    def _next_url(self, post: Post, candidate: Post | None) -> str:
+        """Decide-and-next: the item after the decided one if it is still queued, else the queue's
+        first item, else the list."""
+        if candidate is not None and in_queue(candidate):
+            return reverse("admin:moderation_reviewqueue_change", args=[candidate.pk])
+        first = review_queue().exclude(pk=post.pk).only("pk").first()
+        if first is not None:
+            return reverse("admin:moderation_reviewqueue_change", args=[first.pk])
+        return reverse("admin:moderation_reviewqueue_changelist")
+
     def decide_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """One decision from the detail page (buttons or keyboard); after it the moderator lands on the
+        next queue item (decide-and-next)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not self.has_review_permission(request):
@@ -541,32 +723,44 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         detail_url = reverse("admin:moderation_reviewqueue_change", args=[post.pk])
         op = request.POST.get("op", "")
         take_over = request.POST.get("take_over") == "1"
+        reason = request.POST.get("reason", "").strip()
         label = post_label(post)
         try:
             revision_id = request.POST.get("revision_id", "")
             if op in REVISION_DECISIONS and revision_id.isdigit():
+                _, next_item = queue_neighbours(post)
                 revision = REVISION_DECISIONS[op](
                     post_id=post.pk,
                     revision_id=int(revision_id),
                     moderator=request.user,
-                    reason=request.POST.get("reason", "").strip(),
+                    reason=reason,
                     take_over=take_over,
                 )
                 done = DECISIONS[op][2]
                 messages.success(request, f"{done} edit #{revision.number} of “{label}”.")
-                return HttpResponseRedirect(reverse("admin:moderation_reviewqueue_changelist"))
-            if op in DECISIONS:
-                service, _, done = DECISIONS[op]
-                reason = request.POST.get("reason", "").strip()
-                post = service(
-                    post_id=post.pk,
-                    moderator=request.user,
-                    reason=reason,
-                    expected_status=request.POST.get("expected_status") or None,
-                    take_over=take_over,
-                )
-                messages.success(request, f"{done} “{label}”: it is now {post.get_status_display().lower()}.")
-                return HttpResponseRedirect(reverse("admin:moderation_reviewqueue_changelist"))
+                return HttpResponseRedirect(self._next_url(post, next_item))
+            if op in DECISIONS or op == "dismiss":
+                _, next_item = queue_neighbours(post)
+                if op == "dismiss":
+                    post = services.reports_dismiss(post_id=post.pk, moderator=request.user, note=reason)
+                    messages.success(request, f"Dismissed the reports on “{label}”: it stays {post.status}.")
+                else:
+                    service, _, done = DECISIONS[op]
+                    extra = (
+                        {"spoiler_text": request.POST.get("spoiler_text", "")} if op == "sensitive" else {}
+                    )
+                    post = service(
+                        post_id=post.pk,
+                        moderator=request.user,
+                        reason=reason,
+                        expected_status=request.POST.get("expected_status") or None,
+                        take_over=take_over,
+                        **extra,
+                    )
+                    messages.success(
+                        request, f"{done} “{label}”: it is now {post.get_status_display().lower()}."
+                    )
+                return HttpResponseRedirect(self._next_url(post, next_item))
             if op == "end_livestream":
                 livestream_end(
                     post_id=post.pk,
@@ -589,6 +783,17 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             messages.error(request, exc.detail)
         return HttpResponseRedirect(detail_url)
 
+    def act_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Account actions on the post's author and internal notes, from the post's page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        pk = _as_uuid(object_id)
+        post = get_object_or_404(Post.objects.alive(), pk=pk) if pk else None
+        if post is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        act_on_account(request, user_id=post.author_id, post_id=post.pk)
+        return HttpResponseRedirect(reverse("admin:moderation_reviewqueue_change", args=[post.pk]))
+
     # bulk decisions (changelist actions, confirmed on an intermediate page)
 
     def _bulk(self, request, queryset, op: str, *, title: str):
@@ -598,7 +803,9 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
         if selected and request.POST.get("select_across") != "1":
             ids = [pk for pk in map(_as_uuid, selected) if pk]
-            posts = queue_page(ReviewQueue.objects.alive().filter(pk__in=ids).order_by(*QUEUE_ORDERING))
+            posts = queue_page(
+                queue_aliases(ReviewQueue.objects.alive().filter(pk__in=ids)).order_by(*QUEUE_ORDERING)
+            )
         else:
             posts = queue_page(queryset[: BULK_LIMIT + 1])
         if len(posts) > BULK_LIMIT:
@@ -666,6 +873,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             "approve": "Approved",
             "reject": "Rejected",
             "quarantine": "Quarantined",
+            "sensitive": "Marked sensitive",
             "claim": "Claimed",
         }.get(op, "Released")
         if done:
@@ -684,6 +892,12 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
     @admin.action(description="Quarantine selected posts", permissions=["review"])
     def quarantine_selected(self, request, queryset):
         return self._bulk(request, queryset, "quarantine", title="Quarantine these posts?")
+
+    @admin.action(
+        description="Mark selected posts sensitive (publish behind a warning)", permissions=["review"]
+    )
+    def mark_sensitive_selected(self, request, queryset):
+        return self._bulk(request, queryset, "sensitive", title="Mark these posts sensitive?")
 
     @admin.action(description="Claim selected posts", permissions=["review"])
     def claim_selected(self, request, queryset):
@@ -818,6 +1032,113 @@ class PlatformSettingsAdmin(admin.ModelAdmin):
             reason="Platform settings changed",
             details={f: str(form.cleaned_data.get(f)) for f in form.changed_data},
         )
+
+
+# --- accounts: standing, actions, notes -------------------------------------------------------------------
+
+
+class AccountStatusFilter(admin.SimpleListFilter):
+    title = "standing"
+    parameter_name = "standing"
+
+    def lookups(self, request, model_admin):
+        return AccountStatus.choices
+
+    def queryset(self, request, queryset):
+        if self.value() == AccountStatus.GOOD:
+            return queryset.exclude(standing__status__in=[AccountStatus.LIMITED, AccountStatus.SUSPENDED])
+        if self.value() in AccountStatus.values:
+            return queryset.filter(standing__status=self.value())
+        return queryset
+
+
+@admin.register(ModeratedAccount)
+class ModeratedAccountAdmin(ReadOnlyAdmin):
+    """Accounts as moderators see them: standing, strikes, notes, the account's audit and posts; warn,
+    limit, suspend and restore go through ``moderation.services.account_act``."""
+
+    list_display = ("username", "account_status", "account_strikes", "date_joined", "is_staff")
+    list_filter = (AccountStatusFilter,)
+    search_fields = ("username", "email")
+    list_select_related = ("standing",)
+    ordering = ("-date_joined",)
+    show_full_result_count = False
+    detail_template = "admin/moderation/moderatedaccount/detail.html"
+
+    class Media:
+        css = {"all": [CSS]}
+        js = [JS]
+
+    @admin.display(description="standing")
+    def account_status(self, user):
+        return _standing(user).get_status_display()
+
+    @admin.display(description="strikes")
+    def account_strikes(self, user):
+        return _standing(user).strikes
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        own = [
+            path(
+                "<path:object_id>/act/",
+                self.admin_site.admin_view(self.act_view),
+                name="{}_{}_act".format(*info),
+            )
+        ]
+        return own + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        user = ModeratedAccount.objects.select_related("standing").filter(pk=_as_int(object_id)).first()
+        if user is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, user):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Account {user.get_username()}",
+            "subtitle": None,
+            "account": user,
+            "standing": _standing(user),
+            "account_actions": list(ACCOUNT_ACTIONS),
+            "can_act_on_account": request.user.has_perm(ACCOUNT_PERMISSION),
+            "can_note": request.user.has_perm(NOTE_PERMISSION),
+            "notes": ModeratorNote.objects.filter(user=user).select_related("author"),
+            "audit": AccountAction.objects.filter(user=user).select_related("moderator", "post")[:100],
+            "posts": Post.objects.filter(author=user).order_by("-created_at")[:50],
+            "act_url": reverse("admin:moderation_moderatedaccount_act", args=[user.pk]),
+            "has_view_permission": True,
+            "media": self.media,
+        }
+        context.update(extra_context or {})
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.detail_template, context)
+
+    def act_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        user = get_object_or_404(ModeratedAccount, pk=_as_int(object_id))
+        act_on_account(request, user_id=user.pk)
+        return HttpResponseRedirect(reverse("admin:moderation_moderatedaccount_change", args=[user.pk]))
+
+
+@admin.register(AccountAction)
+class AccountActionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "action",
+        "user",
+        "moderator",
+        "from_status",
+        "to_status",
+        "strikes",
+        "reason",
+    )
+    list_filter = ("action",)
+    search_fields = ("user__username", "moderator__username", "reason")
+    list_select_related = ("user", "moderator")
+    show_full_result_count = False
 
 
 # --- the pipeline dashboard (kept apart from the queue: a view on the admin site itself) -------------------

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -123,6 +124,8 @@ class ModerationAction(models.TextChoices):
     REJECT = "reject", "Reject"
     QUARANTINE = "quarantine", "Quarantine"
     REPORTS_THRESHOLD = "reports", "Sent to review by reports"
+    MARK_SENSITIVE = "sensitive", "Mark sensitive (publish behind a content warning)"
+    DISMISS_REPORTS = "dismiss", "Dismiss reports"
     CLAIM = "claim", "Claim"
     RELEASE = "release", "Release claim"
     SETTINGS = "settings", "Platform settings changed"
@@ -200,3 +203,106 @@ class ReviewQueue(Post):
         proxy = True
         verbose_name = "queued post"
         verbose_name_plural = "review queue"
+
+
+class AccountStatus(models.TextChoices):
+    GOOD = "good", "In good standing"
+    LIMITED = "limited", "Limited: every publish goes to a human"
+    SUSPENDED = "suspended", "Suspended: no login, posts hidden"
+
+
+class AccountStanding(models.Model):
+    """One user's standing with the moderators (DESIGN.md §11). A user without a row is in good
+    standing with no strikes. Written only by ``moderation.services`` (``account_*``); read at request
+    time (``config.authentication``, ``content.selectors``)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="standing"
+    )
+    status = models.CharField(max_length=16, choices=AccountStatus.choices, default=AccountStatus.GOOD)
+    strikes = models.PositiveIntegerField(
+        default=0, help_text="Warnings plus rejected or quarantined posts, counted by the services."
+    )
+    reason = models.TextField(blank=True, default="", help_text="Why the current status was set.")
+    changed_at = models.DateTimeField(null=True, blank=True)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["status"], name="standing_status_idx")]
+        permissions = [("act_on_account", "Can warn, limit, suspend and restore accounts")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.status} ({self.strikes} strikes)"
+
+
+class AccountActionKind(models.TextChoices):
+    WARN = "warn", "Warn"
+    LIMIT = "limit", "Limit"
+    SUSPEND = "suspend", "Suspend"
+    RESTORE = "restore", "Restore"
+    STRIKE = "strike", "Strike (post decision)"
+
+
+class AccountAction(models.Model):
+    """The audit row of every action on an account. Never edited, never deleted."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    moderator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=AccountActionKind.choices)
+    reason = models.TextField(blank=True, default="")
+    from_status = models.CharField(max_length=16, blank=True, default="")
+    to_status = models.CharField(max_length=16, blank=True, default="")
+    strikes = models.PositiveIntegerField(default=0, help_text="The account's strikes after the action.")
+    post = models.ForeignKey(
+        "content.Post", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="accountaction_user_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.user_id} {self.from_status}→{self.to_status}"
+
+
+class ModeratorNote(models.Model):
+    """An internal note on a post or an account: shown in the admin only, never in the API."""
+
+    post = models.ForeignKey(
+        "content.Post", on_delete=models.CASCADE, null=True, blank=True, related_name="moderator_notes"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    text = models.TextField(max_length=5000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(post__isnull=False) | models.Q(user__isnull=False),
+                name="note_has_subject",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"note on {self.post_id or self.user_id}"
+
+
+class ModeratedAccount(User):
+    """The moderators' view of user accounts (standing, strikes, notes, actions): its own admin entry
+    and ``view`` permission, so moderators never need ``auth.view_user``."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "account"
+        verbose_name_plural = "accounts"

@@ -8,14 +8,22 @@ moderation's logic, so no import cycle can form.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import models
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from content.models import Post, PostStatus
-from moderation.models import Decision, ModerationAction, ModerationDecision, ModerationMode
+from content.models import Post, PostStatus, Report, ReportStatus
+from moderation.models import (
+    AccountStanding,
+    AccountStatus,
+    Decision,
+    ModerationAction,
+    ModerationDecision,
+    ModerationMode,
+)
 from moderation.platform import get_platform_settings
 
 
@@ -97,11 +105,11 @@ def band_choices() -> list[tuple[str, str]]:
 
 def needs_prescreen(post: Post) -> bool:
     """Whether publishing ``post`` goes through the AI prescreen. ``ai_prescreen`` mode: always.
-    ``reactive_only``: only for authors not yet trusted (account younger than
-    ``trust_min_account_age_days``, or fewer than ``trust_min_approved_posts`` published posts), as
-    PeerTube and Discourse do; both trust settings 0 means never."""
+    A limited account (DESIGN.md §11): always. ``reactive_only``: only for authors not yet trusted
+    (account younger than ``trust_min_account_age_days``, or fewer than ``trust_min_approved_posts``
+    published posts), as PeerTube and Discourse do; both trust settings 0 means never."""
     ps = get_platform_settings()
-    if ps.moderation_mode == ModerationMode.AI_PRESCREEN:
+    if ps.moderation_mode == ModerationMode.AI_PRESCREEN or is_limited(post.author_id):
         return True
     author = post.author
     if ps.trust_min_account_age_days and author.date_joined > timezone.now() - timedelta(
@@ -120,21 +128,129 @@ def needs_prescreen(post: Post) -> bool:
     return False
 
 
-def reporters_since_approval(post: Post) -> int:
-    """Distinct users who reported ``post`` since a moderator last approved it (all time if never)."""
-    last_approval = (
-        ModerationDecision.objects.filter(post=post, action=ModerationAction.APPROVE)
+# --- account standing -----------------------------------------------------------------------------------
+
+
+def account_status(user_id: int | None) -> str:
+    """The account's ``AccountStatus`` (``good`` without a standing row). One indexed query."""
+    if user_id is None:
+        return AccountStatus.GOOD
+    status = AccountStanding.objects.filter(user_id=user_id).values_list("status", flat=True).first()
+    return status or AccountStatus.GOOD
+
+
+def is_suspended(user_id: int | None) -> bool:
+    """Whether the account is suspended now (DESIGN.md §11: checked at request time)."""
+    return account_status(user_id) == AccountStatus.SUSPENDED
+
+
+def is_limited(user_id: int | None) -> bool:
+    """Whether every publish of the account goes to a human, whatever the AI says."""
+    return account_status(user_id) == AccountStatus.LIMITED
+
+
+# --- reports: who weighs how much (DESIGN.md §11) --------------------------------------------------------
+#
+# The attack this answers: three accounts registered a second earlier hid any published post at once,
+# and three more hid it again right after a moderator approved it. So a report's weight depends on its
+# reporter, and a post a moderator approved needs more, and fresh, weight to be hidden again:
+#
+# - accounts younger than ``REPORT_MIN_ACCOUNT_AGE_HOURS`` (default 24), and suspended accounts, weigh 0;
+# - a reporter whose decided reports were mostly not upheld (dismissed, or the post approved) weighs 0
+#   once they have ``REPORT_TRACK_RECORD_MIN`` (default 3) such reports, 0.5 before that; limited
+#   accounts weigh 0.5; everyone else 1;
+# - only open reports made after the post's last approval (approve, mark sensitive, dismiss reports)
+#   count, and the threshold doubles with each such approval of the post (``report_threshold`` ×
+#   2^approvals, at most ``MAX_APPROVAL_DOUBLINGS`` doublings).
+#
+# Every report still puts the post in the queue: the weight decides only whether it is hidden meanwhile.
+
+MAX_APPROVAL_DOUBLINGS = 3
+# A moderator looked and let the post stay public: each of these counts as an approval here.
+APPROVAL_ACTIONS = (
+    ModerationAction.APPROVE,
+    ModerationAction.MARK_SENSITIVE,
+    ModerationAction.DISMISS_REPORTS,
+)
+NOT_UPHELD_RESOLUTIONS = (ModerationAction.APPROVE, ModerationAction.DISMISS_REPORTS)
+
+
+def reporter_weight(
+    *, joined: datetime, status: str | None, upheld: int, not_upheld: int, now: datetime | None = None
+) -> float:
+    """One reporter's weight in [0, 1] from account age, standing and track record (rules above).
+    ``upheld``/``not_upheld`` count the reporter's earlier decided reports on other posts."""
+    now = now or timezone.now()
+    if status == AccountStatus.SUSPENDED:
+        return 0.0
+    if joined > now - timedelta(hours=settings.REPORT_MIN_ACCOUNT_AGE_HOURS):
+        return 0.0
+    if not_upheld > upheld:
+        return 0.0 if not_upheld >= settings.REPORT_TRACK_RECORD_MIN else 0.5
+    if status == AccountStatus.LIMITED:
+        return 0.5
+    return 1.0
+
+
+def _last_approval(post: Post) -> datetime | None:
+    return (
+        ModerationDecision.objects.filter(post=post, action__in=APPROVAL_ACTIONS)
         .order_by("-created_at")
         .values_list("created_at", flat=True)
         .first()
     )
-    reports = post.reports.all()
+
+
+def hold_threshold(post: Post) -> float:
+    """The report weight that hides ``post``: ``report_threshold`` doubled for each moderator approval
+    (``APPROVAL_ACTIONS``), at most ``MAX_APPROVAL_DOUBLINGS`` times."""
+    approvals = ModerationDecision.objects.filter(post=post, action__in=APPROVAL_ACTIONS).count()
+    return get_platform_settings().report_threshold * 2 ** min(approvals, MAX_APPROVAL_DOUBLINGS)
+
+
+def report_weights(post: Post) -> dict[int, float]:
+    """``{reporter_id: weight}`` of the post's open reports made since its last approval. Two queries:
+    the reports with their reporters, and one aggregate of those reporters' earlier decided reports."""
+    reports = post.reports.filter(status=ReportStatus.OPEN)
+    last_approval = _last_approval(post)
     if last_approval:
         reports = reports.filter(created_at__gt=last_approval)
-    return reports.values("reporter_id").distinct().count()
+    rows = list(reports.values_list("reporter_id", "reporter__date_joined", "reporter__standing__status"))
+    if not rows:
+        return {}
+    history = {
+        r["reporter_id"]: r
+        for r in Report.objects.filter(reporter_id__in=[row[0] for row in rows])
+        .exclude(post=post)
+        .exclude(status=ReportStatus.OPEN)
+        .values("reporter_id")
+        .annotate(
+            not_upheld=Count(
+                "pk",
+                filter=Q(status=ReportStatus.DISMISSED) | Q(resolution__in=NOT_UPHELD_RESOLUTIONS),
+            ),
+            decided=Count("pk"),
+        )
+    }
+    now = timezone.now()
+    weights = {}
+    for reporter_id, joined, status in rows:
+        h = history.get(reporter_id, {"not_upheld": 0, "decided": 0})
+        weights[reporter_id] = reporter_weight(
+            joined=joined,
+            status=status,
+            upheld=h["decided"] - h["not_upheld"],
+            not_upheld=h["not_upheld"],
+            now=now,
+        )
+    return weights
 
 
-def reports_hold_due(reporters: int) -> bool:
-    """Whether that many distinct reporters send a published post back to review
-    (``report_threshold``, DESIGN.md §3)."""
-    return reporters >= get_platform_settings().report_threshold
+def reports_hold_due(weight: float, threshold: float) -> bool:
+    """Whether reports of that total weight hide a published post (``hold_threshold``)."""
+    return weight >= threshold
+
+
+def publish_needs_human(post: Post) -> bool:
+    """A clean AI verdict still waits for a human when the author is limited (DESIGN.md §11)."""
+    return is_limited(post.author_id)

@@ -1,14 +1,23 @@
-"""Moderation reads: the review queue and the AI accuracy report (DESIGN.md §7)."""
+"""Moderation reads: the review queue (its item kinds, rows, neighbours) and the AI accuracy report
+(DESIGN.md §7, §11)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import reduce
+from operator import or_
 
+from django.conf import settings
 from django.db.models import (
+    BooleanField,
+    Case,
     Count,
-    F,
+    DateTimeField,
+    Exists,
+    ExpressionWrapper,
     FloatField,
     IntegerField,
     JSONField,
@@ -18,10 +27,11 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce
 
-from content.models import Post, PostRevision, PostStatus, Report, RevisionStatus
+from content.models import Post, PostRevision, PostStatus, Report, ReportStatus, RevisionStatus
 from media.models import Media, MediaKind
 from moderation import policy
 from moderation.models import AiReview, ModerationAction, ModerationDecision
@@ -30,9 +40,7 @@ QUEUE_STATUSES = (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED)
 # Posts whose submitted revision the prescreen held for a human while the post stays as it is: an
 # edit of a published post (the public keeps the previous revision) or a scheduled post.
 HELD_REVISION_STATUSES = (PostStatus.PUBLISHED, PostStatus.SCHEDULED)
-QUEUE_Q = Q(status__in=QUEUE_STATUSES) | Q(
-    status__in=HELD_REVISION_STATUSES, pending_revision__status=RevisionStatus.HELD
-)
+HELD_REVISION_Q = Q(status__in=HELD_REVISION_STATUSES, pending_revision__status=RevisionStatus.HELD)
 
 
 def held_revision(post: Post) -> PostRevision | None:
@@ -45,8 +53,15 @@ def held_revision(post: Post) -> PostRevision | None:
 
 
 def in_queue(post: Post) -> bool:
-    """Whether ``post`` waits for a human (the same rule as ``review_queue``)."""
-    return post.status in QUEUE_STATUSES or held_revision(post) is not None
+    """Whether ``post`` waits for a human (the same rule as ``review_queue``): held or quarantined, a
+    held revision, or published with open reports (one query in that last case)."""
+    if post.status in QUEUE_STATUSES or held_revision(post) is not None:
+        return True
+    return (
+        post.status == PostStatus.PUBLISHED
+        and post.deleted_at is None
+        and Report.objects.filter(post=post, status=ReportStatus.OPEN).exists()
+    )
 
 
 @dataclass
@@ -107,7 +122,76 @@ def revision_diff(post: Post) -> RevisionDiff | None:
 
 HUMAN_FINAL = (ModerationAction.APPROVE, ModerationAction.REJECT)
 ACCURACY_MAX_ROWS = 50_000
-QUEUE_ORDERING = (F("submitted_at").asc(nulls_first=True), "created_at", "pk")
+QUEUE_ORDERING = ("waiting_since", "created_at", "pk")
+
+
+# --- what makes a post a queue item ---------------------------------------------------------------------
+
+
+def _open_reports() -> QuerySet[Report]:
+    return Report.objects.filter(post=OuterRef("pk"), status=ReportStatus.OPEN)
+
+
+@dataclass(frozen=True)
+class QueueItemKind:
+    """One reason a post is in the review queue (DESIGN.md §7, §11). ``condition`` builds a boolean
+    expression over ``Post`` rows (a ``Q`` or an ``Exists``); the queue is every post matching any
+    registered kind, and each row is badged with the kinds it matches. Other item kinds (appeals,
+    pending revisions, live streams) register theirs with ``register_item_kind``; the queue's view,
+    filter and badges follow the registry."""
+
+    name: str
+    label: str
+    condition: Callable[[], Q | Exists]
+    badge: bool = True  # False when the row's status badge already says it
+
+    @property
+    def flag(self) -> str:
+        """The name of the row's boolean annotation for this kind."""
+        return f"is_{self.name}"
+
+
+QUEUE_ITEM_KINDS: dict[str, QueueItemKind] = {}
+
+
+def register_item_kind(kind: QueueItemKind) -> QueueItemKind:
+    """Add (or replace, by name) an item kind of the review queue."""
+    QUEUE_ITEM_KINDS[kind.name] = kind
+    return kind
+
+
+register_item_kind(
+    QueueItemKind("held", "Held for review", lambda: Q(status=PostStatus.PENDING_REVIEW), badge=False)
+)
+register_item_kind(
+    QueueItemKind("quarantined", "Quarantined", lambda: Q(status=PostStatus.QUARANTINED), badge=False)
+)
+register_item_kind(QueueItemKind("edit", "Edit held for review", lambda: HELD_REVISION_Q))
+register_item_kind(
+    QueueItemKind(
+        "reported",
+        "Reported",
+        lambda: Q(status=PostStatus.PUBLISHED) & Q(Exists(_open_reports())),
+    )
+)
+
+
+def queue_condition() -> Q:
+    """A post is in the queue when it matches any registered item kind."""
+    return reduce(or_, (Q(kind.condition()) for kind in QUEUE_ITEM_KINDS.values()))
+
+
+def item_kind_flags() -> dict[str, ExpressionWrapper]:
+    """``{is_<kind>: boolean expression}`` for every registered kind, to annotate queue rows."""
+    return {
+        kind.flag: ExpressionWrapper(Q(kind.condition()), output_field=BooleanField())
+        for kind in QUEUE_ITEM_KINDS.values()
+    }
+
+
+def item_kinds_of(post: Post) -> list[QueueItemKind]:
+    """The kinds an annotated queue row matches (``with_review_annotations``), in registry order."""
+    return [kind for kind in QUEUE_ITEM_KINDS.values() if getattr(post, kind.flag, False)]
 
 
 def _group_count(qs: QuerySet, by: str) -> Coalesce:
@@ -126,19 +210,31 @@ def _latest_scored_review() -> QuerySet[AiReview]:
     )
 
 
+def _waiting_since() -> Case:
+    """Since when the item waits: a reported published post since its oldest open report, a held or
+    quarantined post since it entered review."""
+    first_open = _open_reports().order_by("created_at").values("created_at")[:1]
+    return Case(
+        When(Q(status=PostStatus.PUBLISHED) & ~HELD_REVISION_Q, then=Subquery(first_open)),
+        default=Coalesce("submitted_at", "created_at"),
+        output_field=DateTimeField(),
+    )
+
+
 def queue_aliases(qs: QuerySet[Post]) -> QuerySet[Post]:
     """What the queue filters and sorts on, as aliases: computed in WHERE/ORDER BY only, never selected."""
     return qs.alias(
         ai_score=Subquery(_latest_scored_review().values("overall_score")[:1], output_field=FloatField()),
-        report_count=_group_count(Report.objects.filter(post=OuterRef("pk")), "post"),
-        waiting_since=Coalesce("submitted_at", "created_at"),
+        report_count=_group_count(_open_reports(), "post"),
+        waiting_since=_waiting_since(),
     )
 
 
 def with_review_annotations(qs: QuerySet[Post]) -> QuerySet[Post]:
-    """Everything a queue row shows, in the row's own query: author history, latest scored AI review,
-    report count, the claim; the preview media come with one prefetch. Apply it to one page of rows:
-    the subqueries then run for those rows only."""
+    """Everything a queue row shows, in the row's own query: author history and standing (strikes,
+    limited/suspended), latest scored AI review, open and total report counts, the item kinds, the
+    claim; the preview media come with one prefetch. Apply it to one page of rows: the subqueries
+    then run for those rows only."""
     latest_scored = _latest_scored_review()
     latest_any = AiReview.objects.filter(post=OuterRef("pk")).order_by("-created_at", "-pk")
     preview_media = (
@@ -147,29 +243,59 @@ def with_review_annotations(qs: QuerySet[Post]) -> QuerySet[Post]:
         .only("id", "post_id", "owner_id", "kind", "variants", "position", "created_at")
     )
     return (
-        qs.select_related("author", "claim__moderator", "pending_revision")
+        qs.select_related("author", "author__standing", "claim__moderator", "pending_revision")
         .annotate(
             author_posts=_group_count(Post.objects.filter(author=OuterRef("author")), "author"),
             author_rejected=_group_count(
                 Post.objects.filter(author=OuterRef("author"), status=PostStatus.REJECTED), "author"
             ),
-            report_count=_group_count(Report.objects.filter(post=OuterRef("pk")), "post"),
+            report_count=_group_count(_open_reports(), "post"),
+            reports_total=_group_count(Report.objects.filter(post=OuterRef("pk")), "post"),
             ai_score=Subquery(latest_scored.values("overall_score")[:1], output_field=FloatField()),
             ai_labels=Subquery(latest_scored.values("labels")[:1], output_field=JSONField()),
             ai_scores=Subquery(latest_scored.values("scores")[:1], output_field=JSONField()),
             ai_decision=Subquery(latest_any.values("decision")[:1]),
-            waiting_since=Coalesce("submitted_at", "created_at"),
+            waiting_since=_waiting_since(),
+            **item_kind_flags(),
         )
         .prefetch_related(Prefetch("media", queryset=preview_media, to_attr="preview_media"))
     )
 
 
 def review_queue(model: type[Post] = Post) -> QuerySet[Post]:
-    """Posts waiting for a human, oldest first: ``pending_review`` and ``quarantined``, and published
-    or scheduled posts whose submitted revision is held (an edit: the queue shows its diff); not deleted.
-    Rows carry only the filter/sort aliases; ``queue_page`` loads what a page shows."""
-    qs = model.objects.alive().filter(QUEUE_Q)
+    """Queue items, oldest first: posts matching any registered ``QueueItemKind`` (held, quarantined,
+    published with open reports, …), not deleted. Rows carry only the filter/sort aliases;
+    ``queue_page`` loads what a page shows."""
+    qs = model.objects.alive().filter(queue_condition())
     return queue_aliases(qs).order_by(*QUEUE_ORDERING)
+
+
+def queue_neighbours(post: Post) -> tuple[Post | None, Post | None]:
+    """The queue items just before and just after ``post`` in queue order (``None`` at either end).
+    When ``post`` has left the queue, "after" is where it was. Two indexed queries."""
+    key = (
+        Post.objects.filter(pk=post.pk)
+        .annotate(w=_waiting_since())
+        .values_list("w", "created_at", "pk")
+        .first()
+    )
+    if key is None or key[0] is None:  # gone, or a published post without open reports
+        return None, None
+    waiting, created, pk = key
+    after = (
+        Q(waiting_since__gt=waiting)
+        | Q(waiting_since=waiting, created_at__gt=created)
+        | Q(waiting_since=waiting, created_at=created, pk__gt=pk)
+    )
+    before = (
+        Q(waiting_since__lt=waiting)
+        | Q(waiting_since=waiting, created_at__lt=created)
+        | Q(waiting_since=waiting, created_at=created, pk__lt=pk)
+    )
+    queue = review_queue().exclude(pk=post.pk)
+    nxt = queue.filter(after).only("pk").first()
+    prev = queue.filter(before).order_by("-waiting_since", "-created_at", "-pk").only("pk").first()
+    return prev, nxt
 
 
 def queue_page(rows) -> list[Post]:
@@ -183,15 +309,51 @@ def queue_page(rows) -> list[Post]:
     return [loaded[pk] for pk in ids if pk in loaded]
 
 
-def top_labels(labels: list | None, scores: dict | None, n: int = 3) -> list[tuple[str, float | None]]:
-    """The provider's labels if it gave any, else the highest-scoring categories."""
+def top_labels(
+    labels: list | None,
+    scores: dict | None,
+    n: int = 3,
+    *,
+    floor: float | None = None,
+    overall: float | None = None,
+) -> list[tuple[str, float | None]]:
+    """The provider's labels if it gave any, else the highest-scoring categories. With ``floor``
+    (``settings.MODERATION_CHIP_FLOOR`` in the queue), only categories scoring at or above it, so a
+    post scoring 0.00 shows no chips; a label without a score of its own is judged by ``overall``."""
     scores = scores if isinstance(scores, dict) else {}
     if labels:
-        return [(str(label), scores.get(label)) for label in labels[:n]]
-    ranked = sorted(
-        ((k, v) for k, v in scores.items() if isinstance(v, int | float)), key=lambda kv: kv[1], reverse=True
+        picked = [(str(label), scores.get(label)) for label in labels]
+    else:
+        picked = sorted(
+            ((k, v) for k, v in scores.items() if isinstance(v, int | float)),
+            key=lambda kv: kv[1],
+            reverse=True,
+        )
+    if floor is not None:
+        picked = [
+            (k, v)
+            for k, v in picked
+            if (v if isinstance(v, int | float) else overall if overall is not None else -1) >= floor
+        ]
+    return picked[:n]
+
+
+def chip_labels(post: Post, n: int = 3) -> list[tuple[str, float | None]]:
+    """The queue's category chips for an annotated row: only categories above the floor."""
+    return top_labels(
+        post.ai_labels, post.ai_scores, n, floor=settings.MODERATION_CHIP_FLOOR, overall=post.ai_score
     )
-    return ranked[:n]
+
+
+def should_blur(post: Post) -> bool:
+    """Media of flagged or sensitive posts is blurred in the queue until clicked (DESIGN.md §11): the
+    post is marked sensitive, quarantined or flagged, or its AI score is in the review or flag band."""
+    return bool(
+        post.sensitive
+        or post.status == PostStatus.QUARANTINED
+        or post.moderation_state == "flagged"
+        or policy.band_for(getattr(post, "ai_score", None)) in (policy.Band.REVIEW, policy.Band.FLAG)
+    )
 
 
 # --- AI accuracy -----------------------------------------------------------------------------------------

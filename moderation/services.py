@@ -1,4 +1,5 @@
-"""Moderation writes: the AI verdict, moderators' decisions, claims (DESIGN.md §3, §6, §7).
+"""Moderation writes: the AI verdict, moderators' decisions, claims, reports' resolution, account
+standing and internal notes (DESIGN.md §3, §6, §7, §11).
 
 Every decision goes through one transition function here, whether it comes from the admin, the API
 or a worker, and every human decision writes a ``ModerationDecision`` row. Each transition runs in
@@ -13,24 +14,39 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from config.errors import Conflict, InvalidTransition, PermissionDenied, ValidationFailed
+from config.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from config.queueing import send_on_commit
 from content.locks import post_lock
-from content.models import REVISION_OPEN, ModerationState, Post, PostRevision, PostStatus, RevisionStatus
+from content.models import (
+    REVISION_OPEN,
+    ModerationState,
+    Post,
+    PostRevision,
+    PostStatus,
+    Report,
+    ReportStatus,
+    RevisionStatus,
+)
 from content.services import revision_hold, revision_make_public, revision_reject, scheduled_go_public
 from media.models import Media
 from moderation import policy
 from moderation.blocklist import matchable
 from moderation.models import (
+    AccountAction,
+    AccountActionKind,
+    AccountStanding,
+    AccountStatus,
     AiReview,
     BlockedMedia,
     Decision,
     ModerationAction,
     ModerationDecision,
+    ModeratorNote,
     PostClaim,
 )
 from moderation.platform import get_platform_settings
@@ -136,6 +152,12 @@ def ai_verdict_apply(
     )
     if decision == Decision.STALE:
         return review
+    if decision == Decision.PUBLISH and policy.publish_needs_human(post):
+        # A limited account (DESIGN.md §11): the AI's verdict is recorded as given, but the revision
+        # waits for a human as if the AI had held it.
+        decision = Decision.REVIEW
+        post.metadata = {**post.metadata, "held_for": "account_limited"}
+        post.save(update_fields=["metadata", "updated_at"])
     pending = _waiting_revision(post, revision)
     if post.status == PostStatus.PUBLISHED:  # an edit
         if decision == Decision.PUBLISH and pending is not None:
@@ -307,10 +329,24 @@ def _require_reason(action: str, reason: str) -> None:
         raise ReasonRequired(extra={"errors": {"reason": ["Required for this decision."]}})
 
 
+def _resolve_reports(post: Post, moderator: AbstractBaseUser | None, action: str, note: str) -> int:
+    """Close the post's open reports with the decision that was made on it (DESIGN.md §11)."""
+    status = ReportStatus.DISMISSED if action == ModerationAction.DISMISS_REPORTS else ReportStatus.RESOLVED
+    return Report.objects.filter(post=post, status=ReportStatus.OPEN).update(
+        status=status,
+        resolution=action,
+        resolved_by=moderator,
+        resolved_at=timezone.now(),
+        resolution_note=note[:2000],
+    )
+
+
 def _record(
     post: Post, moderator: AbstractBaseUser | None, action: str, reason: str, before: tuple[str, str]
 ) -> ModerationDecision:
+    """The decision's audit row; the claim goes and the post's open reports are resolved by it."""
     PostClaim.objects.filter(post=post).delete()
+    _resolve_reports(post, moderator, action, reason)
     return ModerationDecision.objects.create(
         post=post,
         moderator=moderator,
@@ -414,6 +450,7 @@ def post_reject(
     )
     _block_post_media(post, moderator, reason)
     _record(post, moderator, ModerationAction.REJECT, reason, before)
+    _strike(post, moderator, ModerationAction.REJECT, reason)
     send_on_commit("media_revoke_post_urls", str(post.pk))
     return post
 
@@ -466,6 +503,7 @@ def post_quarantine(
     post.moderation_state = ModerationState.FLAGGED
     post.save(update_fields=["status", "moderation_state", "updated_at"])
     _record(post, moderator, ModerationAction.QUARANTINE, reason, before)
+    _strike(post, moderator, ModerationAction.QUARANTINE, reason)
     send_on_commit("media_revoke_post_urls", str(post.pk))
     return post
 
@@ -649,3 +687,247 @@ def ai_transcript_rescore_apply(
         post.save(update_fields=["status", "moderation_state", "submitted_at", "metadata", "updated_at"])
         send_on_commit("media_revoke_post_urls", str(post.pk))
     return review
+
+
+# --- mark sensitive, reports ------------------------------------------------------------------------------
+
+
+def _notify(*, user_id: int, type: str, post: Post | None = None, reason: str = "") -> None:
+    """Tell the user (DESIGN.md §10) through ``content.notifications.notify`` once that module is in
+    the build (issue "tell and answer"); until then nothing is sent. Not a notification system."""
+    try:
+        from content import notifications
+    except ImportError:  # notifications are not in this build yet
+        return
+    notifications.notify(user=user_id, type=type, post=post, reason=reason)
+
+
+ACCOUNT_NOTIFICATIONS = {
+    AccountActionKind.WARN: "account_warned",
+    AccountActionKind.LIMIT: "account_limited",
+    AccountActionKind.SUSPEND: "account_suspended",
+    AccountActionKind.RESTORE: "account_restored",
+}
+
+
+MARK_SENSITIVE_FROM = (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED, PostStatus.PUBLISHED)
+
+
+@transaction.atomic
+def post_mark_sensitive(
+    *,
+    post_id: UUID | str,
+    moderator: AbstractBaseUser,
+    reason: str = "",
+    spoiler_text: str = "",
+    expected_status: str | None = None,
+    take_over: bool = False,
+) -> Post:
+    """``pending_review``|``quarantined``|``published`` → ``published``/``approved`` with
+    ``sensitive=true`` and, if given, ``spoiler_text`` (≤ 500 chars; else the creator's own is kept):
+    the post is public behind a content warning (DESIGN.md §11). Resolves the open reports (upheld).
+    Errors as ``post_approve``; a spoiler text over 500 characters is ``ValidationFailed``."""
+    spoiler_text = spoiler_text.strip()
+    if len(spoiler_text) > 500:
+        raise ValidationFailed(
+            "The content warning is at most 500 characters.",
+            extra={"errors": {"spoiler_text": ["At most 500 characters."]}},
+        )
+    post = _lock_for_decision(
+        post_id=post_id,
+        moderator=moderator,
+        allowed=MARK_SENSITIVE_FROM,
+        action="mark sensitive",
+        expected_status=expected_status,
+        take_over=take_over,
+    )
+    if post.status == PostStatus.PUBLISHED and post.sensitive and not spoiler_text:
+        raise AlreadyDecided("This post is already marked sensitive.", extra={"status": post.status})
+    before = (post.status, post.moderation_state)
+    # What goes public is a revision (DESIGN.md §9): the waiting one of a held or quarantined post,
+    # else the public one of a reported published post. It carries the warning, and so do the columns.
+    pending = post.pending_revision if post.pending_revision_id else None
+    target = pending if post.status != PostStatus.PUBLISHED and pending is not None else post.public_revision
+    if target is not None:
+        target.sensitive = True
+        target.spoiler_text = spoiler_text or target.spoiler_text
+        target.save(update_fields=["sensitive", "spoiler_text"])
+    fields = ["status", "moderation_state", "sensitive", "spoiler_text", "published_at", "updated_at"]
+    if post.status != PostStatus.PUBLISHED and pending is not None:
+        fields += revision_make_public(post, pending)
+    post.status = PostStatus.PUBLISHED
+    post.moderation_state = ModerationState.APPROVED
+    post.sensitive = True
+    post.spoiler_text = spoiler_text or post.spoiler_text
+    post.published_at = post.published_at or timezone.now()
+    post.save(update_fields=list(dict.fromkeys(fields)))
+    _record(post, moderator, ModerationAction.MARK_SENSITIVE, reason, before)
+    _notify(user_id=post.author_id, type="post_marked_sensitive", post=post, reason=reason)
+    return post
+
+
+@transaction.atomic
+def reports_dismiss(*, post_id: UUID | str, moderator: AbstractBaseUser, note: str = "") -> Post:
+    """Dismiss every open report of the post (DESIGN.md §11): the post stays. If the reports had
+    hidden it (``pending_review`` by the reports' threshold), it goes back to ``published`` with the
+    moderation state it had. Reporters whose reports are dismissed weigh less next time
+    (``policy.report_weights``); the dismissal counts as an approval for ``policy.hold_threshold``.
+    ``InvalidTransition`` when there is no open report; ``PermissionDenied`` on one's own post."""
+    post = post_lock(post_id=post_id, include_deleted=True)
+    if post.author_id == moderator.pk:
+        raise PermissionDenied("Moderators cannot moderate their own posts.")
+    if not Report.objects.filter(post=post, status=ReportStatus.OPEN).exists():
+        raise AlreadyDecided("This post has no open reports.", extra={"status": post.status})
+    before = (post.status, post.moderation_state)
+    held = (
+        ModerationDecision.objects.filter(post=post)
+        .exclude(action__in=(ModerationAction.CLAIM, ModerationAction.RELEASE))
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    if (
+        post.status == PostStatus.PENDING_REVIEW
+        and held is not None
+        and held.action == ModerationAction.REPORTS_THRESHOLD
+    ):
+        post.status = PostStatus.PUBLISHED
+        post.moderation_state = held.from_moderation_state or ModerationState.APPROVED
+        post.save(update_fields=["status", "moderation_state", "updated_at"])
+    _record(post, moderator, ModerationAction.DISMISS_REPORTS, note, before)
+    return post
+
+
+# --- account standing (DESIGN.md §11) -------------------------------------------------------------------
+
+
+class AccountActionRefused(PermissionDenied):
+    code = "account_action_refused"
+
+
+ACCOUNT_TRANSITIONS = {
+    AccountActionKind.WARN: (
+        (AccountStatus.GOOD, AccountStatus.LIMITED, AccountStatus.SUSPENDED),
+        None,  # the status stays
+    ),
+    AccountActionKind.LIMIT: ((AccountStatus.GOOD,), AccountStatus.LIMITED),
+    AccountActionKind.SUSPEND: ((AccountStatus.GOOD, AccountStatus.LIMITED), AccountStatus.SUSPENDED),
+    AccountActionKind.RESTORE: ((AccountStatus.LIMITED, AccountStatus.SUSPENDED), AccountStatus.GOOD),
+}
+STRIKING = frozenset({AccountActionKind.WARN})
+
+
+def _standing_lock(user_id: int) -> AccountStanding:
+    AccountStanding.objects.get_or_create(user_id=user_id)
+    return AccountStanding.objects.select_for_update().get(user_id=user_id)
+
+
+def _strike(post: Post, moderator: AbstractBaseUser | None, action: str, reason: str) -> None:
+    """A rejected or quarantined post counts a strike against its author, with an audit row."""
+    standing = _standing_lock(post.author_id)
+    standing.strikes += 1
+    standing.save(update_fields=["strikes"])
+    AccountAction.objects.create(
+        user_id=post.author_id,
+        moderator=moderator,
+        action=AccountActionKind.STRIKE,
+        reason=f"{action}: {reason}" if reason else action,
+        from_status=standing.status,
+        to_status=standing.status,
+        strikes=standing.strikes,
+        post=post,
+    )
+
+
+@transaction.atomic
+def account_act(
+    *,
+    user_id: int,
+    moderator: AbstractBaseUser,
+    action: str,
+    reason: str = "",
+    post_id: UUID | str | None = None,
+) -> AccountStanding:
+    """Warn, limit, suspend or restore an account (``AccountActionKind``; DESIGN.md §11).
+
+    - warn: a strike and a notification; the status stays.
+    - limit (from good): every publish goes to a human, whatever the AI says (``policy.needs_prescreen``,
+      ``policy.publish_needs_human``).
+    - suspend (from good or limited): at request time the API answers 403 ``account_suspended``, login
+      is refused, the account's posts are 404 to others and the media URLs Django serves stop working;
+      on S3 each published post's URLs are revoked (``media_revoke_post_urls``, sent by name).
+    - restore (from limited or suspended): back in good standing; strikes are kept.
+
+    ``post_id`` names the post the action came from (kept in the audit row). Warn, limit and suspend
+    need a ``reason`` (``ReasonRequired``; the user is told it). Acting on oneself, or a non-superuser
+    on a staff account, is ``AccountActionRefused`` (403); another from-status is ``InvalidTransition``;
+    an unknown user ``NotFound``."""
+    if action not in ACCOUNT_TRANSITIONS:
+        raise ValidationFailed(f"Unknown account action {action!r}.")
+    if action != AccountActionKind.RESTORE and not reason.strip():
+        raise ReasonRequired(
+            "Give the account holder a reason.", extra={"errors": {"reason": ["Required for this action."]}}
+        )
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        raise NotFound("No such account.")
+    if user.pk == moderator.pk:
+        raise AccountActionRefused("Moderators cannot act on their own account.")
+    if (user.is_staff or user.is_superuser) and not moderator.is_superuser:
+        raise AccountActionRefused("Only a superuser can act on a staff account.")
+    allowed, to_status = ACCOUNT_TRANSITIONS[action]
+    standing = _standing_lock(user.pk)
+    if standing.status not in allowed:
+        raise InvalidTransition(
+            f"Cannot {action} an account that is {standing.status}.", extra={"status": standing.status}
+        )
+    before = standing.status
+    if action in STRIKING:
+        standing.strikes += 1
+    if to_status is not None:
+        standing.status = to_status
+        standing.reason = reason
+        standing.changed_at = timezone.now()
+        standing.changed_by = moderator
+    standing.save()
+    AccountAction.objects.create(
+        user=user,
+        moderator=moderator,
+        action=action,
+        reason=reason,
+        from_status=before,
+        to_status=standing.status,
+        strikes=standing.strikes,
+        post_id=post_id,
+    )
+    source = Post.objects.filter(pk=post_id).first() if post_id else None
+    _notify(user_id=user.pk, type=ACCOUNT_NOTIFICATIONS[action], post=source, reason=reason)
+    if action == AccountActionKind.SUSPEND:
+        published = Post.objects.filter(author=user, status=PostStatus.PUBLISHED, deleted_at__isnull=True)
+        for pk in published.values_list("pk", flat=True):
+            send_on_commit("media_revoke_post_urls", str(pk))
+    return standing
+
+
+# --- internal notes ------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def note_add(
+    *, author: AbstractBaseUser, text: str, post_id: UUID | str | None = None, user_id: int | None = None
+) -> ModeratorNote:
+    """An internal moderator note on a post or an account (admin only; never in the API). Exactly one
+    of ``post_id``/``user_id``; empty text is ``ValidationFailed``; an unknown subject ``NotFound``."""
+    text = text.strip()
+    if not text:
+        raise ValidationFailed("A note needs some text.", extra={"errors": {"text": ["Required."]}})
+    if len(text) > 5000:
+        raise ValidationFailed(
+            "A note is at most 5000 characters.", extra={"errors": {"text": ["Too long."]}}
+        )
+    if (post_id is None) == (user_id is None):
+        raise ValidationFailed("A note is about one post or one account.")
+    if post_id is not None and not Post.objects.filter(pk=post_id).exists():
+        raise NotFound("No such post.")
+    if user_id is not None and not get_user_model().objects.filter(pk=user_id).exists():
+        raise NotFound("No such account.")
+    return ModeratorNote.objects.create(author=author, text=text, post_id=post_id, user_id=user_id)

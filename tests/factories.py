@@ -24,6 +24,12 @@ class UserFactory(factory.django.DjangoModelFactory):
             Token.objects.get_or_create(user=self)
 
 
+class EstablishedUserFactory(UserFactory):
+    """An account old enough for its reports to count (``REPORT_MIN_ACCOUNT_AGE_HOURS``)."""
+
+    date_joined = factory.LazyFunction(lambda: timezone.now() - timezone.timedelta(days=30))
+
+
 class StaffFactory(UserFactory):
     is_staff = True
 

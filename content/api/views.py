@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import NewestFirstCursorPagination, error_responses
-from config.errors import NotFound
+from config.errors import AccountSuspended, NotFound
 from config.security import login_is_locked, login_locked_response
 from config.throttles import ScopedRateThrottle
 from content import selectors, services
@@ -93,10 +93,12 @@ class TokenView(APIView):
             200: TokenSerializer,
             **error_responses(
                 400,
+                403,
                 415,
                 429,
                 e415=_E415,
                 e400="Wrong username or password (`invalid_credentials`).",
+                e403="The account is suspended (`account_suspended`).",
                 e429="Too many requests (`throttled`), or too many failed logins for this account or "
                 "address (`login_locked`, even with the right password); see `Retry-After`.",
             ),
@@ -112,6 +114,8 @@ class TokenView(APIView):
         user = authenticate(request, **credentials)
         if login_is_locked(request):
             return login_locked_response(request, credentials=credentials)
+        if user is None and getattr(request, "account_suspended", False):
+            raise AccountSuspended("This account is suspended; it cannot log in.")
         if user is None or not user.is_active:
             return Response(
                 {"code": "invalid_credentials", "detail": "Wrong username or password."}, status=400

@@ -23,7 +23,6 @@ from django.http import (
 from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -32,10 +31,11 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from config.api import error_body, error_responses
-from config.errors import FileTooLarge, NotFound, ServiceError
+from config.authentication import TokenAuthentication
+from config.errors import AccountSuspended, FileTooLarge, NotFound, ServiceError
 from config.parsers import JSONParser
 from content.selectors import can_view_media, media_in_public_revision
-from content.services import is_owner_or_staff
+from content.services import is_owner_or_staff, is_suspended
 from media import services, storage
 from media.api.serializers import (
     AttachSerializer,
@@ -467,7 +467,7 @@ def _request_user(request: HttpRequest):
         return request.user
     try:
         result = TokenAuthentication().authenticate(request)
-    except AuthenticationFailed:
+    except (AuthenticationFailed, AccountSuspended):
         return None
     return result[0] if result else None
 
@@ -643,8 +643,14 @@ def _storage_unavailable(key: str) -> JsonResponse:
 def _publicly_served(media: Media, *, private_object: bool) -> bool:
     """Bytes anyone may read: media of a published post that belong to its public revision (media of
     an edit still waiting for the prescreen are as private as a draft's, DESIGN.md §9), never an
-    original (it may carry EXIF/GPS)."""
-    return media.post.status == "published" and not private_object and media_in_public_revision(media)
+    original (it may carry EXIF/GPS). A suspended account's media stop working at request time, even
+    under a URL issued before (DESIGN.md §11)."""
+    return (
+        media.post.status == "published"
+        and not private_object
+        and media_in_public_revision(media)
+        and not is_suspended(media.owner_id)
+    )
 
 
 def _viewer_may_read(request: HttpRequest, media: Media, *, private_object: bool) -> bool:

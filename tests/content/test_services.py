@@ -15,7 +15,13 @@ from content.models import ModerationState, Post, PostStatus, PostType
 from media.models import ProcessingStatus
 from moderation.models import ModerationDecision
 from tests.conftest import queued
-from tests.factories import MediaFactory, PollFactory, PostFactory, ReportFactory, UserFactory
+from tests.factories import (
+    EstablishedUserFactory,
+    MediaFactory,
+    PollFactory,
+    PostFactory,
+    ReportFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -222,10 +228,10 @@ def test_vote_refused_on_unpublished_poll_and_foreign_option(user):
 def test_report_threshold_sends_post_to_review(platform):
     platform(report_threshold=2)
     post = PostFactory(published=True)
-    services.report_create(post_id=post.pk, reporter=UserFactory(), reason="spam")
+    services.report_create(post_id=post.pk, reporter=EstablishedUserFactory(), reason="spam")
     post.refresh_from_db()
     assert post.status == PostStatus.PUBLISHED
-    services.report_create(post_id=post.pk, reporter=UserFactory(), reason="hate")
+    services.report_create(post_id=post.pk, reporter=EstablishedUserFactory(), reason="hate")
     post.refresh_from_db()
     assert (post.status, post.moderation_state) == ("pending_review", "under_review")
     assert ModerationDecision.objects.filter(post=post, action="reports").count() == 1

@@ -18,7 +18,7 @@ from media.models import Media
 from media.tasks.urls import media_revoke_post_urls as revoke_actor
 from moderation import services as moderation_services
 from tests.conftest import client_for, queued
-from tests.factories import MediaFactory, PostFactory, UserFactory
+from tests.factories import EstablishedUserFactory, MediaFactory, PostFactory, UserFactory
 from tests.media.helpers import jpeg_bytes, png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -179,7 +179,7 @@ def _delete(post, staff):
 
 def _reported(post, staff):
     for _ in range(3):
-        content_services.report_create(post_id=post.pk, reporter=UserFactory(), reason="spam")
+        content_services.report_create(post_id=post.pk, reporter=EstablishedUserFactory(), reason="spam")
 
 
 @pytest.mark.parametrize("hide", [_quarantine, _reject, _unpublish, _delete, _reported])

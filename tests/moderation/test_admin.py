@@ -15,9 +15,20 @@ from django.utils import timezone
 from content.models import PostStatus, PostType
 from media import storage
 from media.storage import verify_url_token
+from moderation import services
 from moderation.admin import preview_url
-from moderation.models import AiReview, BlockedMedia, ModerationDecision, PlatformSettings, PostClaim
+from moderation.models import (
+    AccountAction,
+    AccountStanding,
+    AiReview,
+    BlockedMedia,
+    ModerationDecision,
+    ModeratorNote,
+    PlatformSettings,
+    PostClaim,
+)
 from moderation.platform import get_platform_settings
+from moderation.selectors import item_kinds_of
 from tests.factories import (
     AiReviewFactory,
     MediaFactory,
@@ -57,6 +68,8 @@ def moderators_group() -> Group:
         migration = importlib.import_module("moderation.migrations.0003_moderators_group")
         state = MigrationExecutor(connection).loader.project_state(("moderation", "0003_moderators_group"))
         migration.create_group(state.apps, None)
+        accounts = importlib.import_module("moderation.migrations.0008_moderators_account_permissions")
+        accounts.add_permissions(state.apps, None)
         group = Group.objects.get(name="Moderators")
     return group
 
@@ -122,6 +135,13 @@ MODERATOR_PERMISSIONS = {
     "moderation.add_blockedmedia",
     "moderation.change_blockedmedia",
     "moderation.view_reviewqueue",
+    # issue 15: accounts, their standing and audit, internal notes (moderation/migrations/0006)
+    "moderation.view_moderatedaccount",
+    "moderation.view_accountstanding",
+    "moderation.act_on_account",
+    "moderation.view_accountaction",
+    "moderation.view_moderatornote",
+    "moderation.add_moderatornote",
 }
 
 
@@ -756,3 +776,257 @@ def test_ai_review_records_are_listed(mod_client):
     html = mod_client.get(reverse("admin:moderation_aireview_changelist")).content.decode()
     assert str(review.post_id) in html
     assert AiReview.objects.count() == 1
+
+
+# --- issue 15: reports as items, accounts, mark sensitive, notes, ergonomics -----------------------------
+
+
+def act_url(post):
+    return reverse("admin:moderation_reviewqueue_act", args=[post.pk])
+
+
+@pytest.mark.django_db
+def test_decide_and_next_lands_on_the_next_item(mod_client):
+    first = queued(title="first", minutes_ago=30)
+    second = queued(title="second", minutes_ago=20)
+    third = queued(title="third", minutes_ago=10)
+    detail = mod_client.get(detail_url(first)).content.decode()
+    assert f'data-pf-next="{detail_url(second)}"' in detail and 'data-pf-prev=""' in detail
+    response = mod_client.post(decide_url(first), {"op": "approve", "expected_status": "pending_review"})
+    assert response.status_code == 302 and response["Location"] == detail_url(second)
+    response = mod_client.post(decide_url(second), {"op": "quarantine", "expected_status": "pending_review"})
+    assert response["Location"] == detail_url(third)  # quarantined stays queued, but the next one is next
+    response = mod_client.post(decide_url(third), {"op": "reject", "reason": "spam"})
+    assert response["Location"] == detail_url(second)  # the queue's first item left: the quarantined one
+    mod_client.post(decide_url(second), {"op": "approve"})
+    assert mod_client.post(decide_url(first), {"op": "approve"})["Location"] == detail_url(first)  # refused
+    # the last decision of an empty queue goes back to the list
+    last = queued(title="last")
+    assert mod_client.post(decide_url(last), {"op": "approve"})["Location"] == QUEUE
+
+
+@pytest.mark.django_db
+def test_keyboard_shortcuts_are_documented_on_the_list_and_the_detail_page(mod_client):
+    post = queued()
+    for url in (QUEUE, detail_url(post)):
+        html = mod_client.get(url).content.decode()
+        assert 'id="pf-shortcuts"' in html and "Keyboard shortcuts" in html
+        for key, what in (("a", "approve"), ("r", "reject"), ("q", "quarantine"), ("s", "mark sensitive")):
+            assert f"<kbd>{key}</kbd></th><td>{what}" in html
+        assert "<kbd>j / k</kbd>" in html and "postflow.js" in html
+    assert 'data-pf-page="list"' in mod_client.get(QUEUE).content.decode()
+
+
+@pytest.mark.django_db
+def test_chips_only_above_the_floor_and_flagged_media_blurred(mod_client, platform, settings):
+    settings.MODERATION_CHIP_FLOOR = 0.2
+    platform(ai_review_threshold=0.3, ai_revoke_threshold=0.7)
+    clean, _ = image_post(title="clean", minutes_ago=30)
+    AiReviewFactory(post=clean, overall_score=0.0, scores={"nudity": 0.0, "violence": 0.0, "drugs": 0.0})
+    flagged, _ = image_post(title="flagged", minutes_ago=20)
+    AiReviewFactory(
+        post=flagged,
+        overall_score=0.8,
+        scores={"nudity": 0.8, "violence": 0.25, "drugs": 0.01},
+        decision="quarantine",
+    )
+    html = mod_client.get(QUEUE).content.decode()
+    rows = html.split("<tr")
+    clean_row = next(r for r in rows if ">clean</span>" in r)
+    flagged_row = next(r for r in rows if ">flagged</span>" in r)
+    assert "pf-label" not in clean_row and "pf-blurbox pf-blur" not in clean_row
+    assert ">nudity<" in flagged_row and ">violence<" in flagged_row and ">drugs<" not in flagged_row
+    assert "pf-blurbox pf-blur" in flagged_row
+    assert "pf-blurbox pf-blur" in mod_client.get(detail_url(flagged)).content.decode()
+    assert "pf-blurbox pf-blur" not in mod_client.get(detail_url(clean)).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_reported_published_post_is_a_queue_item_with_its_reports_and_strikes(mod_client, moderator):
+    post = PostFactory(title="reported one", published=True)
+    ReportFactory(post=post, detail="ads everywhere")
+    services.account_act(user_id=post.author_id, moderator=moderator, action="warn", reason="spam")
+    response = mod_client.get(QUEUE + "?kind=reported")
+    assert [p.title for p in response.context["cl"].result_list] == ["reported one"]
+    html = response.content.decode()
+    assert "pf-kind-reported" in html and "1 strike<" in html
+    detail = mod_client.get(detail_url(post)).content.decode()
+    assert "ads everywhere" in detail and 'value="dismiss"' in detail and 'value="sensitive"' in detail
+    assert 'value="approve"' not in detail  # already public: keep it by dismissing the reports
+    response = mod_client.post(decide_url(post), {"op": "dismiss", "reason": "fine"})
+    assert response.status_code == 302
+    post.refresh_from_db()
+    assert post.status == "published" and not post.reports.filter(status="open").exists()
+    assert post.reports.get().resolution_note == "fine"
+
+
+@pytest.mark.django_db
+def test_mark_sensitive_from_the_detail_page(mod_client):
+    post = queued(title="graphic")
+    response = mod_client.post(
+        decide_url(post),
+        {"op": "sensitive", "spoiler_text": "Medical imagery", "expected_status": "pending_review"},
+    )
+    assert response.status_code == 302
+    post.refresh_from_db()
+    assert (post.status, post.sensitive, post.spoiler_text) == ("published", True, "Medical imagery")
+    assert ModerationDecision.objects.filter(post=post, action="sensitive").exists()
+
+
+@pytest.mark.django_db
+def test_account_actions_and_notes_from_a_post_and_from_the_accounts_admin(mod_client, moderator):
+    post = queued(title="by a troll")
+    author = post.author
+    r = mod_client.post(act_url(post), {"op": "suspend", "reason": "ban evasion"})
+    assert r.status_code == 302 and r["Location"] == detail_url(post)
+    assert author.standing.status == "suspended"
+    assert AccountAction.objects.get(user=author, action="suspend").post_id == post.pk
+    mod_client.post(act_url(post), {"op": "note_post", "note": "looks like the old spam ring"})
+    mod_client.post(act_url(post), {"op": "note_account", "note": "second account of user X"})
+    assert set(ModeratorNote.objects.values_list("post_id", "user_id", "text")) == {
+        (post.pk, None, "looks like the old spam ring"),
+        (None, author.pk, "second account of user X"),
+    }
+    html = mod_client.get(detail_url(post)).content.decode()
+    assert (
+        "looks like the old spam ring" in html and "second account of user X" in html and "Suspended" in html
+    )
+
+    account = reverse("admin:moderation_moderatedaccount_change", args=[author.pk])
+    accounts = reverse("admin:moderation_moderatedaccount_changelist")
+    assert mod_client.get(accounts + "?standing=suspended").context["cl"].result_list[0] == author
+    html = mod_client.get(account).content.decode()
+    assert "ban evasion" in html and "by a troll" in html and "second account of user X" in html
+    act = reverse("admin:moderation_moderatedaccount_act", args=[author.pk])
+    assert mod_client.post(act, {"op": "restore"}).status_code == 302
+    author.standing.refresh_from_db()
+    assert author.standing.status == "good"
+    mod_client.post(act, {"op": "limit", "reason": ""})  # a reason is required: refused
+    author.standing.refresh_from_db()
+    assert author.standing.status == "good"
+
+
+@pytest.mark.django_db
+def test_account_actions_need_the_permission(moderator):
+    post = queued()
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_reviewqueue", "view_post", "view_moderatedaccount"])
+    )
+    c = login(viewer)
+    assert c.get(detail_url(post)).status_code == 200
+    assert c.post(act_url(post), {"op": "suspend", "reason": "x"}).status_code == 403
+    assert not AccountAction.objects.exists()
+
+
+KINDS = ("text", "link", "poll", "image", "video", "audio")
+
+
+def _bulk_queue(n: int) -> None:
+    """``n`` queue items of mixed kinds, bulk-created: held, quarantined and reported posts of every
+    type, with media, AI reviews, reports, claims and account standing."""
+    from django.contrib.auth import get_user_model
+
+    from content.models import Post, Report
+    from media.models import Media
+
+    User = get_user_model()
+    start = User.objects.count()
+    authors = User.objects.bulk_create(
+        [User(username=f"bulk{start + i}", date_joined=timezone.now() - timedelta(days=9)) for i in range(50)]
+    )
+    AccountStanding.objects.bulk_create(
+        [
+            AccountStanding(user=a, strikes=i % 4, status="limited" if i % 10 == 0 else "good")
+            for i, a in enumerate(authors)
+        ]
+    )
+    now = timezone.now()
+    posts = []
+    for i in range(n):
+        state = i % 3  # held, quarantined, reported
+        posts.append(
+            Post(
+                author=authors[i % len(authors)],
+                type=KINDS[i % len(KINDS)],
+                title=f"bulk {i}",
+                status=("pending_review", "quarantined", "published")[state],
+                moderation_state=("under_review", "flagged", "clean")[state],
+                submitted_at=now - timedelta(seconds=n - i),
+                published_at=now if state == 2 else None,
+                sensitive=i % 7 == 0,
+            )
+        )
+    Post.objects.bulk_create(posts, batch_size=1000)
+    media = []
+    for p in posts:
+        if p.type in ("image", "video", "audio"):
+            m = Media(
+                post=p,
+                owner_id=p.author_id,
+                kind=p.type,
+                original_key=f"media/{p.author_id}/x/o",
+                mime_type="x/y",
+                sha256="0" * 64,
+                processing_status="ready",
+            )
+            m.variants = {
+                "thumb": {"key": f"media/{p.author_id}/{m.pk}/thumb.jpg"},
+                "poster_thumb": {"key": f"media/{p.author_id}/{m.pk}/pt.jpg"},
+            }
+            media.append(m)
+    Media.objects.bulk_create(media, batch_size=1000)
+    AiReview.objects.bulk_create(
+        [
+            AiReview(
+                post=p,
+                provider="stub",
+                overall_score=(i % 10) / 10,
+                scores={"nudity": (i % 10) / 10},
+                labels=[],
+                decision="review",
+            )
+            for i, p in enumerate(posts)
+        ],
+        batch_size=1000,
+    )
+    reporters = User.objects.bulk_create([User(username=f"rep{start + i}") for i in range(3)])
+    Report.objects.bulk_create(
+        [
+            Report(post=p, reporter=reporters[j], reason="spam")
+            for i, p in enumerate(posts)
+            if i % 3 == 2 or i % 5 == 0
+            for j in range(1 + i % 3)
+        ],
+        batch_size=1000,
+    )
+    PostClaim.objects.bulk_create(
+        [PostClaim(post=p, moderator=authors[0], expires_at=now + timedelta(minutes=5)) for p in posts[::11]]
+    )
+
+
+@pytest.mark.django_db
+def test_queue_page_costs_a_fixed_number_of_queries_with_10000_mixed_items(
+    mod_client, django_assert_max_num_queries
+):
+    _bulk_queue(60)
+    mod_client.get(QUEUE)  # warm the platform-settings cache and the content types
+    with django_assert_max_num_queries(14) as small:
+        assert mod_client.get(QUEUE).status_code == 200
+    _bulk_queue(10_000)
+    with django_assert_max_num_queries(len(small.captured_queries)) as large:
+        response = mod_client.get(QUEUE)
+        assert response.status_code == 200
+        rows = response.context["cl"].result_list
+        assert len(rows) == 50
+    assert len(large.captured_queries) == len(small.captured_queries)
+    for query in ("?kind=reported&p=7", "?band=review&type__exact=video", "?q=bulk&reported=yes"):
+        with django_assert_max_num_queries(len(small.captured_queries)):
+            more = mod_client.get(QUEUE + query)
+            assert more.status_code == 200 and len(more.context["cl"].result_list) == 50
+        rows = [*rows, *more.context["cl"].result_list]
+    assert {r.type for r in rows} == set(KINDS)
+    assert {k.name for r in rows for k in item_kinds_of(r)} == {"held", "quarantined", "reported"}
+    post = rows[10]
+    with django_assert_max_num_queries(40):
+        assert mod_client.get(detail_url(post)).status_code == 200

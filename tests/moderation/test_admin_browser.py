@@ -181,3 +181,190 @@ def sync_playwright_or_skip():
     from playwright.sync_api import sync_playwright
 
     return sync_playwright()
+
+
+TRIAGE_SCREENSHOT = "/tmp/postflow-queue-keyboard.png"
+
+
+def _checkerboard(size: int = 320, square: int = 16) -> io.BytesIO:
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    for y in range(0, size, square):
+        for x in range(0, size, square):
+            if (x // square + y // square) % 2:
+                image.paste((0, 0, 0), (x, y, x + square, y + square))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90)
+    buf.seek(0)
+    return buf
+
+
+def _contrast(png: bytes) -> float:
+    """Standard deviation of the grey levels: a sharp checkerboard is ~128, a blurred one near 0."""
+    from PIL import ImageStat
+
+    return ImageStat.Stat(Image.open(io.BytesIO(png)).convert("L")).stddev[0]
+
+
+def _triage_world():
+    """Five queue items of five kinds, oldest first, and a troll whose published post a viewer sees."""
+    from content.models import PostStatus
+    from tests.factories import EstablishedUserFactory, PollFactory
+
+    now = timezone.now()
+    creator = UserFactory(username="creator")
+    troll = UserFactory(username="troll")
+
+    def waiting(minutes, **kwargs):
+        kwargs.setdefault("status", PostStatus.PENDING_REVIEW)
+        kwargs.setdefault("moderation_state", "under_review")
+        return PostFactory(submitted_at=now - timedelta(minutes=minutes), **kwargs)
+
+    text = waiting(50, author=creator, title="Morning thoughts")
+    image = waiting(40, author=troll, type="image", title="Checkerboard", body="")
+    media = MediaFactory(post=image, owner=troll, mime_type="image/jpeg", width=320, height=320)
+    key = storage.media_key(troll.pk, media.pk, "thumb", "jpg")
+    storage.save(key, _checkerboard(), "image/jpeg")
+    media.variants = {"thumb": {"key": key, "width": 320, "height": 320, "mime_type": "image/jpeg"}}
+    media.save(update_fields=["variants"])
+    AiReviewFactory(post=image, overall_score=0.85, scores={"nudity": 0.85}, decision="quarantine")
+    link = waiting(
+        30,
+        author=creator,
+        type="link",
+        title="Cheap pills",
+        body="",
+        link_url="https://spam.example/",
+        status=PostStatus.QUARANTINED,
+        moderation_state="flagged",
+    )
+    poll = PollFactory(
+        post__author=creator,
+        post__title="Best gore film?",
+        post__status=PostStatus.PENDING_REVIEW,
+        post__moderation_state="under_review",
+        post__submitted_at=now - timedelta(minutes=20),
+    ).post
+    reported = PostFactory(author=creator, title="My honest review", published=True)
+    ReportFactory(post=reported, reporter=EstablishedUserFactory(), detail="I disagree with it")
+    public = PostFactory(author=troll, title="Troll's public post", published=True)
+    viewer = UserFactory(username="viewer")
+    return {
+        "order": [text, image, link, poll, reported],
+        "troll": troll,
+        "public": public,
+        "viewer_token": viewer.auth_token.key,
+    }
+
+
+def _api(base: str, path: str, token: str):
+    request = urllib.request.Request(f"{base}{path}", headers={"Authorization": f"Token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_moderator_triages_with_the_keyboard_and_suspends_an_account(live_server):
+    """Issue 15's browser round: five items triaged with the keyboard only (approve, quarantine,
+    reject with a typed reason, mark sensitive, dismiss a report), the flagged thumbnail blurred until
+    clicked (checked on the screenshot's pixels), then the troll suspended from their post's page and
+    their posts gone for another user (API)."""
+    from content.models import Post, Report
+    from moderation.models import AccountStanding
+
+    moderator = make_moderator(username="mod")
+    world = _triage_world()
+    text, image, link, poll, reported = world["order"]
+    base, token = live_server.url, world["viewer_token"]
+    detail = "/admin/moderation/reviewqueue/{}/change/".format
+
+    with sync_playwright_or_skip() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(10_000)
+            page.goto(f"{base}/admin/login/?next=/admin/moderation/reviewqueue/")
+            page.fill("#id_username", moderator.username)
+            page.fill("#id_password", PASSWORD)
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"{base}/admin/moderation/reviewqueue/")
+            assert page.is_visible("#pf-shortcuts") and "mark sensitive" in page.inner_text("#pf-shortcuts")
+            titles = page.eval_on_selector_all("#result_list .pf-row", "els => els.map(e => e.textContent)")
+            assert titles == [
+                "Morning thoughts",
+                "Checkerboard",
+                "Cheap pills",
+                "Best gore film?",
+                "My honest review",
+            ]
+
+            # The flagged thumbnail is blurred until clicked.
+            page.wait_for_function(
+                "() => { const i = document.querySelector('img.pf-thumb');"
+                " return i && i.complete && i.naturalWidth; }"
+            )
+            box = page.locator(".pf-blurbox").first
+            assert "pf-blur" in box.get_attribute("class").split()
+            blurred = _contrast(box.locator("img").screenshot())
+            page.screenshot(path=TRIAGE_SCREENSHOT, full_page=True)
+            box.click()
+            assert "pf-blur" not in box.get_attribute("class").split()
+            sharp = _contrast(box.locator("img").screenshot())
+
+            # Keyboard only from here: j highlights the first row, o opens it.
+            page.keyboard.press("j")
+            page.keyboard.press("o")
+            page.wait_for_url(f"{base}{detail(text.pk)}")
+            page.keyboard.press("a")  # approve → lands on the next item
+            page.wait_for_url(f"{base}{detail(image.pk)}")
+            assert "Approved “Morning thoughts”" in page.inner_text("ul.messagelist")
+            page.keyboard.press("q")  # quarantine
+            page.wait_for_url(f"{base}{detail(link.pk)}")
+            page.keyboard.press("r")  # reject asks for the reason first
+            assert page.evaluate("document.activeElement.id") == "pf-reason"
+            page.keyboard.type("Spam link")
+            page.keyboard.press("Control+Enter")
+            page.wait_for_url(f"{base}{detail(poll.pk)}")
+            page.keyboard.press("s")  # mark sensitive
+            page.wait_for_url(f"{base}{detail(reported.pk)}")
+            assert "I disagree with it" in page.inner_text("#content-main")
+            page.keyboard.press("d")  # dismiss the report: the post stays
+            page.wait_for_url(f"{base}{detail(image.pk)}")  # the quarantined one is still queued
+            assert "Dismissed the reports" in page.inner_text("ul.messagelist")
+
+            # The troll's public post is visible to another user before the suspension.
+            status, feed = _api(base, "/api/v1/content/posts?author=troll", token)
+            assert status == 200 and [p["title"] for p in feed["results"]] == ["Troll's public post"]
+            page.fill("#pf-account-form textarea[name=reason]", "Posting shock images")
+            page.click("#pf-account-form button[value=suspend]")
+            page.wait_for_url(f"{base}{detail(image.pk)}")
+            assert "Suspended the account" in page.inner_text("ul.messagelist")
+            status, feed = _api(base, "/api/v1/content/posts?author=troll", token)
+            assert status == 200 and feed["results"] == []
+            status, body = _api(base, f"/api/v1/content/posts/{world['public'].pk}", token)
+            assert (status, body["code"]) == (404, "not_found")
+            status, body = _api(base, "/api/v1/content/me/posts", world["troll"].auth_token.key)
+            assert (status, body["code"]) == (403, "account_suspended")
+        finally:
+            browser.close()
+
+    # The screenshot shows the queue with the blurred thumbnail: a real PNG of the page.
+    shot = Image.open(TRIAGE_SCREENSHOT)
+    assert shot.format == "PNG" and shot.width == 1280 and shot.height >= 900
+    # the blurred thumbnail (with its "click to show" label) has a fraction of the sharp one's contrast
+    assert blurred * 3 < sharp and sharp > 90, (blurred, sharp)
+    states = {
+        p.pk: (p.status, p.sensitive) for p in Post.objects.filter(pk__in=[x.pk for x in world["order"]])
+    }
+    assert states == {
+        text.pk: ("published", False),
+        image.pk: ("quarantined", False),
+        link.pk: ("rejected", False),
+        poll.pk: ("published", True),
+        reported.pk: ("published", False),
+    }
+    assert Post.objects.get(pk=link.pk).rejection_reason == "Spam link"
+    assert Report.objects.get(post=reported).status == "dismissed"
+    assert AccountStanding.objects.get(user=world["troll"]).status == "suspended"

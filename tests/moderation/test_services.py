@@ -20,6 +20,7 @@ from moderation import services as moderation_services
 from moderation.models import AiReview, BlockedMedia, ModerationDecision
 from tests.factories import (
     AiReviewFactory,
+    EstablishedUserFactory,
     MediaFactory,
     ModerationDecisionFactory,
     PostFactory,
@@ -225,31 +226,37 @@ def test_ai_failure_is_recorded_and_fails_closed():
 def test_reports_hold_a_published_post_at_the_threshold(platform):
     platform(report_threshold=2)
     post = PostFactory(published=True, revision=5)
-    ReportFactory(post=post)
+    ReportFactory(post=post, reporter=EstablishedUserFactory())
     assert content_services.post_hold_for_reports(post_id=post.pk).status == "published"
     assert not ModerationDecision.objects.filter(post=post).exists()
-    ReportFactory(post=post)
+    ReportFactory(post=post, reporter=EstablishedUserFactory())
     held = content_services.post_hold_for_reports(post_id=post.pk)
     assert _state(post) == ("pending_review", "under_review")
     assert held.revision == post.revision == 6  # an AI verdict in flight for revision 5 is now stale
     assert post.submitted_at is not None
     decision = ModerationDecision.objects.get(post=post)
-    assert (decision.action, decision.moderator, decision.reason) == ("reports", None, "2 distinct reports")
+    assert (decision.action, decision.moderator, decision.reason) == (
+        "reports",
+        None,
+        "2 reports weighing 2 (threshold 2)",
+    )
     assert (decision.from_status, decision.to_status) == ("published", "pending_review")
 
 
 @pytest.mark.django_db
 def test_reports_before_the_last_approval_do_not_count(platform, staff):
+    """After an approval only fresh reports count, and twice as many (moderation.policy)."""
     platform(report_threshold=2)
     post = PostFactory(published=True)
-    ReportFactory(post=post)
-    ReportFactory(post=post)
+    ReportFactory(post=post, reporter=EstablishedUserFactory())
+    ReportFactory(post=post, reporter=EstablishedUserFactory())
     ModerationDecisionFactory(post=post, moderator=staff, action="approve")
-    assert policy.reporters_since_approval(post) == 0
+    assert policy.report_weights(post) == {} and policy.hold_threshold(post) == 4
     assert content_services.post_hold_for_reports(post_id=post.pk).status == "published"
-    content_services.report_create(post_id=post.pk, reporter=UserFactory(), reason="spam")
-    assert _state(post)[0] == "published"
-    content_services.report_create(post_id=post.pk, reporter=UserFactory(), reason="hate")
+    for reason in ("spam", "hate", "spam"):
+        content_services.report_create(post_id=post.pk, reporter=EstablishedUserFactory(), reason=reason)
+        assert _state(post)[0] == "published"
+    content_services.report_create(post_id=post.pk, reporter=EstablishedUserFactory(), reason="hate")
     assert _state(post)[0] == "pending_review"
 
 
@@ -418,7 +425,7 @@ def test_verdict_in_flight_when_reports_arrive_is_stale(platform):
         labels=[],
         duration_ms=1,
     )
-    content_services.report_create(post_id=post.pk, reporter=UserFactory(), reason="hate")
+    content_services.report_create(post_id=post.pk, reporter=EstablishedUserFactory(), reason="hate")
     post.refresh_from_db()
     assert post.status == "pending_review"
     late = moderation_services.ai_verdict_apply(
