@@ -47,7 +47,7 @@ from config.wsgi import application
 from content.models import PostType
 from media import services as media_services
 from media.live import keys
-from media.live.models import LiveStream
+from media.live.models import LiveIngest, LiveStream
 from media.models import ProcessingStatus
 from tests.conftest import client_for
 from tests.factories import MediaFactory, PollFactory, PostFactory
@@ -112,6 +112,11 @@ SIGNED_BY_A_PROVIDER = {"POST /api/v1/live/mux/webhook"}
 
 def _world(user, other_user) -> dict:
     """Real rows for path parameters, and meaningful bodies for the hand-written requests."""
+    # The local RTMP ingest's heartbeat, as a running one writes it: creating a livestream post works
+    # (its deliberate 503 `livestream_unavailable` is tested in tests/media/test_livestream.py).
+    from django.utils import timezone
+
+    LiveIngest.objects.create(name="local", running=True, heartbeat_at=timezone.now())
     draft = PostFactory(author=user)
     published = PostFactory(author=user, published=True)
     image_draft = PostFactory(author=user, type=PostType.IMAGE, body="")
