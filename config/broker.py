@@ -28,7 +28,8 @@ def start_embedded_worker(threads: int = 2) -> dramatiq.Worker | None:
         return None
     with _lock:
         if _worker is None:
-            import media.tasks  # noqa: F401 - declare every queue before the worker starts
+            import content.tasks  # noqa: F401 - declare every queue before the worker starts
+            import media.tasks  # noqa: F401
             import moderation.tasks  # noqa: F401
 
             _worker = dramatiq.Worker(

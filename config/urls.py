@@ -9,6 +9,7 @@ from media.api.views import media_file
 api = [
     path("", include("content.api.urls")),
     path("", include("media.api.urls")),
+    path("", include("moderation.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -30,6 +30,7 @@ from config.queueing import send_on_commit
 from content.locks import post_lock
 from content.models import (
     ModerationState,
+    NotificationType,
     Poll,
     PollOption,
     PollVote,
@@ -38,6 +39,7 @@ from content.models import (
     PostType,
     Report,
 )
+from content.notifications import post_transitioned
 from content.selectors import (  # noqa: F401 (media's interface)
     STAFF_VIEW_PERMISSION,
     can_view_post,
@@ -224,6 +226,7 @@ def post_publish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
         post.status = PostStatus.PROCESSING
         post.publish_requested = True
         post.save(update_fields=["status", "publish_requested", "updated_at"])
+        post_transitioned(post)
         return post
     _check_publishable(post, media)
     return _submit(post)
@@ -251,14 +254,16 @@ def _submit(post: Post) -> Post:
     now = timezone.now()
     post.publish_requested = False
     post.revision += 1
+    notification, reason = None, ""
     if post.blocked_media:
         # Bytes a moderator already rejected: straight to quarantine, a human looks again.
         post.status = PostStatus.QUARANTINED
         post.moderation_state = ModerationState.FLAGGED
         post.submitted_at = now
         post.save(update_fields=SUBMIT_FIELDS)
-        return post
-    if policy.needs_prescreen(post):
+        notification = NotificationType.POST_QUARANTINED
+        reason = "A file of this post matches one the moderators blocked; a moderator will look at it."
+    elif policy.needs_prescreen(post):
         post.status = PostStatus.PENDING_REVIEW
         post.moderation_state = ModerationState.UNDER_REVIEW
         post.submitted_at = now
@@ -269,6 +274,8 @@ def _submit(post: Post) -> Post:
         post.status = PostStatus.PUBLISHED
         post.published_at = now
         post.save(update_fields=SUBMIT_FIELDS)
+        notification = NotificationType.POST_PUBLISHED
+    post_transitioned(post, notification=notification, reason=reason)
     return post
 
 
@@ -283,6 +290,7 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
     post.revision += 1
     post.save(update_fields=["status", "moderation_state", "published_at", "revision", "updated_at"])
     send_on_commit("media_revoke_post_urls", str(post.pk))
+    post_transitioned(post)
     return post
 
 
@@ -313,6 +321,7 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
         post.publish_requested = False
         post.metadata = {**post.metadata, "publish_error": "A media file failed processing."}
     post.save(update_fields=["status", "publish_requested", "metadata", "updated_at"])
+    post_transitioned(post)
     return post
 
 
@@ -342,6 +351,8 @@ def post_media_attached(*, post_id: UUID | str, is_primary: bool, blocked: bool)
         fields.append("status")
     if fields:
         post.save(update_fields=[*fields, "updated_at"])
+    if "status" in fields:
+        post_transitioned(post)
     return post
 
 
@@ -370,6 +381,7 @@ def post_processing_started(*, post_id: UUID | str) -> Post:
     if post.status == PostStatus.DRAFT:
         post.status = PostStatus.PROCESSING
         post.save(update_fields=["status", "updated_at"])
+        post_transitioned(post)
     return post
 
 
@@ -493,4 +505,9 @@ def post_hold_for_reports(*, post_id: UUID | str) -> Post:
         to_moderation_state=post.moderation_state,
     )
     send_on_commit("media_revoke_post_urls", str(post.pk))
+    post_transitioned(
+        post,
+        notification=NotificationType.POST_HELD,
+        reason="Several people reported this post; it is hidden until a moderator looks at it.",
+    )
     return post

@@ -48,7 +48,11 @@ def run(media_id: str, *, kind: str) -> None:
         return
     if claim is None:
         return
-    steps = StepLog(on_change=processing.progress_writer(claim))
+    # Progress reaches the runner (and the creator's live events) a few times a second.
+    steps = StepLog(
+        on_change=processing.progress_writer(claim),
+        heartbeat_seconds=min(1.0, settings.EVENTS_PROGRESS_INTERVAL_SECONDS),
+    )
     workdir = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-p{os.getpid()}-"))
     try:
         source = workdir / f"original.{storage.extension_for(claim.media.mime_type)}"

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from config import queueing
 from config.errors import InvalidTransition, NotFound
+from content.notifications import media_progress, media_transitioned
 from content.services import (
     MEDIA_EDITABLE_STATUSES,
     post_media_blocked,
@@ -64,6 +65,7 @@ def dispatch(media: Media) -> None:
         media.processed_at = timezone.now()
         media.metadata = {**media.metadata, "bypass": True, "bypass_reason": "post_processing_enabled is off"}
         media.save(update_fields=["processing_status", "processed_at", "metadata", "updated_at"])
+        media_transitioned(media)
         _settle_on_commit(media)
         return
     if not ps.processor_event_trigger_media_enabled:
@@ -108,6 +110,7 @@ def retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
             "updated_at",
         ]
     )
+    media_transitioned(media)
     if media.post_id and media.is_primary:
         post_processing_started(post_id=media.post_id)
     dispatch(media)
@@ -155,6 +158,7 @@ def requeue(
                 "updated_at",
             ]
         )
+        media_transitioned(media)
         send_on_commit(media)
     return found
 
@@ -262,6 +266,7 @@ def claim(media_id: UUID | str, kind: str) -> Claim | None:
             )
             media.attempt_token = None
             media.save(update_fields=["processing_status", "processing_error", "attempt_token", "updated_at"])
+            media_transitioned(media)
             ProcessorRun.objects.create(
                 **base,
                 attempt=media.attempts,
@@ -305,6 +310,7 @@ def claim(media_id: UUID | str, kind: str) -> Claim | None:
                 "updated_at",
             ]
         )
+        media_transitioned(media, progress=0.0)
         processor = get_processor(kind)
         run = ProcessorRun.objects.create(
             **base,
@@ -321,11 +327,21 @@ def progress_writer(claim: Claim):
     steps, so a fresh heartbeat means the attempt is alive, however long it runs."""
     last_steps = [0.0]
     last_beat = [timezone.now()]
+    last_event = [0.0, None]
 
     def write(steps: list[dict]) -> None:
         import time
 
         now = time.monotonic()
+        percent = steps[-1]["output"].get("percent") if steps and steps[-1]["status"] == "running" else None
+        if (
+            percent is not None
+            and percent != last_event[1]
+            and now - last_event[0] >= settings.EVENTS_PROGRESS_INTERVAL_SECONDS
+        ):
+            # The processor's own progress (ffmpeg's out_time over the duration), as a live event.
+            last_event[:] = [now, percent]
+            media_progress(claim.media, percent)
         running = bool(steps) and steps[-1]["status"] == "running"
         if not running or now - last_steps[0] >= PROGRESS_EVERY_SECONDS:
             last_steps[0] = now
@@ -414,6 +430,7 @@ def complete(claim: Claim, result: ProcessorResult, variants: dict[str, dict], s
         )
         for extra in result.extra_media:
             _create_derived(media, extra)
+        media_transitioned(media)
         finish_run(claim, steps, RunResult.SUCCEEDED, media.processing_status)
         _settle_on_commit(media)
         for key in old_keys:
@@ -495,6 +512,7 @@ def fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, m
                 "updated_at",
             ]
         )
+        media_transitioned(media)
         finish_run(
             claim,
             steps,

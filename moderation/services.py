@@ -20,11 +20,14 @@ from django.utils import timezone
 from config.errors import Conflict, InvalidTransition, PermissionDenied, ValidationFailed
 from config.queueing import send_on_commit
 from content.locks import post_lock
-from content.models import ModerationState, Post, PostStatus
+from content.models import ModerationState, NotificationType, Post, PostStatus
+from content.notifications import notify, post_transitioned
 from media.models import Media
 from moderation import policy
 from moderation.models import (
     AiReview,
+    Appeal,
+    AppealStatus,
     BlockedMedia,
     Decision,
     ModerationAction,
@@ -110,15 +113,24 @@ def ai_verdict_apply(
         attempt=attempt,
         raw=raw or {},
     )
+    notification, reason = None, ""
     if decision == Decision.PUBLISH:
         post.status = PostStatus.PUBLISHED
         post.moderation_state = ModerationState.CLEAN
         post.published_at = post.published_at or timezone.now()
         post.save(update_fields=["status", "moderation_state", "published_at", "updated_at"])
+        notification = NotificationType.POST_PUBLISHED
     elif decision == Decision.QUARANTINE:
         post.status = PostStatus.QUARANTINED
         post.moderation_state = ModerationState.FLAGGED
         post.save(update_fields=["status", "moderation_state", "updated_at"])
+        notification = NotificationType.POST_QUARANTINED
+        reason = "The automatic check flagged it" + (f" ({', '.join(labels)})." if labels else ".")
+    elif decision == Decision.REVIEW:
+        notification = NotificationType.POST_HELD
+        reason = "The automatic check was unsure; a moderator will look at it."
+    if notification:
+        post_transitioned(post, notification=notification, reason=reason, data={"ai_review_id": review.pk})
     return review
 
 
@@ -249,6 +261,7 @@ def post_approve(
     post.published_at = post.published_at or timezone.now()
     post.save(update_fields=["status", "moderation_state", "published_at", "updated_at"])
     _record(post, moderator, ModerationAction.APPROVE, reason, before)
+    post_transitioned(post, notification=NotificationType.POST_APPROVED, reason=reason)
     return post
 
 
@@ -288,6 +301,7 @@ def post_reject(
         )
     _record(post, moderator, ModerationAction.REJECT, reason, before)
     send_on_commit("media_revoke_post_urls", str(post.pk))
+    post_transitioned(post, notification=NotificationType.POST_REJECTED, reason=reason)
     return post
 
 
@@ -316,6 +330,7 @@ def post_quarantine(
     post.save(update_fields=["status", "moderation_state", "updated_at"])
     _record(post, moderator, ModerationAction.QUARANTINE, reason, before)
     send_on_commit("media_revoke_post_urls", str(post.pk))
+    post_transitioned(post, notification=NotificationType.POST_QUARANTINED, reason=reason)
     return post
 
 
@@ -354,3 +369,154 @@ def post_claim(*, post_id: UUID | str, moderator: AbstractBaseUser, take_over: b
 def post_release_claim(*, post_id: UUID | str, moderator: AbstractBaseUser) -> None:
     """Drop the moderator's own claim on the post, if any (idempotent)."""
     PostClaim.objects.filter(post_id=post_id, moderator=moderator).delete()
+
+
+# --- appeals (DESIGN.md §10) ---------------------------------------------------------------------------
+
+
+class AppealNotAllowed(InvalidTransition):
+    code = "appeal_not_allowed"
+    default_detail = "This post has no reject or quarantine decision to appeal."
+
+
+class AppealWindowClosed(InvalidTransition):
+    code = "appeal_window_closed"
+    default_detail = "The time to appeal this decision has passed."
+
+
+class AlreadyAppealed(Conflict):
+    code = "already_appealed"
+    default_detail = "You already appealed this decision."
+
+
+class OwnDecision(PermissionDenied):
+    code = "own_decision"
+    default_detail = "You made the decision under appeal; another moderator must decide it."
+
+
+APPEALABLE_STATUSES = (PostStatus.REJECTED, PostStatus.QUARANTINED)
+APPEAL_MAX_CHARS = 2000
+
+
+def latest_decision(post: Post) -> ModerationDecision | AiReview | None:
+    """The decision that put the post where it is now, if it is appealable: the newest human reject
+    or quarantine, or the AI verdict that quarantined it, whichever is newer. None when the post is
+    not rejected or quarantined, or got there another way (blocked media at publish)."""
+    if post.status not in APPEALABLE_STATUSES:
+        return None
+    human = (
+        ModerationDecision.objects.filter(
+            post=post,
+            action__in=(ModerationAction.REJECT, ModerationAction.QUARANTINE),
+            to_status=post.status,
+        )
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    ai = None
+    if post.status == PostStatus.QUARANTINED:
+        ai = (
+            AiReview.objects.filter(post=post, decision=Decision.QUARANTINE)
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+    candidates = [d for d in (human, ai) if d is not None]
+    return max(candidates, key=lambda d: d.created_at) if candidates else None
+
+
+@transaction.atomic
+def appeal_create(*, post_id: UUID | str, author: AbstractBaseUser, text: str) -> Appeal:
+    """The creator appeals the post's latest reject or quarantine (AI or human), once per decision,
+    within ``APPEAL_WINDOW_DAYS`` of it. ``text``: 1–2000 characters. Errors: ``NotFound`` (not the
+    caller's post), ``ValidationFailed`` (text), ``AppealNotAllowed`` (409, nothing to appeal),
+    ``AppealWindowClosed`` (409), ``AlreadyAppealed`` (409)."""
+    from django.conf import settings
+
+    text = (text or "").strip()
+    if not text or len(text) > APPEAL_MAX_CHARS:
+        raise ValidationFailed(
+            f"Say why in 1 to {APPEAL_MAX_CHARS} characters.",
+            extra={"errors": {"text": [f"1 to {APPEAL_MAX_CHARS} characters."]}},
+        )
+    post = post_lock(post_id=post_id, actor=author)
+    decision = latest_decision(post)
+    if decision is None:
+        raise AppealNotAllowed()
+    if timezone.now() - decision.created_at > timedelta(days=settings.APPEAL_WINDOW_DAYS):
+        raise AppealWindowClosed(
+            f"Appeals are taken within {settings.APPEAL_WINDOW_DAYS} days of the decision.",
+        )
+    field = "decision" if isinstance(decision, ModerationDecision) else "ai_review"
+    if Appeal.objects.filter(**{field: decision}).exists():
+        raise AlreadyAppealed()
+    return Appeal.objects.create(post=post, author=author, text=text, **{field: decision})
+
+
+def _decided_by(appeal: Appeal) -> int | None:
+    return appeal.decision.moderator_id if appeal.decision_id else None
+
+
+@transaction.atomic
+def appeal_decide(*, appeal_id: int, moderator: AbstractBaseUser, grant: bool, reason: str) -> Appeal:
+    """Grant (the post goes back to ``published``/``approved``) or deny (final) an open appeal, with
+    a ``reason`` the creator is told (required). Writes an ``appeal_grant``/``appeal_deny`` audit row
+    and notifies the creator (notification, event, email). A moderator cannot decide an appeal
+    against their own decision unless superuser (``OwnDecision``, 403), nor one on their own post.
+    Errors: ``NotFound``, ``ReasonRequired`` (400), ``AlreadyDecided`` (409: decided meanwhile, or
+    the post moved on)."""
+    from config.errors import NotFound
+
+    if not (reason or "").strip():
+        raise ReasonRequired("Tell the creator why.", extra={"errors": {"reason": ["Required."]}})
+    appeal = (
+        Appeal.objects.select_for_update(of=("self",)).select_related("decision").filter(pk=appeal_id).first()
+    )
+    if appeal is None:
+        raise NotFound("Appeal not found.")
+    if appeal.status != AppealStatus.OPEN:
+        raise AlreadyDecided(f"This appeal was already {appeal.status}.", extra={"status": appeal.status})
+    if _decided_by(appeal) == moderator.pk and not moderator.is_superuser:
+        raise OwnDecision()
+    post = post_lock(post_id=appeal.post_id, include_deleted=True)
+    if post.author_id == moderator.pk:
+        raise PermissionDenied("Moderators cannot decide appeals on their own posts.")
+    if post.deleted_at or post.status not in APPEALABLE_STATUSES:
+        raise AlreadyDecided(
+            f"The post is now {post.status}; the appeal is moot.", extra={"status": post.status}
+        )
+    before = (post.status, post.moderation_state)
+    if grant:
+        post.status = PostStatus.PUBLISHED
+        post.moderation_state = ModerationState.APPROVED
+        post.published_at = post.published_at or timezone.now()
+        post.rejection_reason = ""
+        post.save(
+            update_fields=["status", "moderation_state", "published_at", "rejection_reason", "updated_at"]
+        )
+        # The reject put the post's bytes on the blocklist; the appeal takes them off again.
+        BlockedMedia.objects.filter(source_post=post).delete()
+    appeal.status = AppealStatus.GRANTED if grant else AppealStatus.DENIED
+    appeal.decided_by = moderator
+    appeal.decision_reason = reason
+    appeal.decided_at = timezone.now()
+    appeal.save(update_fields=["status", "decided_by", "decision_reason", "decided_at"])
+    audit = _record(
+        post,
+        moderator,
+        ModerationAction.APPEAL_GRANT if grant else ModerationAction.APPEAL_DENY,
+        reason,
+        before,
+    )
+    audit.details = {"appeal_id": appeal.pk}
+    audit.save(update_fields=["details"])
+    if grant:
+        post_transitioned(post)
+    notify(
+        user=post.author_id,
+        type=NotificationType.APPEAL_DECIDED,
+        post=post,
+        appeal=appeal,
+        reason=reason,
+        data={"outcome": appeal.status, "status": post.status},
+    )
+    return appeal
