@@ -86,14 +86,46 @@ class RequestObservabilityMiddleware:
         return response
 
 
+# Headers a proxy adds when it relays a request: their presence means the caller is not this host.
+FORWARDING_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Port",
+    "X-Forwarded-Server",
+    "X-Real-IP",
+    "X-Client-IP",
+    "X-Original-Forwarded-For",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "Via",
+)
+
+
+def is_direct_loopback(request: HttpRequest) -> bool:
+    """True when the caller connected from this host itself and no proxy relayed the request.
+
+    A reverse proxy on the same host connects from loopback too; it is recognised by any forwarding
+    header (``FORWARDING_HEADERS``, e.g. nginx's ``X-Real-IP`` or RFC 7239 ``Forwarded``), and behind
+    configured proxies (``TRUSTED_PROXY_COUNT`` > 0) no request counts as local at all.
+    """
+    if settings.TRUSTED_PROXY_COUNT > 0:
+        return False
+    if request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1"):
+        return False
+    return not any(header in request.headers for header in FORWARDING_HEADERS)
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus scrape endpoint. Open to loopback, or to callers with ``METRICS_TOKEN``."""
+    """Prometheus scrape endpoint: to callers with ``Authorization: Bearer $METRICS_TOKEN`` when that
+    is set; otherwise only to direct loopback scrapes (``is_direct_loopback``), so behind proxies
+    (``TRUSTED_PROXY_COUNT`` > 0) it needs the token. Anyone else gets 404."""
     token = settings.METRICS_TOKEN
     if token:
         if not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
             return HttpResponse(status=404)
-    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1") or "X-Forwarded-For" in request.headers:
-        # Without a token only direct loopback scrapes: a request relayed by a local proxy is not local.
+    elif not is_direct_loopback(request):
         return HttpResponse(status=404)
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 

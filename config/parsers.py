@@ -1,13 +1,16 @@
-"""The API's request parsers. Its own module, importing only DRF's parsers: DRF resolves
-``DEFAULT_PARSER_CLASSES`` while ``rest_framework.views`` is being imported, so a parser living in a
-module that imports ``rest_framework.views`` would be half-initialised when DRF asks for it."""
+"""The API's request parsers and content negotiation. Its own module, importing only DRF's parsers and
+negotiation: DRF resolves ``DEFAULT_PARSER_CLASSES`` and ``DEFAULT_CONTENT_NEGOTIATION_CLASS`` while
+``rest_framework.views`` is being imported, so a class living in a module that imports
+``rest_framework.views`` would be half-initialised when DRF asks for it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.http import Http404
 from rest_framework import exceptions
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import JSONParser as DRFJSONParser
 
 
@@ -48,3 +51,16 @@ def json_depth(value: Any) -> int:
         deepest = max(deepest, depth)
         stack.extend((child, depth) for child in children)
     return deepest
+
+
+class FallbackContentNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, except that a client asking for a format no renderer offers (``Accept:
+    text/html``, ``?format=api``) gets the view's first renderer (JSON for the API) instead of 406 or
+    404: the API speaks JSON only, and a browser's or a tool's preference is no error. Views with
+    several renderers (the OpenAPI schema's YAML and JSON) still honour what is asked for."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except (exceptions.NotAcceptable, Http404):
+            return renderers[0], renderers[0].media_type

@@ -1,9 +1,10 @@
 """Who the client is, and what a locked-out login sees.
 
-``client_ip`` is the one rule for the client's address (throttles, the login lockout, the request
-log): DRF's, driven by ``TRUSTED_PROXY_COUNT`` (``REST_FRAMEWORK["NUM_PROXIES"]``). Failed logins are
-counted by django-axes (per username and per address, ``LOGIN_FAILURE_LIMIT`` within
-``LOGIN_LOCKOUT_MINUTES``); ``login_locked_response`` is its lockout answer: JSON 429
+``client_ip`` is the one rule for the client's address (the request log), and ``client_key`` the
+same address as rate limits count it (DRF's throttles and the login lockout): an IPv6 client is
+counted by its /64, the block one subscriber or one host usually holds. Both follow DRF's rule,
+driven by ``TRUSTED_PROXY_COUNT`` (``REST_FRAMEWORK["NUM_PROXIES"]``). Failed logins are counted by
+django-axes (``config.logins``); ``login_locked_response`` is its lockout answer: JSON 429
 ``login_locked`` on the API, an HTML page on the admin, both with ``Retry-After``.
 """
 
@@ -40,19 +41,43 @@ def client_ip(request: HttpRequest) -> str | None:
     return None
 
 
+IPV6_BUCKET_PREFIX = 64
+
+
+def client_key(request: HttpRequest) -> str | None:
+    """The client's address as throttles and the login lockout count it, or None when unknown.
+
+    IPv4: the address (``"203.0.113.7"``). IPv6: the first address of its /64
+    (``"2001:db8:1:2::"``), because one host or subscriber is normally given a whole /64 (RFC 6177)
+    and could otherwise take a new address, and a new allowance, for every request. An IPv4-mapped
+    IPv6 address (``::ffff:203.0.113.7``) counts as its IPv4 address.
+    """
+    address = client_ip(request)
+    if address is None:
+        return None
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_BUCKET_PREFIX}", strict=False).network_address)
+    return address
+
+
 def lockout_seconds_left(request: HttpRequest, credentials: dict[str, Any] | None) -> int:
-    """Seconds until the lockout of this username or address ends (whole seconds, at least 1).
+    """Seconds until the lockout of this login ends (whole seconds, at least 1).
 
     django-axes keeps one row per (username, address, user agent) with the time of its last failure;
-    a lockout ends ``AXES_COOLOFF_TIME`` after the last counted failure.
+    a lockout ends ``AXES_COOLOFF_TIME`` after the last failure counted in a group (pair, address,
+    account) that is over its limit.
     """
-    from axes.handlers.database import AxesDatabaseHandler
     from axes.handlers.proxy import AxesProxyHandler
+
+    from config.logins import LoginAttemptsHandler
 
     cool_off = settings.AXES_COOLOFF_TIME
     AxesProxyHandler.update_request(request)
     latest = None
-    for attempts in AxesDatabaseHandler().get_user_attempts(request, credentials):
+    for attempts in LoginAttemptsHandler().attempts_over_limit(request, credentials):
         last = attempts.aggregate(last=Max("attempt_time"))["last"]
         if last is not None and (latest is None or last > latest):
             latest = last

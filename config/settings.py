@@ -293,8 +293,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
-    + ([] if not DEBUG else ["rest_framework.renderers.BrowsableAPIRenderer"]),
+    # JSON only, DEBUG or not: the browsable API answered HTML to browsers, and 500s on generic
+    # views without a queryset. A client asking for something else (Accept, ?format=) still gets JSON.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.parsers.FallbackContentNegotiation",
     "DEFAULT_PARSER_CLASSES": [
         "config.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
@@ -407,6 +409,11 @@ AI_MAX_RETRIES = env_int("AI_MAX_RETRIES", 3)
 HIVE_API_KEY = env("HIVE_API_KEY")
 HIVE_API_URL = env("HIVE_API_URL", "https://api.thehive.ai/api/v2/task/sync")
 HIVE_TIMEOUT_SECONDS = env_float("HIVE_TIMEOUT_SECONDS", 20.0)
+HIVE_TEXT_API_KEY = env("HIVE_TEXT_API_KEY") or None  # a separate key for Hive's text model, if any
+HIVE_MAX_ATTEMPTS = env_int("HIVE_MAX_ATTEMPTS", 3)
+HIVE_BACKOFF_SECONDS = env_float("HIVE_BACKOFF_SECONDS", 0.5)
+HIVE_MAX_RETRY_WAIT_SECONDS = env_float("HIVE_MAX_RETRY_WAIT_SECONDS", 30.0)
+HIVE_TOTAL_BUDGET_SECONDS = env_float("HIVE_TOTAL_BUDGET_SECONDS", 120.0)
 AI_STUB_SCORE = env_float("AI_STUB_SCORE", 0.0)
 if AI_PROVIDER and "stub" in AI_PROVIDER.split(",") and not DEBUG and not TESTING:
     raise ImproperlyConfigured("AI_PROVIDER=stub is for tests only; it cannot run with DEBUG off.")
@@ -429,19 +436,30 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_REFERRER_POLICY = "same-origin"
 
-# Failed logins (admin and API): django-axes locks an account, and separately an address, after
-# LOGIN_FAILURE_LIMIT failures, for LOGIN_LOCKOUT_MINUTES from the last one. Operators unlock with
+# Failed logins (admin and API), counted by django-axes in three groups (config.logins): one username
+# from one address (LOGIN_FAILURE_LIMIT), one address whatever the username (LOGIN_ADDRESS_FAILURE_LIMIT),
+# one username from every address (LOGIN_ACCOUNT_FAILURE_LIMIT, 0 = off). A group over its limit refuses
+# logins for LOGIN_LOCKOUT_MINUTES from its last failure. Operators unlock with
 # `manage.py axes_reset_username <name>` / `axes_reset_ip <ip>` / `axes_reset` (docs/operations.md).
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 30)
+LOGIN_ACCOUNT_FAILURE_LIMIT = env_int("LOGIN_ACCOUNT_FAILURE_LIMIT", 100)
 LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+if LOGIN_FAILURE_LIMIT < 1 or LOGIN_ADDRESS_FAILURE_LIMIT < 1 or LOGIN_ACCOUNT_FAILURE_LIMIT < 0:
+    raise ImproperlyConfigured(
+        "LOGIN_FAILURE_LIMIT and LOGIN_ADDRESS_FAILURE_LIMIT must be at least 1, LOGIN_ACCOUNT_FAILURE_LIMIT "
+        "0 (off) or more."
+    )
 AXES_ENABLED = env_bool("LOGIN_LOCKOUT_ENABLED", True)
+AXES_HANDLER = "config.logins.LoginAttemptsHandler"
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address", "username"]
 # A failure during a lockout does not restart it: the Retry-After we give stays true.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success forgets that username's failures from that address (config.logins).
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
+AXES_CLIENT_IP_CALLABLE = "config.security.client_key"
 AXES_LOCKOUT_CALLABLE = "config.security.login_locked_response"
 AXES_HTTP_RESPONSE_CODE = 429
 

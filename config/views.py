@@ -51,8 +51,8 @@ def permission_denied(request, exception=None):
 class JsonApiErrorsMiddleware:
     """Every error answer under ``/api/`` and ``/m/`` is JSON ``{code, detail}``, including the ones
     Django writes itself: with DEBUG on, the handler404/500 views are skipped for the technical HTML
-    pages, and Django's own 405s are empty text. DRF's responses (which may be the browsable API's
-    HTML, asked for by a browser) are left alone."""
+    pages, and Django's own 405s are empty text. A DRF response rendered as anything but JSON keeps
+    its ``{code, detail}`` when it has one."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -62,12 +62,16 @@ class JsonApiErrorsMiddleware:
         if (
             response.status_code >= 400
             and request.path.startswith(("/api/", "/m/"))
-            and not hasattr(response, "data")  # a DRF Response, already rendered on purpose
             and not response.get("Content-Type", "").startswith("application/json")
         ):
             status = response.status_code
-            code, detail = _CODES.get(status) or ("error", _phrase(status))
-            replacement = JsonResponse({"code": code, "detail": detail}, status=status)
+            data = getattr(response, "data", None)
+            if isinstance(data, dict) and isinstance(data.get("code"), str):
+                body = data
+            else:
+                code, detail = _CODES.get(status) or ("error", _phrase(status))
+                body = {"code": code, "detail": detail}
+            replacement = JsonResponse(body, status=status)
             for header in ("Allow", "Retry-After", "Content-Range", "WWW-Authenticate", "Vary"):
                 if header in response:
                     replacement[header] = response[header]

@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.db import models, transaction
 from django.utils import timezone
 
+from config.queueing import send_on_commit
 from content.models import ModerationState, Post, PostStatus
 from content.services import post_media_settled
 from media.models import Media
@@ -29,7 +30,6 @@ def sweep_stuck_posts(
     queued. Settle the first, queue the review of the second (unless ``dry_run``); at most ``limit``
     of each. Returns their ids."""
     from moderation.models import AiReview
-    from moderation.services import send_ai_review  # moderation builds on content
 
     report = PostSweepReport()
     cutoff = timezone.now() - timedelta(minutes=grace_minutes)
@@ -52,5 +52,5 @@ def sweep_stuck_posts(
         report.reviews_queued.append(str(post.pk))
         if not dry_run:
             with transaction.atomic():
-                send_ai_review(post)
+                send_on_commit("review_post", str(post.pk), post.revision)  # as post_publish sends it
     return report

@@ -97,7 +97,7 @@ class JobContext(dramatiq.Middleware):
 
     def after_worker_boot(self, broker, worker) -> None:
         # A worker that was killed (SIGKILL, OOM) left scratch folders and maybe ffmpeg children.
-        from media.pipeline import reap_orphans
+        from media.scratch import reap_orphans
 
         try:
             reap_orphans()

@@ -1,17 +1,14 @@
 """What a worker does with one media message: claim it, download the original into a scratch
 folder, verify the bytes, run the kind's processor, store the outputs, complete or fail. Every
 status change goes through ``media.processing``; this module only moves bytes and decides which
-change applies. Also the reaper for what a killed worker leaves behind (scratch folders, ffmpeg)."""
+change applies. The reaper for what a killed worker leaves behind is
+``media.scratch``."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
 import shutil
-import signal
-import tempfile
 from pathlib import Path
 
 import dramatiq
@@ -19,15 +16,13 @@ from django.conf import settings
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from config.errors import InvalidTransition, ServiceError
-from media import processing, storage
+from media import processing, scratch, storage
 from media.middleware import current_job
 from media.processors import get_processor
 from media.processors.base import ProcessingError, ProcessorResult, StepLog
 from media.services import blocklist_check
 
 logger = logging.getLogger("postflow.media.pipeline")
-
-SCRATCH_PREFIX = "postflow-"
 
 
 class RetryLater(Exception):
@@ -39,7 +34,7 @@ def run(media_id: str, *, kind: str) -> None:
     nothing to do; raises ``RetryLater`` when a transient failure should be retried by the broker.
     Time-limit overruns and non-retryable ``ProcessingError``s (bombs, budgets) fail the media at
     once and are not retried."""
-    reap_orphans()
+    scratch.reap_orphans()
     try:
         claim = processing.claim(media_id, kind)
     except processing.OwnerAtCapacity as exc:
@@ -53,7 +48,7 @@ def run(media_id: str, *, kind: str) -> None:
         on_change=processing.progress_writer(claim),
         heartbeat_seconds=min(1.0, settings.EVENTS_PROGRESS_INTERVAL_SECONDS),
     )
-    workdir = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-p{os.getpid()}-"))
+    workdir = scratch.make_scratch_folder(kind)
     try:
         source = workdir / f"original.{storage.extension_for(claim.media.mime_type)}"
         with steps.step("download", key=claim.media.original_key) as s:
@@ -163,83 +158,3 @@ def _store_outputs(claim: processing.Claim, result: ProcessorResult, steps: Step
             }
         s.output = {"stored": sorted(variants)}
     return variants
-
-
-# --- what dead workers leave behind ---------------------------------------------------------------
-
-_reaped = False
-
-
-def _scratch_owner(path: Path) -> int | None:
-    """The pid in a scratch folder's name (``postflow-<kind>-p<pid>-<random>``)."""
-    try:
-        return int(path.name.split("-")[2][1:])
-    except (IndexError, ValueError):
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs. A zombie (killed, not yet reaped by an init that may never reap it)
-    counts as dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _processes_using(folder: Path) -> list[int]:
-    """Pids whose command line or working directory points into ``folder`` (Linux ``/proc``;
-    elsewhere none are found). ffmpeg's command line names its input and outputs there."""
-    needle = str(folder) + os.sep
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(entry / "cwd") if (entry / "cwd").exists() else ""
-        except OSError:
-            continue  # gone, or not ours to read
-        if needle in cmdline or (cwd + os.sep).startswith(needle):
-            found.append(int(entry.name))
-    return found
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL the process and its process group (ffmpeg runs as its own group leader)."""
-    for kill in (os.killpg, os.kill):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            kill(pid, signal.SIGKILL)
-
-
-def reap_orphans(*, force: bool = False) -> tuple[int, int]:
-    """Clean up after worker processes that died (SIGKILL, OOM) mid-job: kill the processes still
-    working in their scratch folders (an ffmpeg reparented to init keeps its CPU and memory until
-    it finishes), then remove the folders (partial outputs never reach storage). Runs once per
-    process unless ``force``: at worker boot and before the first job. Returns (killed, removed)."""
-    global _reaped
-    if _reaped and not force:
-        return 0, 0
-    _reaped = True
-    killed = removed = 0
-    me = os.getpid()
-    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-p*-*"):
-        pid = _scratch_owner(path)
-        if pid is None or pid == me or _pid_alive(pid):
-            continue
-        for orphan in _processes_using(path):
-            if orphan != me:
-                _kill_tree(orphan)
-                killed += 1
-        shutil.rmtree(path, ignore_errors=True)
-        removed += 1
-    if killed or removed:
-        logger.warning(
-            "reaped dead workers' leftovers: killed %s processes, removed %s scratch folders", killed, removed
-        )
-    return killed, removed

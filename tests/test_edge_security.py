@@ -5,6 +5,7 @@ JSON for every API answer."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -26,8 +27,10 @@ from prometheus_client import REGISTRY
 from config import dbcreate
 from config.gunicorn_conf import write_json_error
 from content.models import Post, PostType
+from media import storage
 from tests.conftest import client_for
-from tests.factories import PollFactory, PostFactory, UserFactory
+from tests.factories import MediaFactory, PollFactory, PostFactory, UserFactory
+from tests.media.helpers import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,11 +103,11 @@ def test_with_one_trusted_proxy_the_address_it_appended_is_the_client(settings, 
     assert 429 not in others, others
 
 
-def test_the_lockout_and_the_request_log_use_the_same_address_rule(proxies, caplog):
+def test_the_lockout_and_the_request_log_use_the_same_address_rule(settings, proxies, caplog):
     """A third user of the client address: the admin login's per-address lockout."""
     proxies(0)
     c = Client()
-    for i in range(10):
+    for i in range(settings.LOGIN_ADDRESS_FAILURE_LIMIT):
         c.post(
             "/admin/login/", {"username": f"ghost{i}", "password": "x"}, HTTP_X_FORWARDED_FOR=f"10.0.0.{i}"
         )
@@ -153,11 +156,10 @@ def test_admin_login_is_locked_after_the_limit_even_with_the_right_password(sett
     page = r.content.decode()
     assert "Too many failed logins" in page and "ask an operator" in page
     assert 0 < int(r["Retry-After"]) <= settings.LOGIN_LOCKOUT_MINUTES * 60
-    # The account is locked, whichever address tries it.
-    r = Client(REMOTE_ADDR="192.0.2.10").post(
-        "/admin/login/", {"username": moderator.username, "password": PASSWORD}
-    )
-    assert r.status_code == 429
+    # Locked for the guessing address only: the moderator elsewhere still logs in (issue 9 follow-up).
+    elsewhere = Client(REMOTE_ADDR="192.0.2.10")
+    r = elsewhere.post("/admin/login/", {"username": moderator.username, "password": PASSWORD})
+    assert r.status_code == 302 and elsewhere.session["_auth_user_id"] == str(moderator.pk)
 
 
 def test_api_token_is_locked_after_the_limit_with_a_json_code_and_retry_after(settings):
@@ -175,10 +177,14 @@ def test_api_token_is_locked_after_the_limit_with_a_json_code_and_retry_after(se
 
 
 def test_one_address_is_locked_across_usernames_but_other_addresses_are_not(settings):
+    settings.LOGIN_ADDRESS_FAILURE_LIMIT = 15  # under the auth throttle's 30 a minute
     victim = UserFactory()
     attacker = client_for()
-    for i in range(settings.LOGIN_FAILURE_LIMIT):
-        _fail(attacker, f"guess{i}", 1, "/api/v1/auth/token")
+    statuses = [
+        _fail(attacker, f"guess{i}", 1, "/api/v1/auth/token")[0]
+        for i in range(settings.LOGIN_ADDRESS_FAILURE_LIMIT)
+    ]
+    assert statuses[:-1] == [400] * (settings.LOGIN_ADDRESS_FAILURE_LIMIT - 1) and statuses[-1] == 429
     r = attacker.post(
         "/api/v1/auth/token", {"username": victim.username, "password": PASSWORD}, format="json"
     )
@@ -203,7 +209,8 @@ def test_operator_commands_unlock_an_account_and_an_address(settings):
     assert r.status_code == 302 and c.session["_auth_user_id"] == str(user.pk)
 
     api = client_for()
-    for i in range(settings.LOGIN_FAILURE_LIMIT):
+    settings.LOGIN_ADDRESS_FAILURE_LIMIT = 15  # under the auth throttle's 30 a minute
+    for i in range(settings.LOGIN_ADDRESS_FAILURE_LIMIT):
         _fail(api, f"guess{i}", 1, "/api/v1/auth/token")
     assert (
         api.post("/api/v1/auth/token", {"username": user.username, "password": PASSWORD}).status_code == 429
@@ -471,3 +478,295 @@ def test_unknown_api_paths_and_wrong_methods_are_json_with_debug_on(user):
     assert r.status_code in (200, 405)
     r = Client().get("/not-api/")
     assert r.status_code == 404 and "application/json" not in r["Content-Type"]
+
+
+# --- follow-up of issue 9: who a lockout locks out ------------------------------------------------------
+
+TOKEN = "/api/v1/auth/token"
+
+
+def _token(c, username: str, password: str = PASSWORD, **extra):
+    return c.post(TOKEN, {"username": username, "password": password}, format="json", **extra)
+
+
+def test_a_guesser_locks_a_named_account_only_from_its_own_address(settings):
+    """10 wrong passwords for a moderator from one address used to lock the moderator out of every
+    address (AXES_LOCKOUT_PARAMETERS username OR address): a denial of service anyone could repeat."""
+    moderator = UserFactory(is_staff=True)
+    attacker = client_for()
+    statuses = _fail(attacker, moderator.username, settings.LOGIN_FAILURE_LIMIT, TOKEN)
+    assert statuses[-1] == 429
+    r = _token(attacker, moderator.username)
+    assert (r.status_code, r.json()["code"]) == (429, "login_locked")
+    # The moderator, from anywhere else, is not locked: API and admin.
+    r = _token(client_for(), moderator.username, REMOTE_ADDR="192.0.2.77")
+    assert r.status_code == 200 and r.json()["token"] == moderator.auth_token.key
+    admin = Client(REMOTE_ADDR="192.0.2.78")
+    r = admin.post("/admin/login/", {"username": moderator.username, "password": PASSWORD})
+    assert r.status_code == 302 and admin.session["_auth_user_id"] == str(moderator.pk)
+
+
+def test_an_address_over_its_own_limit_is_locked_for_every_username(settings):
+    settings.LOGIN_ADDRESS_FAILURE_LIMIT = 14
+    alice, bob = UserFactory(), UserFactory()
+    attacker = client_for()
+    # 13 failures over two names: no pair reaches 10 and the address is under its 14.
+    statuses = _fail(attacker, alice.username, 7, TOKEN) + _fail(attacker, "nobody-here", 6, TOKEN)
+    assert statuses == [400] * 13
+    assert _fail(attacker, "someone-else", 1, TOKEN) == [429]
+    for name in (alice.username, bob.username):
+        r = _token(attacker, name)
+        assert (r.status_code, r.json()["code"]) == (429, "login_locked")
+        assert _token(client_for(), name, REMOTE_ADDR="198.51.100.9").status_code == 200
+
+
+def test_a_guess_spread_over_many_addresses_locks_the_account_at_its_own_limit(settings):
+    settings.LOGIN_ACCOUNT_FAILURE_LIMIT = 25
+    victim = UserFactory()
+    c = client_for()
+    statuses = [_fail(c, victim.username, 1, TOKEN, REMOTE_ADDR=f"198.51.100.{i}")[0] for i in range(1, 26)]
+    assert statuses == [400] * 24 + [429]
+    r = _token(c, victim.username, REMOTE_ADDR="192.0.2.200")
+    assert (r.status_code, r.json()["code"]) == (429, "login_locked")
+    assert 0 < int(r["Retry-After"]) <= settings.LOGIN_LOCKOUT_MINUTES * 60
+    settings.LOGIN_ACCOUNT_FAILURE_LIMIT = 0  # off: only pairs and addresses count
+    assert _token(c, victim.username, REMOTE_ADDR="192.0.2.200").status_code == 200
+
+
+def test_a_successful_token_login_resets_that_usernames_failures_from_that_address(settings):
+    """auth/token never sent ``user_logged_in``, so a success did not reset the count as the admin's does."""
+    user = UserFactory()
+    c = client_for()
+    limit = settings.LOGIN_FAILURE_LIMIT
+    assert _fail(c, user.username, limit - 1, TOKEN) == [400] * (limit - 1)
+    assert _token(c, user.username).status_code == 200
+    assert not AccessAttempt.objects.filter(username=user.username).exists()
+    assert _fail(c, user.username, limit - 1, TOKEN) == [400] * (limit - 1)
+    user.refresh_from_db()
+    assert user.last_login is not None
+
+
+def test_logging_into_ones_own_account_keeps_the_addresses_failures_against_others(settings):
+    """The reset on success is only that username from that address: an attacker cannot wipe their
+    address's count by logging into an account of their own between guesses."""
+    mine, victim = UserFactory(), UserFactory()
+    c = client_for()
+    limit = settings.LOGIN_FAILURE_LIMIT
+    assert _fail(c, victim.username, limit - 1, TOKEN) == [400] * (limit - 1)
+    assert _token(c, mine.username).status_code == 200
+    assert _fail(c, victim.username, 1, TOKEN) == [429]
+    admin = Client()
+    admin.post("/admin/login/", {"username": UserFactory(is_staff=True).username, "password": PASSWORD})
+    assert AccessAttempt.objects.get(username=victim.username).failures_since_start == limit
+
+
+def test_ipv6_clients_are_counted_by_their_64_for_the_lockout(settings):
+    victim = UserFactory()
+    c = client_for()
+    statuses = [
+        _fail(c, victim.username, 1, TOKEN, REMOTE_ADDR=f"2001:db8:1:2::{i:x}")[0]
+        for i in range(1, settings.LOGIN_FAILURE_LIMIT + 1)
+    ]
+    assert statuses[-1] == 429 and 429 not in statuses[:-1]
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"2001:db8:1:2::"}
+    assert _token(c, victim.username, REMOTE_ADDR="2001:db8:1:2:ffff::1").status_code == 429
+    assert _token(c, victim.username, REMOTE_ADDR="2001:db8:1:3::1").status_code == 200
+
+
+# --- follow-up of issue 9: throttles use the same client address as the lockout --------------------------
+
+
+def test_with_a_trusted_proxy_junk_forwarded_values_do_not_escape_the_throttle(settings, proxies):
+    """DRF keyed on the raw X-Forwarded-For entry: a new junk value per request was a new client."""
+    settings.AXES_ENABLED = False
+    proxies(1)
+    c = client_for()
+    statuses = [_token_attempt(c, i, f"not-an-address-{i}").status_code for i in range(AUTH_RATE + 1)]
+    assert 429 not in statuses[:AUTH_RATE] and statuses[AUTH_RATE] == 429
+
+
+@pytest.mark.parametrize("send", [_token_attempt, _register], ids=["auth-token", "auth-register"])
+def test_throttles_count_an_ipv6_64_as_one_client(settings, proxies, send):
+    settings.AXES_ENABLED = False
+    proxies(0)
+    c = client_for()
+    statuses = [
+        send(c, i, "", REMOTE_ADDR=f"2001:db8:5:6:{i:x}::1").status_code for i in range(1, AUTH_RATE + 2)
+    ]
+    assert 429 not in statuses[:AUTH_RATE] and statuses[AUTH_RATE] == 429
+    assert send(c, 0, "", REMOTE_ADDR="2001:db8:5:7::1").status_code != 429
+
+
+def test_every_throttle_on_an_open_endpoint_keys_on_client_key():
+    """Anonymous callers are throttled by ``config.security.client_key`` wherever a throttle applies
+    before authentication is required."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+    from rest_framework.permissions import IsAuthenticated
+
+    from config.throttles import ClientKeyMixin
+
+    def views(resolver):
+        for p in resolver.url_patterns:
+            if isinstance(p, URLResolver):
+                yield from views(p)
+            elif isinstance(p, URLPattern) and hasattr(p.callback, "view_class"):
+                yield p.callback.view_class
+
+    checked = 0
+    for view in views(get_resolver()):
+        permissions = getattr(view, "permission_classes", None)
+        if permissions is None or any(issubclass(perm, IsAuthenticated) for perm in permissions):
+            continue
+        for throttle in getattr(view, "throttle_classes", []):
+            assert issubclass(throttle, ClientKeyMixin), (view, throttle)
+            checked += 1
+    assert checked >= 2  # auth/register, auth/token
+
+
+# --- follow-up of issue 9: every API answer is JSON, DEBUG or not ------------------------------------------
+
+
+@override_settings(DEBUG=True)
+@pytest.mark.parametrize("ask", ["accept-html", "format-api"])
+def test_api_answers_json_to_a_browser_with_debug_on(user, ask):
+    post = PostFactory(author=user, type=PostType.TEXT, status="published")
+    extra = {"HTTP_ACCEPT": "text/html,application/xhtml+xml"} if ask == "accept-html" else {}
+    anon, owner = client_for(), client_for(user)
+    probes = [
+        (anon, "get", "/api/v1/content/posts", 200),
+        (owner, "get", "/api/v1/content/me/posts", 200),
+        (anon, "get", f"/api/v1/content/posts/{post.pk}", 200),
+        (anon, "get", "/api/v1/content/me/posts", 401),
+        (anon, "post", "/api/v1/content/posts", 401),
+        (owner, "post", "/api/v1/content/posts", 400),
+        (anon, "get", f"/api/v1/content/posts/{uuid.uuid4()}", 404),
+        (anon, "get", "/api/v1/auth/token", 405),
+        (anon, "post", "/api/v1/auth/token", 400),
+        (owner, "get", "/api/v1/content/posts?cursor=bad", 400),
+        (owner, "delete", f"/api/v1/content/posts/{PostFactory().pk}", 404),
+    ]
+    for c, method, path, expected in probes:
+        url = path + ("&" if "?" in path else "?") + "format=api" if ask == "format-api" else path
+        r = getattr(c, method)(url, **extra)
+        assert r.status_code == expected, (method, url, r.status_code, r.content[:200])
+        assert r["Content-Type"].startswith("application/json"), (method, url, r["Content-Type"])
+        if expected >= 400:
+            assert isinstance(r.json()["code"], str) and r.json()["detail"], (method, url, r.json())
+
+
+def test_the_schema_still_answers_the_format_asked_for():
+    assert Client().get("/api/v1/schema/?format=json")["Content-Type"].startswith("application/vnd.oai")
+    r = Client().get("/api/v1/schema/")
+    assert r.status_code == 200 and b"openapi:" in r.content
+
+
+# --- follow-up of issue 9: /metrics behind a proxy on the same host ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"HTTP_X_REAL_IP": "203.0.113.5"},
+        {"HTTP_FORWARDED": "for=203.0.113.5;proto=https"},
+        {"HTTP_X_FORWARDED_HOST": "postflow.example"},
+        {"HTTP_X_FORWARDED_PROTO": "https"},
+        {"HTTP_X_FORWARDED_FOR": "203.0.113.5"},
+        {"HTTP_VIA": "1.1 nginx"},
+    ],
+    ids=lambda h: next(iter(h)),
+)
+def test_metrics_relayed_by_a_local_proxy_are_not_local(settings, header):
+    settings.METRICS_TOKEN = None
+    assert Client(REMOTE_ADDR="127.0.0.1").get("/metrics").status_code == 200
+    assert Client(REMOTE_ADDR="127.0.0.1").get("/metrics", **header).status_code == 404
+
+
+def test_metrics_behind_trusted_proxies_need_the_token(settings, proxies):
+    settings.METRICS_TOKEN = None
+    proxies(1)
+    assert Client(REMOTE_ADDR="127.0.0.1").get("/metrics").status_code == 404
+    settings.METRICS_TOKEN = "s3cret"
+    c = Client(REMOTE_ADDR="10.0.0.2")
+    assert c.get("/metrics", HTTP_X_REAL_IP="203.0.113.5").status_code == 404
+    r = c.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret", HTTP_X_FORWARDED_FOR="203.0.113.5")
+    assert r.status_code == 200 and b"postflow_http_requests_total" in r.content
+
+
+# --- follow-up of issue 9: held media with the storage down; other methods on /m/ --------------------------
+
+
+def _held_media_url(owner) -> tuple:
+    """A medium of a post waiting for review (served only through Django), its bytes stored, and the
+    path of the signed URL its owner is given."""
+    post = PostFactory(author=owner, type=PostType.IMAGE, body="", status="pending_review")
+    media = MediaFactory(post=post)
+    media.original_key = f"media/{owner.pk}/{media.pk}/original.jpg"
+    media.save(update_fields=["original_key"])
+    storage.save(media.original_key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    url = storage.signed_url(
+        media.original_key, media_id=media.pk, mime_type="image/jpeg", filename="a.jpg", public=False
+    )
+    return media, url
+
+
+def _assert_storage_unavailable(r) -> None:
+    assert r.status_code == 503, (r.status_code, r.content[:300])
+    assert r["Content-Type"] == "application/json" and int(r["Retry-After"]) > 0
+    if r.request["REQUEST_METHOD"] != "HEAD":
+        assert r.json()["code"] == "storage_unavailable"
+
+
+def test_held_media_with_s3_unreachable_is_503_storage_unavailable(settings, user):
+    from botocore.config import Config
+
+    media, url = _held_media_url(user)
+    owner = client_for(user)
+    assert owner.get(url).status_code == 200
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": "postflow",
+                "endpoint_url": f"http://127.0.0.1:{_free_port()}",  # nothing listens there
+                "region_name": "us-east-1",
+                "access_key": "test",
+                "secret_key": "test",
+                "client_config": Config(retries={"total_max_attempts": 1}, connect_timeout=2),
+            },
+        },
+    }
+    _assert_storage_unavailable(owner.get(url))
+    _assert_storage_unavailable(owner.head(url))
+
+
+def test_held_media_with_a_storage_read_error_is_503_and_a_missing_file_404(settings, user):
+    media, url = _held_media_url(user)
+    owner = client_for(user)
+    path = Path(settings.STORAGE_ROOT) / media.original_key
+    path.unlink()
+    assert owner.get(url).status_code == 404  # gone is gone
+    path.mkdir()  # now reading it fails with an OSError (IsADirectoryError), as a failing disk would
+    _assert_storage_unavailable(owner.get(url))
+
+
+def test_other_methods_on_media_urls_are_a_json_405_not_a_csrf_page(user):
+    media, url = _held_media_url(user)
+    c = Client(enforce_csrf_checks=True)
+    for method in ("post", "put", "delete", "patch"):
+        r = getattr(c, method)(url)
+        assert r.status_code == 405 and r.json()["code"] == "method_not_allowed", (method, r.content[:200])
+        assert r["Allow"] == "GET, HEAD"
+
+
+def test_attach_without_a_file_or_an_upload_id_says_so(user):
+    post = PostFactory(author=user, type=PostType.IMAGE, body="")
+    c = client_for(user)
+    url = f"/api/v1/content/posts/{post.pk}/media"
+    for r in (
+        c.generic("POST", url, b"garbage", content_type="multipart/form-data; boundary=xyz"),
+        c.post(url, {}, format="json"),
+        c.post(url, {"is_primary": "true"}, format="multipart"),
+    ):
+        assert r.status_code == 400 and r.json()["code"] == "invalid", r.content
+        assert r.json()["detail"] == "Send a multipart `file` or a JSON `upload_id`."

@@ -1,5 +1,7 @@
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -51,8 +53,6 @@ def test_django_setup_does_not_import_the_prometheus_client():
     """Dramatiq's Prometheus middleware must import prometheus_client itself, after pointing it at
     its multiprocess directory; if Django's start-up (logging config, URL checks) imported it first,
     the workers' /metrics on port 9191 stayed empty."""
-    import subprocess
-    import sys
 
     code = "import django, sys; django.setup(); import config.urls; print('prometheus_client' in sys.modules)"
     out = subprocess.run(
@@ -63,3 +63,15 @@ def test_django_setup_does_not_import_the_prometheus_client():
         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.django_db
+def test_metrics_refuse_relayed_requests_without_token():
+    r = client_for().get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert r.status_code == 404
+
+
+@pytest.mark.django_db
+def test_healthz_checks_dependencies_and_livez_only_liveness():
+    assert set(client_for().get("/healthz").json()["checks"]) == {"database", "broker", "storage"}
+    assert client_for().get("/livez").json() == {"status": "ok"}

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,3 +55,20 @@ def test_stub_ai_provider_refused_in_production(tmp_path):
         POSTFLOW_VAR_DIR=str(tmp_path),
     )
     assert result.returncode != 0 and "stub" in result.stderr
+
+
+@pytest.mark.django_db
+def test_out_of_range_thresholds_refuse_to_start(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "AI_REVIEW_THRESHOLD": "30",
+            "POSTFLOW_VAR_DIR": str(tmp_path),
+            "SECRET_KEY": secrets.token_urlsafe(40),
+        },
+    )
+    assert result.returncode != 0 and "AI thresholds" in result.stderr

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
@@ -12,15 +14,44 @@ from media.api.serializers import MediaSerializer
 User = get_user_model()
 
 
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,150}")
+USERNAME_TAKEN = "This username is taken."
+
+
+def username_taken(username: str) -> bool:
+    """True when ``username`` (already NFKC-normalised) matches an existing account ignoring case.
+
+    New names are ASCII (``USERNAME_PATTERN``), where ``iexact`` is exact case-folding; accounts made
+    before that rule (or in the admin) may hold non-ASCII names whose case fold is ASCII (``Straße`` is
+    ``strasse``), so those few are compared in Python with ``str.casefold``.
+    """
+    if User.objects.filter(username__iexact=username).exists():
+        return True
+    folded = username.casefold()
+    legacy = User.objects.exclude(username__regex=r"^[A-Za-z0-9_.@+-]*$").values_list("username", flat=True)
+    return any(User.normalize_username(name).casefold() == folded for name in legacy.iterator())
+
+
 class RegisterSerializer(serializers.Serializer):
-    username = serializers.RegexField(r"^[\w.@+-]{3,150}$", help_text="3–150 letters, digits and @/./+/-/_.")
+    username = serializers.CharField(
+        max_length=150,
+        help_text="3–150 ASCII letters, digits, `_`, `.` and `-`; unique ignoring case.",
+    )
     password = serializers.CharField(write_only=True, max_length=128, style={"input_type": "password"})
     email = serializers.EmailField(required=False, allow_blank=True, default="")
 
     def validate_username(self, value: str) -> str:
-        if User.objects.filter(username__iexact=value).exists():
-            raise serializers.ValidationError("This username is taken.")
-        return value
+        """NFKC first (what ``create_user`` stores: ``ｂｏｂ`` and ``bob`` are one name), then the
+        ASCII-only rule (no lookalikes such as Cyrillic ``а`` or Turkish ``ı``, as Mastodon allows
+        only ``[a-zA-Z0-9_]``), then uniqueness ignoring case."""
+        username = User.normalize_username(value)
+        if not USERNAME_PATTERN.fullmatch(username):
+            raise serializers.ValidationError(
+                "Use 3–150 characters: ASCII letters (a–z, A–Z), digits, `_`, `.` or `-`."
+            )
+        if username_taken(username):
+            raise serializers.ValidationError(USERNAME_TAKEN)
+        return username
 
     def validate(self, attrs):
         candidate = User(username=attrs["username"], email=attrs.get("email", ""))
@@ -39,6 +70,11 @@ class RegisteredSerializer(serializers.Serializer):
 
 class TokenRequestSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
+
+    def validate_username(self, value: str) -> str:
+        """NFKC, as stored and as the admin's login form does, so ``ｂｏｂ`` logs in as ``bob``."""
+        return User.normalize_username(value)
+
     password = serializers.CharField(max_length=128, style={"input_type": "password"})
 
 

@@ -3,8 +3,8 @@ and render, services decide."""
 
 from __future__ import annotations
 
-from django.contrib.auth import authenticate, get_user_model
-from django.db import transaction
+from django.contrib.auth import authenticate, get_user_model, user_logged_in
+from django.db import IntegrityError, transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -12,14 +12,15 @@ from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from config.api import NewestFirstCursorPagination, error_responses
 from config.errors import NotFound
 from config.security import login_is_locked, login_locked_response
+from config.throttles import ScopedRateThrottle
 from content import selectors, services
 from content.api.serializers import (
+    USERNAME_TAKEN,
     PollOutSerializer,
     PostCreateSerializer,
     PostSerializer,
@@ -43,6 +44,9 @@ def _post_out(post_id, request) -> dict:
     return PostSerializer(post, context={"request": request}).data
 
 
+_E415 = "A body that is not JSON, multipart or a form (`unsupported_request_type`)."
+
+
 class RegisterView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
@@ -51,20 +55,25 @@ class RegisterView(APIView):
 
     @extend_schema(
         request=RegisterSerializer,
-        responses={201: RegisteredSerializer, **error_responses(400, 429)},
+        responses={201: RegisteredSerializer, **error_responses(400, 415, 429, e415=_E415)},
         tags=["auth"],
         summary="Create a creator account",
     )
     def post(self, request):
         data = RegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        with transaction.atomic():
-            user = User.objects.create_user(
-                username=data.validated_data["username"],
-                password=data.validated_data["password"],
-                email=data.validated_data.get("email", ""),
-            )
-            token, _ = Token.objects.get_or_create(user=user)
+        try:
+            with transaction.atomic():
+                user = User.objects.create_user(
+                    username=data.validated_data["username"],
+                    password=data.validated_data["password"],
+                    email=data.validated_data.get("email", ""),
+                )
+                token, _ = Token.objects.get_or_create(user=user)
+        except IntegrityError:
+            # Another registration took the name between the check and the insert: the same answer
+            # as a name already taken.
+            raise ValidationError({"username": [USERNAME_TAKEN]}) from None
         return Response({"id": user.pk, "username": user.username, "token": token.key}, status=201)
 
 
@@ -80,7 +89,9 @@ class TokenView(APIView):
             200: TokenSerializer,
             **error_responses(
                 400,
+                415,
                 429,
+                e415=_E415,
                 e400="Wrong username or password (`invalid_credentials`).",
                 e429="Too many requests (`throttled`), or too many failed logins for this account or "
                 "address (`login_locked`, even with the right password); see `Retry-After`.",
@@ -101,6 +112,9 @@ class TokenView(APIView):
             return Response(
                 {"code": "invalid_credentials", "detail": "Wrong username or password."}, status=400
             )
+        # What django.contrib.auth.login() sends: django-axes forgets this username's failures from
+        # this address (AXES_RESET_ON_SUCCESS, config.logins) and logs the access; last_login is set.
+        user_logged_in.send(sender=user.__class__, request=request, user=user)
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
 

@@ -144,6 +144,8 @@ class AttachSerializer(serializers.Serializer):
     is_primary = serializers.BooleanField(default=True)
 
     def validate(self, attrs):
-        if bool(attrs.get("file")) == bool(attrs.get("upload_id")):
+        if attrs.get("file") and attrs.get("upload_id"):
             raise serializers.ValidationError("Send either a multipart `file` or an `upload_id`, not both.")
+        if not attrs.get("file") and not attrs.get("upload_id"):
+            raise serializers.ValidationError("Send a multipart `file` or a JSON `upload_id`.")
         return attrs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import wraps
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -249,6 +250,7 @@ def _media_keys(media: Media) -> set[str]:
     return keys
 
 
+@csrf_exempt  # GET and HEAD only: any other method is a JSON 405, not a CSRF page
 @extend_schema(exclude=True)
 @_allow_methods("GET", "HEAD")
 def media_file(request: HttpRequest, token: str) -> HttpResponse:
@@ -275,8 +277,16 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
             raise Http404
     try:
         body = storage.open_for_response(signed.key)
-    except (FileNotFoundError, OSError):
+    except FileNotFoundError:
         raise Http404 from None
+    except (OSError, BotoCoreError, ClientError):
+        # The storage is down or refusing (S3 unreachable, a 5xx, a disk error): the client may retry.
+        logger.exception("media_file: storage read failed for media %s", media.pk)
+        response = JsonResponse(
+            error_body("storage_unavailable", "Media storage is unavailable; try again shortly."), status=503
+        )
+        response["Retry-After"] = "30"
+        return response
     if hasattr(body, "read"):
         response = FileResponse(body, content_type=signed.mime_type)
     else:

@@ -76,7 +76,7 @@ class RunResult:
 
 def ffprobe(source: Path, *, demuxers: Iterable[str], kind: str = "media") -> dict[str, Any]:
     """Probe ``source`` (streams + format as JSON) with only ``demuxers`` allowed to open it."""
-    timeout = getattr(settings, "FFPROBE_TIMEOUT_SECONDS", 30)
+    timeout = settings.FFPROBE_TIMEOUT_SECONDS
     out = bytearray()
 
     def collect(chunk: bytes) -> None:

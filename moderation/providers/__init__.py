@@ -50,7 +50,7 @@ def _names(value: str | None) -> list[str]:
             f"Unknown AI provider {', '.join(map(repr, unknown))}; "
             f"AI_PROVIDER must name one or more of: {', '.join(PROVIDERS)}."
         )
-    if "stub" in names and not settings.DEBUG and not getattr(settings, "TESTING", False):
+    if "stub" in names and not settings.DEBUG and not settings.TESTING:
         raise ImproperlyConfigured("The stub AI provider is for tests only; it cannot run with DEBUG off.")
     return names
 

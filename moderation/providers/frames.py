@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -113,42 +114,45 @@ def sample_video_frames(
     if not streams:
         raise ProviderError(f"{path.name} has no video stream to sample frames from.")
     duration = ffmpeg.parse_duration(probe, streams[0])
-    scale = (
-        f"scale='min({FRAME_MAX_SIDE},iw)':'min({FRAME_MAX_SIDE},ih)':force_original_aspect_ratio=decrease"
-    )
-    no_other_streams = ["-map", "0:v:0", "-an", "-sn", "-dn"]
-    runs: list[tuple[list[str], list[str]]] = []  # (input options, args) per ffmpeg run
+    width, height = int(streams[0].get("width") or 0), int(streams[0].get("height") or 0)
+    # A box of this side keeps the aspect ratio (rotated clips too) and never upscales.
+    side = min(FRAME_MAX_SIDE, max(width, height)) if width and height else FRAME_MAX_SIDE
+
+    def frames_of(video: Any, *, fps: str | None = None) -> Any:
+        if fps:
+            video = video.filter("fps", fps)
+        return video.filter("scale", side, side, force_original_aspect_ratio="decrease")
+
+    def jpegs(video: Any, pattern: str, n: int) -> Any:
+        return video.output(str(workdir / pattern), **{"frames:v": n, "q:v": 3})
+
+    graphs: list[Any] = []  # one ffmpeg-python graph per ffmpeg run, all on the first video stream
     if duration is None:
         # No duration (a live-style stream): one frame a second from the start is the best we can do.
         times = [float(i) for i in range(count)]
-        args = [*no_other_streams, "-vf", f"fps=1,{scale}", "-frames:v", str(count), "-q:v", "3"]
-        runs.append(([], [*args, str(workdir / "frame_%03d.jpg")]))
+        video = ffmpeg.safe_input(path, demuxer=demuxer)["v:0"]
+        graphs.append(jpegs(frames_of(video, fps="1"), "frame_%03d.jpg", count))
     else:
         step = duration / count
         times = [step * (i + 0.5) for i in range(count)]
         method = method or ("seek" if duration >= SEEK_SAMPLING_MIN_SECONDS else "fps")
         if method == "fps":
             # The fps filter emits, for output slot k, the last frame before (k + 0.5) slices: the midpoints.
-            args = [*no_other_streams, "-vf", f"fps={count}/{duration:.6f},{scale}"]
-            args += ["-frames:v", str(count), "-q:v", "3", str(workdir / "frame_%03d.jpg")]
-            runs.append(([], args))
+            video = ffmpeg.safe_input(path, demuxer=demuxer)["v:0"]
+            graphs.append(jpegs(frames_of(video, fps=f"{count}/{duration:.6f}"), "frame_%03d.jpg", count))
         elif method == "seek":
             for i, t in enumerate(times):
-                args = [*no_other_streams, "-vf", scale, "-frames:v", "1", "-q:v", "3"]
-                out = str(workdir / f"frame_{i + 1:03d}.jpg")
-                runs.append((["-threads", "2", "-ss", f"{t:.3f}"], [*args, out]))
+                video = ffmpeg.safe_input(path, demuxer=demuxer, ss=f"{t:.3f}", threads=2)["v:0"]
+                graphs.append(jpegs(frames_of(video), f"frame_{i + 1:03d}.jpg", 1))
         else:
             raise ValueError(f"Unknown frame sampling method {method!r}.")
-    for input_options, args in runs:
+    for graph in graphs:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout_error(path, f"{settings.AI_FRAME_TIMEOUT_SECONDS}s")
         try:
-            ffmpeg.run_ffmpeg(
-                source=path,
-                demuxer=demuxer,
-                args=args,
-                input_options=input_options,
+            ffmpeg.run_graph(
+                graph,
                 timeout=remaining,
                 failure_message=f"ffmpeg could not sample frames from {path.name}",
             )

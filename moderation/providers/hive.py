@@ -147,9 +147,9 @@ class HiveProvider(Provider):
     def _post(self, *, key: str, deadline: float, stats: dict[str, int], **body: Any) -> dict[str, Any]:
         url = settings.HIVE_API_URL
         timeout = float(settings.HIVE_TIMEOUT_SECONDS)
-        attempts = max(1, int(getattr(settings, "HIVE_MAX_ATTEMPTS", 3)))
-        backoff = float(getattr(settings, "HIVE_BACKOFF_SECONDS", 0.5))
-        max_wait = float(getattr(settings, "HIVE_MAX_RETRY_WAIT_SECONDS", 30.0))
+        attempts = max(1, int(settings.HIVE_MAX_ATTEMPTS))
+        backoff = float(settings.HIVE_BACKOFF_SECONDS)
+        max_wait = float(settings.HIVE_MAX_RETRY_WAIT_SECONDS)
         headers = {"authorization": f"token {key}", "accept": "application/json"}
         problem = "no attempt made"
         for attempt in range(1, attempts + 1):
@@ -284,12 +284,12 @@ class HiveProvider(Provider):
 
     def review(self, item: ReviewInput) -> ProviderResult:
         visual_key = settings.HIVE_API_KEY
-        text_key = getattr(settings, "HIVE_TEXT_API_KEY", None) or visual_key
+        text_key = settings.HIVE_TEXT_API_KEY or visual_key
         has_visual = bool(item.image_paths or item.poster_paths or item.video_paths)
         has_text = bool(item.text and item.text.strip())
         if (has_visual and not visual_key) or (has_text and not text_key):
             raise ProviderError("Hive API key is not configured (set HIVE_API_KEY).")
-        budget = float(getattr(settings, "HIVE_TOTAL_BUDGET_SECONDS", 120.0))
+        budget = float(settings.HIVE_TOTAL_BUDGET_SECONDS)
         deadline = time.monotonic() + budget
         stats = {"requests": 0}
         results: list[_Scored] = []

@@ -22,7 +22,7 @@ class StubProvider(Provider):
 
     def review(self, item: ReviewInput) -> ProviderResult:
         markers = MARKER.findall(item.text or "")
-        score = float(getattr(settings, "AI_STUB_SCORE", 0.0))
+        score = float(settings.AI_STUB_SCORE)
         for marker in markers:
             if marker == "error":
                 raise ProviderError("The stub provider failed as asked ([ai:error]).")

@@ -1,6 +1,8 @@
 """The creators' REST API: shapes, visibility, error bodies."""
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.db.models.signals import pre_save
 
 from content.models import PostStatus
 from tests.conftest import client_for
@@ -28,6 +30,81 @@ def test_register_refuses_weak_password_and_taken_name():
         "/api/v1/auth/register", {"username": "TAKEN", "password": "a-long-pass-phrase"}, format="json"
     )
     assert r.status_code == 400 and "username" in r.json()["errors"]
+
+
+REGISTER = "/api/v1/auth/register"
+PASS = "a-long-pass-phrase"
+
+
+def _register(c, username):
+    return c.post(REGISTER, {"username": username, "password": PASS}, format="json")
+
+
+@pytest.mark.parametrize(
+    "existing, new",
+    [
+        ("bob", "ｂｏｂ"),  # full-width letters: NFKC makes them `bob`, and the insert used to be a 500
+        ("BOB", "ｂｏｂ"),  # ... and the case of the existing name does not matter
+        ("fish", "ﬁsh"),  # the `fi` ligature
+        ("fish", "ＦＩＳＨ"),
+        ("straße", "STRASSE"),  # an older non-ASCII name: compared by case fold (ß folds to ss)
+    ],
+)
+def test_register_refuses_a_name_that_normalises_to_a_taken_one(existing, new):
+    User = get_user_model()
+    User.objects.create_user(username=existing, password=PASS)
+    r = _register(client_for(), new)
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] == "invalid" and r.json()["errors"] == {"username": ["This username is taken."]}
+    assert User.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ǅemal",  # a titlecase digraph (NFKC: Dž)
+        "alıce",  # Turkish dotless i
+        "ALİCE",  # Turkish dotted capital I
+        "\u0430lice",  # Cyrillic a
+        "bo\u0431",  # Cyrillic be
+        "ａｌｉｃｅ\u200b",  # a zero-width space after full-width letters
+        "user@example",
+        "ab",
+        "a" * 151,
+    ],
+)
+def test_register_accepts_only_ascii_letters_digits_and_few_signs(name):
+    r = _register(client_for(), name)
+    assert r.status_code == 400 and r.json()["code"] == "invalid", (name, r.content)
+    assert "ASCII letters" in r.json()["errors"]["username"][0] or len(name) > 150
+    assert not get_user_model().objects.exists()
+
+
+def test_register_stores_the_normalised_name_and_it_logs_in_either_way():
+    c = client_for()
+    r = _register(c, "Ｎew.user-name_1")
+    assert r.status_code == 201 and r.json()["username"] == "New.user-name_1"
+    assert get_user_model().objects.get().username == "New.user-name_1"
+    r2 = c.post("/api/v1/auth/token", {"username": "Ｎｅｗ.user-name_1", "password": PASS}, format="json")
+    assert r2.status_code == 200 and r2.json()["token"] == r.json()["token"]
+
+
+def test_a_registration_that_loses_the_race_is_a_400_taken_not_a_500():
+    """Two registrations of one name: both pass the check, the second insert hits the unique index."""
+    User = get_user_model()
+
+    def other_registration_commits_first(sender, instance, **kwargs):
+        if instance.pk is None and instance.username == "racer":
+            User.objects.bulk_create([User(username="racer", password="!")])  # no signals: no recursion
+
+    pre_save.connect(other_registration_commits_first, sender=User)
+    try:
+        r = _register(client_for(), "racer")
+    finally:
+        pre_save.disconnect(other_registration_commits_first, sender=User)
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] == "invalid" and r.json()["errors"] == {"username": ["This username is taken."]}
+    assert not User.objects.filter(username="racer").exists()  # rolled back whole: no user without a token
 
 
 def test_wrong_password_is_400_with_code(user):

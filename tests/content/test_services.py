@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from config.errors import InvalidTransition, MediaFailed, NotFound, PermissionDenied, ValidationFailed
 from content import services
+from content import services as content_services
 from content.locks import post_lock
 from content.models import ModerationState, Post, PostStatus, PostType
 from media.models import ProcessingStatus
@@ -306,3 +307,19 @@ def test_transitions_write_only_the_columns_they_change(user, platform):
     with CaptureQueriesContext(connection) as ctx:
         services.post_media_settled(post_id=media_post.pk)
     assert _updated_columns(ctx.captured_queries) == {"status", "publish_requested", "metadata", "updated_at"}
+
+
+def test_non_primary_media_holds_publishing_until_processed(user, platform):
+    platform(moderation_mode="reactive_only")
+    post = PostFactory(author=user, type="text", body="hello")
+    MediaFactory(post=post, is_primary=False, processing_status="pending")
+    post = content_services.post_publish(post_id=post.pk, actor=user)
+    assert (post.status, post.publish_requested) == ("processing", True)  # not published with unseen media
+
+
+def test_failed_medium_wins_over_one_still_processing(user):
+    post = PostFactory(author=user, type="image", status="processing")
+    MediaFactory(post=post, processing_status="failed")
+    MediaFactory(post=post, processing_status="processing")
+    with pytest.raises(MediaFailed):
+        content_services.post_publish(post_id=post.pk, actor=user)

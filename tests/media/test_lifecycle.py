@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from content.models import Post
-from media import pipeline, processing
+from media import pipeline, processing, scratch
 from media.middleware import JobContext
 from media.models import Media, ProcessingStatus, ProcessorRun
 from media.processors.base import MediaTooLarge, ProcessorResult, StepLog
@@ -391,24 +391,24 @@ def test_reaper_kills_processes_left_in_a_dead_workers_scratch_folder(tmp_path):
 
     gone = subprocess.Popen(["true"])
     gone.wait()  # a worker pid that no longer exists
-    scratch = Path(tempfile.mkdtemp(prefix=f"postflow-video-p{gone.pid}-"))
-    (scratch / "original.avi").write_bytes(b"x")
+    folder = Path(tempfile.mkdtemp(prefix=f"postflow-video-p{gone.pid}-"))
+    (folder / "original.avi").write_bytes(b"x")
     orphan = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)", str(scratch / "original.avi")],
+        [sys.executable, "-c", "import time; time.sleep(120)", str(folder / "original.avi")],
         start_new_session=True,  # like ffmpeg: its own process group
     )
     mine = Path(tempfile.mkdtemp(prefix=f"postflow-video-p{os.getpid()}-"))  # a live worker's: kept
     try:
         cmdline = Path(f"/proc/{orphan.pid}/cmdline")
-        assert _wait(lambda: str(scratch).encode() in cmdline.read_bytes(), timeout=10)
-        killed, removed = pipeline.reap_orphans(force=True)
+        assert _wait(lambda: str(folder).encode() in cmdline.read_bytes(), timeout=10)
+        killed, removed = scratch.reap_orphans(force=True)
         _wait(lambda: orphan.poll() is not None, timeout=10)
-        assert orphan.poll() == -9, (killed, removed, scratch.exists(), pipeline._processes_using(scratch))
-        assert (killed, removed) >= (1, 1) and not scratch.exists() and mine.exists()
+        assert orphan.poll() == -9, (killed, removed, folder.exists(), scratch._processes_using(folder))
+        assert (killed, removed) >= (1, 1) and not folder.exists() and mine.exists()
     finally:
         if orphan.poll() is None:
             orphan.kill()
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(mine, ignore_errors=True)
 
 

@@ -194,3 +194,35 @@ def test_a_fresh_claim_is_not_stuck_even_at_zero_minutes(db, broker, settings):
     assert stuck() == []
     settings.MEDIA_HEARTBEAT_STALE_SECONDS = 10
     assert stuck() == [just_claimed.pk]
+
+
+def test_permanent_failures_are_not_swept(db):
+    bomb = MediaFactory(processing_status="failed", attempts=1, failed_permanently=True)
+    flaky = MediaFactory(processing_status="failed", attempts=1)
+    ids = set(
+        sweep_candidates(
+            statuses=["failed"],
+            stuck_minutes=-1,
+            kinds=None,
+            include_exhausted=False,
+            pending_grace_minutes=5,
+        ).values_list("pk", flat=True)
+    )
+    assert ids == {flaky.pk}
+    assert bomb.pk in set(
+        sweep_candidates(
+            statuses=["failed"], stuck_minutes=-1, kinds=None, include_exhausted=True, pending_grace_minutes=5
+        ).values_list("pk", flat=True)
+    )
+
+
+def test_embedded_start_recovers_lost_work(broker, django_capture_on_commit_callbacks):
+    from media.management.commands.runserver import recover_embedded_work
+
+    lost = MediaFactory(processing_status="processing")
+    Media.objects.filter(pk=lost.pk).update(updated_at=timezone.now() - timedelta(seconds=5))
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        recover_embedded_work(out)
+    assert "1 media re-queued" in out.getvalue()
+    assert [m.args[0] for m in queued(broker, "media.image")] == [str(lost.pk)]

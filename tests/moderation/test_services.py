@@ -16,6 +16,7 @@ from content import services as content_services
 from content.locks import post_lock
 from content.models import Post
 from moderation import policy, services
+from moderation import services as moderation_services
 from moderation.models import AiReview, BlockedMedia, ModerationDecision
 from tests.factories import (
     AiReviewFactory,
@@ -399,3 +400,65 @@ def test_post_lock_locks_the_post_row_but_not_its_author():
     finally:
         release.set()
         holder.join()
+
+
+@pytest.mark.django_db
+def test_verdict_in_flight_when_reports_arrive_is_stale(platform):
+    platform(moderation_mode="ai_prescreen", report_threshold=1)
+    post = PostFactory()
+    post = content_services.post_publish(post_id=post.pk, actor=post.author)
+    revision = post.revision
+    moderation_services.ai_verdict_apply(
+        post_id=post.pk,
+        revision=revision,
+        provider="stub",
+        model="",
+        scores={},
+        overall=0.0,
+        labels=[],
+        duration_ms=1,
+    )
+    content_services.report_create(post_id=post.pk, reporter=UserFactory(), reason="hate")
+    post.refresh_from_db()
+    assert post.status == "pending_review"
+    late = moderation_services.ai_verdict_apply(
+        post_id=post.pk,
+        revision=revision,
+        provider="stub",
+        model="",
+        scores={},
+        overall=0.0,
+        labels=[],
+        duration_ms=1,
+    )
+    post.refresh_from_db()
+    assert late.decision == "stale" and post.status == "pending_review"
+
+
+@pytest.mark.django_db
+def test_duplicate_verdict_for_the_same_revision_is_stale(platform):
+    platform(moderation_mode="ai_prescreen")
+    post = PostFactory()
+    post = content_services.post_publish(post_id=post.pk, actor=post.author)
+    first = moderation_services.ai_verdict_apply(
+        post_id=post.pk,
+        revision=post.revision,
+        provider="stub",
+        model="",
+        scores={},
+        overall=0.5,
+        labels=[],
+        duration_ms=1,
+    )
+    second = moderation_services.ai_verdict_apply(
+        post_id=post.pk,
+        revision=post.revision,
+        provider="stub",
+        model="",
+        scores={},
+        overall=0.0,
+        labels=[],
+        duration_ms=1,
+    )
+    post.refresh_from_db()
+    assert (first.decision, second.decision, post.status) == ("review", "stale", "pending_review")
