@@ -127,3 +127,4 @@ prod-manage:
 
 loadtest: deps ffmpeg
 	$(PY) tests/benchmarks/loadtest.py
+	$(PY) tests/benchmarks/loadtest_events.py

@@ -333,7 +333,8 @@ def progress_writer(claim: Claim):
         import time
 
         now = time.monotonic()
-        percent = steps[-1]["output"].get("percent") if steps and steps[-1]["status"] == "running" else None
+        running_step = steps[-1] if steps and steps[-1].get("status") == "running" else {}
+        percent = (running_step.get("output") or {}).get("percent")
         if (
             percent is not None
             and percent != last_event[1]
