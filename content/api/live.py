@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -22,7 +23,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import error_responses
+from config.api import JSONParser, error_responses
 from content import events, notifications, webhooks
 from content.models import EVENT_TYPES, CreatorPreferences, Notification, WebhookDelivery
 
@@ -87,12 +88,13 @@ class ReadSerializer(serializers.Serializer):
 
 class NotificationReadView(APIView):
     permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         request=ReadSerializer,
         responses={
             200: inline_serializer("Marked", {"marked": serializers.IntegerField()}),
-            **error_responses(400, 401),
+            **error_responses(400, 401, 415),
         },
         tags=["notifications"],
         summary="Mark notifications read up to an id",
@@ -112,6 +114,7 @@ class PreferencesSerializer(serializers.Serializer):
 
 class PreferencesView(APIView):
     permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser]
 
     def _out(self, user):
         prefs = CreatorPreferences.objects.filter(user=user).first()
@@ -127,7 +130,7 @@ class PreferencesView(APIView):
 
     @extend_schema(
         request=PreferencesSerializer,
-        responses={200: PreferencesSerializer, **error_responses(400, 401)},
+        responses={200: PreferencesSerializer, **error_responses(400, 401, 415)},
         tags=["notifications"],
         summary="Turn decision emails on or off",
     )
@@ -183,6 +186,7 @@ def _hook_data(hook) -> dict:
 
 class WebhookListCreateView(APIView):
     permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         responses={200: WebhookSerializer(many=True), **error_responses(401)},
@@ -195,7 +199,7 @@ class WebhookListCreateView(APIView):
 
     @extend_schema(
         request=WebhookInSerializer,
-        responses={201: WebhookCreatedSerializer, **error_responses(400, 401)},
+        responses={201: WebhookCreatedSerializer, **error_responses(400, 401, 415)},
         tags=["webhooks"],
         summary="Register a webhook (the secret is shown once)",
     )
@@ -314,30 +318,58 @@ def _token_user(key: str):
     return token.user if token else None
 
 
-async def _authenticate(request: HttpRequest):
+def _authenticate_sync(request: HttpRequest):
     """(user, error response): token header, then ``?ticket=``, then the session."""
-    from django.contrib.auth import get_user_model
+    from django.contrib.auth import get_user, get_user_model
 
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "token" or not key.strip():
             return None, _error(401, "authentication_failed", "Use `Authorization: Token <key>`.")
-        user = await sync_to_async(_token_user)(key.strip())
+        user = _token_user(key.strip())
         if user is None or not user.is_active:
             return None, _error(401, "authentication_failed", "Invalid token.")
         return user, None
     ticket = request.GET.get("ticket")
     if ticket is not None:
-        user_id = await sync_to_async(_redeem_ticket)(ticket[:200])
-        user = await get_user_model().objects.filter(pk=user_id, is_active=True).afirst() if user_id else None
+        user_id = _redeem_ticket(ticket[:200])
+        user = get_user_model().objects.filter(pk=user_id, is_active=True).first() if user_id else None
         if user is None:
             return None, _error(401, "invalid_ticket", "The ticket is unknown, expired or already used.")
         return user, None
-    user = await request.auser()
+    user = get_user(request)
     if user.is_authenticated and user.is_active:
         return user, None
     return None, _error(401, "not_authenticated", "Authentication credentials were not provided.")
+
+
+# Under ASGI, at most this many streams authenticate at once: a burst of reconnecting clients (a web
+# process restarted) must not open more database connections than PostgreSQL takes.
+AUTH_CONCURRENCY = 8
+_auth_slots: asyncio.Semaphore | None = None
+
+
+def _authenticate_and_release(request: HttpRequest):
+    try:
+        return _authenticate_sync(request)
+    finally:
+        # A stream lives for up to an hour and Django closes the request's database connection only
+        # when the response ends: give it back now (ASGI: this request's own thread and connection).
+        connections.close_all()
+
+
+async def _authenticate(request: HttpRequest):
+    global _auth_slots
+    if not isinstance(request, ASGIRequest):
+        return await sync_to_async(_authenticate_sync)(request)
+    if _auth_slots is None:
+        _auth_slots = asyncio.Semaphore(AUTH_CONCURRENCY)
+    async with _auth_slots:
+        user, error = await sync_to_async(_authenticate_and_release)(request)
+    if user is not None:
+        request.user = user  # the request log reads it: no session lookup (and connection) after this
+    return user, error
 
 
 PREAMBLE = b": postflow events\nretry: 3000\n\n"

@@ -10,7 +10,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import error_responses
+from config.api import JSONParser, error_responses
 from config.errors import NotFound
 from moderation import services
 from moderation.models import Appeal
@@ -57,6 +57,7 @@ def appeal_data(appeal: Appeal) -> dict:
 
 class AppealView(APIView):
     permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         request=AppealInSerializer,
@@ -65,8 +66,10 @@ class AppealView(APIView):
             **error_responses(
                 400,
                 401,
+                403,
                 404,
                 409,
+                415,
                 e409="Nothing to appeal (`appeal_not_allowed`), too late (`appeal_window_closed`, "
                 f"{settings.APPEAL_WINDOW_DAYS} days), or already appealed (`already_appealed`).",
             ),
