@@ -162,7 +162,13 @@ class RedisLog:
         import redis
 
         self.url, self.prefix, self.maxlen, self.retention = url, prefix, maxlen, retention
-        self._sync = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # Writers run in transitions' commit hooks: fail fast (one retry, 1 s to connect).
+        self._sync = redis.Redis.from_url(
+            url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 1)
+        )
         self._async: dict[int, Any] = {}  # one asyncio client per event loop
 
     def stream(self, user_id: int) -> str:
@@ -197,7 +203,11 @@ class RedisLog:
         loop = asyncio.get_running_loop()
         client = self._async.get(id(loop))
         if client is None:
-            client = aredis.Redis.from_url(self.url, socket_connect_timeout=2)
+            # One connection per held stream (XREAD BLOCK): the pool must not cap them below the web
+            # process's connection limit (redis-py's default would refuse the stream past it).
+            client = aredis.Redis.from_url(
+                self.url, socket_connect_timeout=5, max_connections=settings.EVENTS_REDIS_MAX_CONNECTIONS
+            )
             self._async = {id(loop): client}  # one loop per ASGI worker process
         return client
 
@@ -240,9 +250,13 @@ def reset_log() -> None:
     global _log
     with _log_lock:
         _log = None
+        _log_down_until[0] = 0.0
 
 
 # --- writing ---------------------------------------------------------------------------------------
+
+LOG_DOWN_SKIP_SECONDS = 5
+_log_down_until = [0.0]
 
 
 def append_now(user_id: int, type: str, data: dict[str, Any], *, webhooks: bool = True) -> str | None:
@@ -251,11 +265,20 @@ def append_now(user_id: int, type: str, data: dict[str, Any], *, webhooks: bool 
     event is lost for live clients; the rows it describes are committed and readable)."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    try:
-        event_id = get_log().append(user_id, type, data)
-    except Exception as exc:
-        logger.warning("could not log %s event for user %s: %s", type, user_id, exc)
-        event_id = None
+    event_id = None
+    if time.monotonic() >= _log_down_until[0]:
+        try:
+            event_id = get_log().append(user_id, type, data)
+        except Exception as exc:
+            # Don't make every transition wait for an unreachable log: skip it for a few seconds.
+            _log_down_until[0] = time.monotonic() + LOG_DOWN_SKIP_SECONDS
+            logger.warning(
+                "could not log %s event for user %s (skipping for %ss): %s",
+                type,
+                user_id,
+                LOG_DOWN_SKIP_SECONDS,
+                exc,
+            )
     if webhooks:
         hooks.enqueue(user_id, type, data)
     return event_id

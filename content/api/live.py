@@ -431,10 +431,15 @@ async def events_stream(request: HttpRequest):
     if last and not events.valid_id(last):
         return _error(400, "invalid_last_event_id", "Last-Event-ID must be an id this stream sent.")
     if not last:
-        if isinstance(log, events.RedisLog) and isinstance(request, ASGIRequest):
-            last = await log.alatest_id(user.pk)
-        else:
-            last = await sync_to_async(log.latest_id)(user.pk)
+        try:
+            if isinstance(log, events.RedisLog) and isinstance(request, ASGIRequest):
+                last = await log.alatest_id(user.pk)
+            else:
+                last = await sync_to_async(log.latest_id)(user.pk)
+        except Exception:
+            response = _error(503, "events_unavailable", "The event log is unreachable; retry shortly.")
+            response["Retry-After"] = "3"
+            return response
     stream = _astream if isinstance(request, ASGIRequest) else _stream
     body = stream(log, user.pk, last)
     response = StreamingHttpResponse(body, content_type="text/event-stream")

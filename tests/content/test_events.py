@@ -238,3 +238,19 @@ def test_redis_log_is_shared_between_processes(redis_url):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert [e.id for e in log.read(4, "0-0", 1)] == [out.stdout.strip()]
+
+
+@pytest.mark.django_db
+def test_unreachable_log_at_connect_is_503(user, settings):
+    from tests.integration.stack import free_port
+
+    settings.EVENTS_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    events.reset_log()
+    r = client_for(user).get("/api/v1/events")
+    assert (r.status_code, r.json()["code"], r["Retry-After"]) == (503, "events_unavailable", "3")
+    # Writers never fail a transition for it, nor keep it waiting: the event is dropped and logged,
+    # and the log is skipped for a few seconds.
+    assert events.append_now(user.pk, "notification", {"id": 1}, webhooks=False) is None
+    started = time.monotonic()
+    assert events.append_now(user.pk, "notification", {"id": 2}, webhooks=False) is None
+    assert time.monotonic() - started < 0.1
