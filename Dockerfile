@@ -11,7 +11,10 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY requirements/ requirements/
-RUN pip install -r requirements/prod.txt
+# pdqhash is built from source (against numpy 2): the compiler is installed for that step only.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ \
+ && pip install -r requirements/prod.txt \
+ && apt-get purge -y --auto-remove g++ && rm -rf /var/lib/apt/lists/*
 COPY . .
 # Static files are collected at build time with a throwaway key; the real one comes from the environment.
 RUN SECRET_KEY=build-only python manage.py collectstatic --noinput -v0 \

@@ -7,11 +7,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE := config.settings
 
-.PHONY: run setup deps lock ffmpeg chromium test test-unit lint bench loadtest prod-up prod-down prod-manage clean
+.PHONY: run setup deps lock cxx ffmpeg chromium test test-unit lint bench loadtest prod-up prod-down prod-manage clean
 
 # requirements/dev.txt pins every package (pip itself too) with its hashes: a fresh machine installs
 # exactly what CI tested, and nothing unpinned or altered.
 $(VENV)/.deps: requirements/base.txt requirements/prod.txt requirements/dev.txt
+	@$(MAKE) --no-print-directory cxx
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
 	@touch $@
@@ -44,6 +45,15 @@ ffmpeg:
 	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq ffmpeg >/dev/null; \
 	else echo "WARNING: ffmpeg is missing and cannot be installed here (run: sudo apt-get install ffmpeg);"; \
 		echo "         video and audio will fail processing until it is installed."; fi
+
+# pdqhash (PDQ perceptual hashes) is a source package: pip builds it against numpy 2 (its build
+# requirement), which needs a C++ compiler and Python's headers. Installed when missing and we may.
+cxx:
+	@if command -v g++ >/dev/null && $(PYTHON) -c "import sysconfig,os,sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'],'Python.h')))"; then true; \
+	elif [ "$$(id -u)" = 0 ]; then echo "Installing g++ and Python headers (to build pdqhash)..."; \
+		(apt-get install -y -qq g++ python3-dev >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq g++ python3-dev >/dev/null)); \
+	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq g++ python3-dev >/dev/null; \
+	else echo "WARNING: g++ or Python.h is missing (sudo apt-get install g++ python3-dev): pdqhash will not build."; fi
 
 # Debian's Chromium for the admin browser tests.
 chromium:
@@ -114,7 +124,7 @@ prod-up: deps ffmpeg
 	@env $(PROD_ENV) $(PY) manage.py ensure_demo_admin
 	$(call start_bg,web,env $(PROD_ENV) $(VENV)/bin/gunicorn -c config/gunicorn_conf.py config.asgi:application -k asgi --worker-connections 4000 -b 127.0.0.1:$(PROD_PORT) -w 2)
 	$(call start_bg,worker-video,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 1 --queues media.video)
-	$(call start_bg,worker-default,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 4 --queues media.image media.audio media.urls moderation notifications webhooks)
+	$(call start_bg,worker-default,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 4 --queues media.image media.audio media.urls moderation links notifications webhooks)
 	$(call start_bg,scheduler,env $(PROD_ENV) $(PY) manage.py run_scheduler)
 	@echo "Production topology at http://127.0.0.1:$(PROD_PORT)/ (logs and pids in $(PROD_DIR)/; stop with make prod-down)"
 

@@ -114,6 +114,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Idempotency-Key on every authenticated API POST (DESIGN §9): replays, 409 in flight, 422 reuse.
+    "content.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the lockout answer.
@@ -222,8 +224,16 @@ STORAGES = {
 }
 # Signed media URLs: lifetime, and an optional separate host that serves user media (cookie-less).
 MEDIA_URL_TTL_SECONDS = env_int("MEDIA_URL_TTL_SECONDS", 3600)
+# How often the scheduler (and, embedded, runserver's publisher thread) publishes due scheduled posts.
+SCHEDULED_PUBLISH_INTERVAL_SECONDS = env_int("SCHEDULED_PUBLISH_INTERVAL_SECONDS", 5)
 MEDIA_PUBLIC_BASE_URL = env("MEDIA_PUBLIC_BASE_URL")
 UPLOAD_URL_TTL_SECONDS = env_int("UPLOAD_URL_TTL_SECONDS", 3600)
+# Resumable uploads (DESIGN.md §8): required above UPLOAD_SINGLE_MAX_BYTES; parts of
+# UPLOAD_PART_SIZE_BYTES (at least 5 MiB on S3, which refuses smaller non-final parts); an unfinished
+# upload is aborted by purge_media once UPLOAD_RESUMABLE_TTL_SECONDS have passed.
+UPLOAD_SINGLE_MAX_BYTES = env_int("UPLOAD_SINGLE_MAX_BYTES", 64 * 1024 * 1024)
+UPLOAD_PART_SIZE_BYTES = env_int("UPLOAD_PART_SIZE_BYTES", 16 * 1024 * 1024)
+UPLOAD_RESUMABLE_TTL_SECONDS = env_int("UPLOAD_RESUMABLE_TTL_SECONDS", 24 * 3600)
 
 # --- Broker (Dramatiq) ----------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL")
@@ -238,6 +248,8 @@ _dramatiq_middleware = [
     "django_dramatiq.middleware.DbConnectionsMiddleware",
     # Every job's message id, duration and peak memory; reaps dead workers' leftovers at boot.
     "media.middleware.JobContext",
+    # Loads the local AI models when a worker boots, not in the first review (AI_PRELOAD_MODELS).
+    "moderation.middleware.PreloadModels",
 ]
 if REDIS_URL and env_bool("DRAMATIQ_PROMETHEUS", False):
     _dramatiq_middleware.insert(0, "dramatiq.middleware.prometheus.Prometheus")
@@ -324,7 +336,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {"RevisionStatusEnum": "content.models.RevisionStatus"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "content.idempotency.schema_hook",  # Idempotency-Key on every authenticated POST
+    ],
 }
 # JSON bodies nested deeper than this are refused with 400 `json_too_deep` (no endpoint needs more
 # than a few levels; deep nesting would otherwise exhaust the interpreter's recursion limit).
@@ -337,6 +353,9 @@ FILE_UPLOAD_TEMP_DIR = None
 # --- Platform settings defaults (the singleton row reads these when first created) ---------------
 MODERATION_MODE = env("MODERATION_MODE", "ai_prescreen")
 AI_PROVIDER = env("AI_PROVIDER", "local")
+# Load the local models when a worker process starts (embedded worker and rundramatiq) instead of in
+# the first review; off under tests, where most workers never review anything.
+AI_PRELOAD_MODELS = env_bool("AI_PRELOAD_MODELS", not TESTING)
 AI_REVIEW_THRESHOLD = env_float("AI_REVIEW_THRESHOLD", 0.3)
 AI_REVOKE_THRESHOLD = env_float("AI_REVOKE_THRESHOLD", 0.7)
 REPORT_THRESHOLD = env_int("REPORT_THRESHOLD", 3)
@@ -395,6 +414,15 @@ FFPROBE_TIMEOUT_SECONDS = env_int("FFPROBE_TIMEOUT_SECONDS", 30)
 FFMPEG_BINARY = env("FFMPEG_BINARY", "ffmpeg")
 FFPROBE_BINARY = env("FFPROBE_BINARY", "ffprobe")
 
+# --- Perceptual-hash blocklist (Meta's PDQ; media/processors/pdq.py) ------------------------------
+# A medium whose PDQ hash is within this Hamming distance of a blocked one is blocked like an exact
+# sha256 match (31 is Meta's published threshold). Hashes below PDQ_MIN_QUALITY (flat, blank
+# pictures) are stored but never matched; PDQ_VIDEO_FRAMES frames per video are hashed besides its poster.
+PDQ_MATCH_DISTANCE = env_int("PDQ_MATCH_DISTANCE", 31)
+PDQ_MIN_QUALITY = env_int("PDQ_MIN_QUALITY", 50)
+PDQ_VIDEO_FRAMES = env_int("PDQ_VIDEO_FRAMES", 4)
+PDQ_FRAME_TIMEOUT_SECONDS = env_float("PDQ_FRAME_TIMEOUT_SECONDS", 60.0)
+
 # --- AI prescreen ------------------------------------------------------------------------------------
 AI_VIDEO_FRAMES = env_int("AI_VIDEO_FRAMES", 8)
 AI_FRAME_TIMEOUT_SECONDS = env_float("AI_FRAME_TIMEOUT_SECONDS", 120.0)
@@ -417,6 +445,21 @@ HIVE_TOTAL_BUDGET_SECONDS = env_float("HIVE_TOTAL_BUDGET_SECONDS", 120.0)
 AI_STUB_SCORE = env_float("AI_STUB_SCORE", 0.0)
 if AI_PROVIDER and "stub" in AI_PROVIDER.split(",") and not DEBUG and not TESTING:
     raise ImproperlyConfigured("AI_PROVIDER=stub is for tests only; it cannot run with DEBUG off.")
+
+# Idempotency-Key (content/idempotency.py): how long a key's response is replayed, and after how long
+# a claim whose request never finished (a crashed process) is given up.
+IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24)
+IDEMPOTENCY_LOCK_SECONDS = env_int("IDEMPOTENCY_LOCK_SECONDS", 300)
+
+# --- Outbound requests (DESIGN §12, config/outbound.py) ----------------------------------------------
+# Every server-side fetch (link previews, webhooks) refuses private, loopback, link-local and metadata
+# addresses. Turning that off exists for tests and local demos against 127.0.0.1 only.
+OUTBOUND_ALLOW_PRIVATE_NETWORKS = env_bool("OUTBOUND_ALLOW_PRIVATE_NETWORKS", False)
+OUTBOUND_USER_AGENT = env("OUTBOUND_USER_AGENT", "Postflow/1.0 (+link previews and webhooks)")
+if OUTBOUND_ALLOW_PRIVATE_NETWORKS and not DEBUG and not TESTING:
+    raise ImproperlyConfigured(
+        "OUTBOUND_ALLOW_PRIVATE_NETWORKS is for tests only; it cannot run with DEBUG off."
+    )
 
 # django-imagekit: variants are generated by our worker, never lazily inside a web request.
 IMAGEKIT_DEFAULT_CACHEFILE_STRATEGY = "imagekit.cachefiles.strategies.Optimistic"

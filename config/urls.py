@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz, livez, readyz
 from config.observability import metrics
-from media.api.views import media_file
+from media.api.views import media_file, media_tree
 
 api = [
     path("", include("content.api.urls")),
@@ -17,6 +17,7 @@ api = [
 urlpatterns = [
     path("api/v1/", include(api)),
     path("m/<str:token>", media_file, name="media-file"),
+    path("m/h/<str:token>/<path:path>", media_tree, name="media-tree"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("livez", livez, name="livez"),

@@ -21,6 +21,7 @@ class PostStatus(models.TextChoices):
     DRAFT = "draft", "Draft"
     PROCESSING = "processing", "Processing"
     PENDING_REVIEW = "pending_review", "Pending review"
+    SCHEDULED = "scheduled", "Scheduled"
     PUBLISHED = "published", "Published"
     QUARANTINED = "quarantined", "Quarantined"
     REJECTED = "rejected", "Rejected"
@@ -54,6 +55,9 @@ class Post(models.Model):
     title = models.CharField(max_length=300, blank=True, default="")
     body = models.TextField(blank=True, default="", max_length=40_000)
     link_url = models.URLField(max_length=2000, blank=True, default="")
+    # Shared with issue 13's other half (c13b): the same names and types on both branches.
+    sensitive = models.BooleanField(default=False)
+    spoiler_text = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     publish_requested = models.BooleanField(default=False)
     blocked_media = models.BooleanField(
@@ -61,7 +65,24 @@ class Post(models.Model):
         help_text="An attached file is on the moderators' blocklist: publishing sends it to quarantine.",
     )
     # Bumped by every edit and every publish: an AI verdict computed for an older revision is stale.
+    # A submission (publish, schedule, edit after publish) records its value as PostRevision.number,
+    # and AiReview.post_revision names the same number.
     revision = models.PositiveIntegerField(default=1)
+    # The columns above (title … spoiler_text) always hold what the public sees: the content of
+    # ``public_revision`` once the post has one. A newer submission waits in ``pending_revision``.
+    public_revision = models.ForeignKey(
+        "content.PostRevision", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    pending_revision = models.ForeignKey(
+        "content.PostRevision",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The submitted revision waiting for the prescreen or a human (pending or held).",
+    )
+    edited_at = models.DateTimeField(null=True, blank=True, help_text="When an edit last went public.")
+    scheduled_at = models.DateTimeField(null=True, blank=True, help_text="When a scheduled post goes public.")
     rejection_reason = models.TextField(blank=True, default="")
     published_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True, help_text="When it entered review.")
@@ -83,6 +104,7 @@ class Post(models.Model):
                 name="post_review_queue_idx",
                 condition=Q(status__in=["pending_review", "quarantined"]),
             ),
+            models.Index(fields=["scheduled_at"], name="post_scheduled_idx", condition=Q(status="scheduled")),
         ]
         permissions = [("review_post", "Can approve, reject and quarantine posts")]
 
@@ -92,6 +114,69 @@ class Post(models.Model):
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+
+class RevisionStatus(models.TextChoices):
+    PENDING = "pending", "Pending (prescreen or media processing)"
+    CLEARED = "cleared", "Cleared (public, or was)"
+    HELD = "held", "Held for a human"
+    REJECTED = "rejected", "Rejected"
+    SUPERSEDED = "superseded", "Superseded"
+
+
+REVISION_OPEN = (RevisionStatus.PENDING, RevisionStatus.HELD)
+
+
+class PostRevision(models.Model):
+    """One submitted version of a post's editable content (DESIGN.md §9 "Edits after publish").
+
+    Made by every submission: the first publish (or schedule) and every edit of a published post. The
+    post shows the public the last cleared one (``Post.public_revision``); a newer one waits in
+    ``Post.pending_revision`` and never reaches the public before it is cleared. ``number`` is the
+    post's ``revision`` counter when it was submitted, which AI reviews carry.
+    """
+
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=RevisionStatus.choices, default=RevisionStatus.PENDING)
+    title = models.CharField(max_length=300, blank=True, default="")
+    body = models.TextField(blank=True, default="", max_length=40_000)
+    link_url = models.URLField(max_length=2000, blank=True, default="")
+    sensitive = models.BooleanField(default=False)
+    spoiler_text = models.CharField(max_length=500, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    public_at = models.DateTimeField(null=True, blank=True, help_text="When it became the public one.")
+    public_until = models.DateTimeField(null=True, blank=True, help_text="When a newer one replaced it.")
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["post", "number"], name="revision_number_uniq")]
+
+    def __str__(self) -> str:
+        return f"revision {self.number} of {self.post_id} ({self.status})"
+
+
+class PostRevisionMedia(models.Model):
+    """The media set of one revision, in order, with each medium's alt text in that revision."""
+
+    revision = models.ForeignKey(PostRevision, on_delete=models.CASCADE, related_name="items")
+    media = models.ForeignKey("media.Media", on_delete=models.CASCADE, related_name="revision_items")
+    position = models.PositiveSmallIntegerField(default=0)
+    description = models.CharField(max_length=1500, blank=True, default="")
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["revision", "media"], name="revision_media_uniq"),
+        ]
+        indexes = [models.Index(fields=["media", "revision"], name="revision_media_lookup_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.media_id} in {self.revision_id}"
 
 
 class Poll(models.Model):
@@ -155,6 +240,36 @@ class Report(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reason} report on {self.post_id}"
+
+
+class IdempotencyState(models.TextChoices):
+    IN_PROGRESS = "in_progress", "In progress"
+    DONE = "done", "Done"
+
+
+class IdempotencyKey(models.Model):
+    """One ``Idempotency-Key`` of one user (DESIGN §9): the request's fingerprint and, once it ran,
+    its response, replayed for 24 h to a retry with the same key and body (content.idempotency)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, blank=True, default="")
+    state = models.CharField(
+        max_length=16, choices=IdempotencyState.choices, default=IdempotencyState.IN_PROGRESS
+    )
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.BinaryField(default=b"", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    locked_until = models.DateTimeField(help_text="An in-progress claim older than this was abandoned.")
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user")]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_expiry_idx")]
+
+    def __str__(self) -> str:
+        return f"idempotency key {self.key!r} of user {self.user_id} ({self.state})"
 
 
 # --- telling creators (DESIGN.md §10) ----------------------------------------------------------------

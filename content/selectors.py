@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import BooleanField, Exists, OuterRef, Prefetch, Q, QuerySet, Value
 
-from content.models import Post, PostStatus
+from content.models import Post, PostRevision, PostRevisionMedia, PostStatus
 from media.models import Media
 
 STAFF_VIEW_PERMISSION = "media.view_media"
@@ -38,11 +38,57 @@ def can_view_post(post: Post, user: AbstractBaseUser | None) -> bool:
     return post.status == PostStatus.PUBLISHED or is_owner_or_staff(user, post.author_id)
 
 
+def public_media() -> QuerySet[Media]:
+    """Attached media that belong to their post's public revision (all attached media while the post
+    has none, i.e. before its first publish). Media of an edit still waiting for the prescreen is not
+    in it: nobody but the owner and staff learns it exists before the edit is cleared (DESIGN.md §9).
+    Rows carry ``in_public_revision=True`` for ``MediaSerializer``. One correlated EXISTS on an
+    index, in the same query: revisions cost the feed no extra query."""
+    in_public = PostRevisionMedia.objects.filter(
+        revision_id=OuterRef("post__public_revision_id"), media_id=OuterRef("pk")
+    )
+    # Derived media (a cover-art thumbnail) follow the medium they came from.
+    parent_in_public = PostRevisionMedia.objects.filter(
+        revision_id=OuterRef("post__public_revision_id"), media_id=OuterRef("parent_id")
+    )
+    return (
+        Media.objects.attached()
+        .filter(Q(post__public_revision__isnull=True) | Exists(in_public) | Exists(parent_in_public))
+        .annotate(in_public_revision=Value(True, output_field=BooleanField()))
+    )
+
+
+def media_in_public_revision(media: Media) -> bool:
+    """Whether ``media`` is part of what the public may see of its post (``public_media``)."""
+    if getattr(media, "in_public_revision", None) is not None:
+        return bool(media.in_public_revision)
+    return public_media().filter(pk=media.pk).exists()
+
+
+def can_view_media(media: Media, user: AbstractBaseUser | None) -> bool:
+    """A medium's visibility: its post is visible to ``user`` and, unless ``user`` is the owner or
+    staff, the medium belongs to the post's public revision and the post is published."""
+    post = media.post
+    if post is None or not can_view_post(post, user):
+        return False
+    return is_owner_or_staff(user, post.author_id) or media_in_public_revision(media)
+
+
 def _with_relations(qs: QuerySet[Post]) -> QuerySet[Post]:
     return qs.select_related("author", "poll").prefetch_related(
-        Prefetch("media", queryset=Media.objects.attached()),
+        Prefetch("media", queryset=public_media()),
         "poll__options",
     )
+
+
+def post_revisions_for(post: Post, user: AbstractBaseUser | None) -> QuerySet[PostRevision]:
+    """A post's revision history, newest first, with each revision's media: all of them for the
+    owner and staff, only those that were public for anyone else (DESIGN.md §9). The caller has
+    checked that ``user`` may see the post."""
+    qs = post.revisions.prefetch_related("items").order_by("-number")
+    if not is_owner_or_staff(user, post.author_id):
+        qs = qs.filter(public_at__isnull=False)
+    return qs
 
 
 def posts_visible_to(user) -> QuerySet[Post]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from config.errors import (
@@ -29,15 +30,19 @@ from config.errors import (
 from config.queueing import send_on_commit
 from content.locks import post_lock
 from content.models import (
+    REVISION_OPEN,
     ModerationState,
     NotificationType,
     Poll,
     PollOption,
     PollVote,
     Post,
+    PostRevision,
+    PostRevisionMedia,
     PostStatus,
     PostType,
     Report,
+    RevisionStatus,
 )
 from content.notifications import post_transitioned
 from content.selectors import (  # noqa: F401 (media's interface)
@@ -57,7 +62,9 @@ MEDIA_POST_TYPES = {
     PostType.VIDEO: MediaKind.VIDEO,
     PostType.AUDIO: MediaKind.AUDIO,
 }
-EDITABLE_FIELDS = ("title", "body", "link_url")
+EDITABLE_FIELDS = ("title", "body", "link_url", "sensitive", "spoiler_text")
+# The editable content a PostRevision holds (the media set and alt texts are its items).
+REVISION_FIELDS = EDITABLE_FIELDS
 # What _submit may change, whichever way the post goes.
 SUBMIT_FIELDS = (
     "status",
@@ -66,8 +73,20 @@ SUBMIT_FIELDS = (
     "revision",
     "submitted_at",
     "published_at",
+    "public_revision",
+    "pending_revision",
+    "edited_at",
+    "scheduled_at",
     "updated_at",
 )
+# publish_at must be this far ahead (DESIGN.md §9).
+SCHEDULE_MIN_AHEAD = timedelta(minutes=1)
+SCHEDULE_MAX_AHEAD = timedelta(days=365)
+
+
+class InvalidPublishAt(ValidationFailed):
+    code = "invalid_publish_at"
+    default_detail = "publish_at must be between 1 minute and 1 year from now."
 
 
 # --- transitions' shared checks ------------------------------------------------------------------------
@@ -130,6 +149,8 @@ def post_create(
     body: str = "",
     link_url: str = "",
     poll: dict[str, Any] | None = None,
+    sensitive: bool = False,
+    spoiler_text: str = "",
 ) -> Post:
     _validate_content(type=type, title=title, body=body, link_url=link_url, poll=poll)
     post = Post.objects.create(
@@ -138,12 +159,42 @@ def post_create(
         title=title,
         body=body,
         link_url=link_url,
+        sensitive=sensitive,
+        spoiler_text=spoiler_text.strip(),
         status=PostStatus.DRAFT,
         moderation_state=ModerationState.UNREVIEWED,
     )
     if poll:
         _poll_replace(post, poll)
+    _queue_link_preview(post)
     return post
+
+
+def _queue_link_preview(post: Post) -> None:
+    """A link post's card is built by the ``links`` worker (content.linkpreview) after commit."""
+    if post.type == PostType.LINK and post.link_url:
+        send_on_commit("link_preview_fetch", str(post.pk), post.link_url)
+
+
+UNREADY = (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING, ProcessingStatus.FAILED)
+
+
+def _drop_unready_preview(post: Post, statuses: Iterable[str]) -> None:
+    """A preview never blocks publishing: a link preview image still in one of ``statuses`` is
+    detached (the card keeps its text), so the post neither waits for it nor fails on it, and the
+    review sees exactly the preview image that will be shown."""
+    stale = Media.objects.attached().filter(
+        post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True, processing_status__in=list(statuses)
+    )
+    ids = {str(pk) for pk in stale.values_list("pk", flat=True)}
+    if not ids:
+        return
+    stale.update(detached_at=timezone.now(), updated_at=timezone.now())
+    preview = dict((post.metadata or {}).get("link_preview") or {})
+    if preview.get("image_media_id") in ids:
+        preview["image_media_id"] = None
+        post.metadata = {**post.metadata, "link_preview": preview}
+        post.save(update_fields=["metadata", "updated_at"])
 
 
 def _poll_replace(post: Post, poll: dict[str, Any]) -> Poll:
@@ -158,11 +209,34 @@ def _poll_replace(post: Post, poll: dict[str, Any]) -> Poll:
     return poll_obj
 
 
+def post_update(
+    *,
+    post_id: UUID | str,
+    actor: AbstractBaseUser,
+    media: list[dict[str, Any]] | None = None,
+    **changes: Any,
+) -> Post:
+    """PATCH: edit a draft in place (``post_draft_update``), or make a new revision of a published
+    post (``post_edit``). ``media`` is a list of {id, description} (alt text of attached media)."""
+    status = Post.objects.filter(pk=post_id).values_list("status", flat=True).first()
+    if status == PostStatus.PUBLISHED:
+        post_edit(post_id=post_id, actor=actor, changes=changes, media=media or [])
+        return Post.objects.get(pk=post_id)
+    return post_draft_update(post_id=post_id, actor=actor, media=media, **changes)
+
+
 @transaction.atomic
-def post_update(*, post_id: UUID | str, actor: AbstractBaseUser, **changes: Any) -> Post:
-    """Edit a draft. Published posts must be unpublished first, so that edits are reviewed again."""
+def post_draft_update(
+    *, post_id: UUID | str, actor: AbstractBaseUser, media: list[dict[str, Any]] | None = None, **changes: Any
+) -> Post:
+    """Edit a draft in place. Published posts get revisions (``post_edit``); other statuses are
+    ``InvalidTransition`` (a quarantined or rejected post cannot be edited by its owner)."""
     post = post_lock(post_id=post_id, actor=actor)
-    _require_status(post, [PostStatus.DRAFT], "edit")
+    _require_status(post, [PostStatus.DRAFT, PostStatus.PUBLISHED], "edit")
+    if post.status == PostStatus.PUBLISHED:  # published between the dispatch and the lock
+        post_edit(post_id=post.pk, actor=actor, changes=changes, media=media or [])
+        return Post.objects.get(pk=post.pk)
+    old_link_url = post.link_url
     unknown = set(changes) - set(EDITABLE_FIELDS) - {"poll"}
     if unknown:
         raise ValidationFailed(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
@@ -183,9 +257,264 @@ def post_update(*, post_id: UUID | str, actor: AbstractBaseUser, **changes: Any)
     )
     if poll is not None:
         _poll_replace(post, poll)
+    if media:
+        descriptions = _descriptions_by_id(media)
+        attached = {str(m.pk): m for m in Media.objects.attached().filter(post=post)}
+        _check_media_ids(descriptions, attached)
+        if _media_has_description():
+            for media_id, text in descriptions.items():
+                m = attached[media_id]
+                m.description = text
+                m.save(update_fields=["description", "updated_at"])
+    link_changed = "link_url" in changes and changes["link_url"] != old_link_url
+    if link_changed:
+        post.metadata = {k: v for k, v in (post.metadata or {}).items() if not k.startswith("link_preview")}
     post.revision += 1
-    post.save(update_fields=[*EDITABLE_FIELDS, "revision", "updated_at"])
+    post.save(
+        update_fields=[*EDITABLE_FIELDS, "revision", "updated_at", *(["metadata"] if link_changed else [])]
+    )
+    if link_changed:
+        Media.objects.attached().filter(
+            post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True
+        ).update(detached_at=timezone.now(), updated_at=timezone.now())
+        _queue_link_preview(post)
     return post
+
+
+# --- revisions (DESIGN.md §9 "Edits after publish") ------------------------------------------------------
+# The post's columns hold the public content; a submitted PostRevision holds a version with its media
+# set and alt texts. Helpers here run inside a transition that holds the post's lock.
+
+
+def _media_has_description() -> bool:
+    """Whether Media has its ``description`` column (issue 13's other half adds it)."""
+    return any(f.name == "description" for f in Media._meta.concrete_fields)
+
+
+def _descriptions_by_id(media: list[dict[str, Any]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in media:
+        text = str(item.get("description") or "")
+        if len(text) > 1500:
+            raise ValidationFailed(
+                "Alt text is at most 1500 characters.",
+                extra={"errors": {"media": ["description: at most 1500 characters."]}},
+            )
+        out[str(item.get("id"))] = text
+    return out
+
+
+def _check_media_ids(descriptions: dict[str, str], known: dict[str, Any]) -> None:
+    unknown = sorted(set(descriptions) - set(known))
+    if unknown:
+        raise ValidationFailed(
+            "Unknown media for this post.",
+            extra={"errors": {"media": [f"Not media of this post: {unknown}."]}},
+        )
+
+
+def _revision_content(source: Post | PostRevision) -> dict[str, Any]:
+    return {f: getattr(source, f) for f in REVISION_FIELDS}
+
+
+def _revision_items(revision: PostRevision) -> list[tuple[UUID, str]]:
+    """(media id, alt text) of a revision, in order."""
+    return list(revision.items.order_by("position").values_list("media_id", "description"))
+
+
+def _revision_create(
+    post: Post, *, actor: AbstractBaseUser | None, content: dict[str, Any], items: list[tuple[UUID, str]]
+) -> PostRevision:
+    """Record a submission of ``post`` as revision ``post.revision`` (the caller bumped it), supersede
+    any open one, and make it the post's ``pending_revision``. The caller saves the post."""
+    PostRevision.objects.filter(post=post, status__in=REVISION_OPEN).update(
+        status=RevisionStatus.SUPERSEDED, decided_at=timezone.now()
+    )
+    revision = PostRevision.objects.create(
+        post=post, number=post.revision, status=RevisionStatus.PENDING, created_by=actor, **content
+    )
+    PostRevisionMedia.objects.bulk_create(
+        PostRevisionMedia(revision=revision, media_id=media_id, position=i, description=text)
+        for i, (media_id, text) in enumerate(items)
+    )
+    post.pending_revision = revision
+    return revision
+
+
+def _draft_items(post: Post) -> list[tuple[UUID, str]]:
+    """The media set of a draft as it is submitted: every attached medium with its alt text."""
+    media = Media.objects.attached().filter(post=post, parent__isnull=True).order_by("position", "created_at")
+    return [(m.pk, getattr(m, "description", "") or "") for m in media]
+
+
+def _ensure_public_revision(post: Post, *, exclude: Iterable[UUID | str] = ()) -> PostRevision:
+    """The public revision of a published post; posts published before revisions existed get one
+    recorded from their columns and attached media but ``exclude`` (media being attached by this
+    edit), cleared, public since ``published_at``."""
+    if post.public_revision_id:
+        return post.public_revision
+    post.revision += 1
+    revision = PostRevision.objects.create(
+        post=post,
+        number=post.revision,
+        status=RevisionStatus.CLEARED,
+        created_by=post.author,
+        decided_at=post.published_at or timezone.now(),
+        public_at=post.published_at or timezone.now(),
+        **_revision_content(post),
+    )
+    PostRevisionMedia.objects.bulk_create(
+        PostRevisionMedia(revision=revision, media_id=media_id, position=i, description=text)
+        for i, (media_id, text) in enumerate(
+            item for item in _draft_items(post) if str(item[0]) not in {str(e) for e in exclude}
+        )
+    )
+    post.public_revision = revision
+    post.save(update_fields=["revision", "public_revision", "updated_at"])
+    return revision
+
+
+def revision_make_public(post: Post, revision: PostRevision) -> list[str]:
+    """Make a cleared ``revision`` the public one: the post's columns and alt texts take its values,
+    media it dropped are detached, the previous public revision is superseded, ``edited_at`` is set
+    when it replaces an earlier public one. The caller holds the post's lock and saves the returned
+    fields of the post. Shared by the AI verdict, moderators' approvals and the scheduler."""
+    now = timezone.now()
+    previous = post.public_revision
+    if previous is not None and previous.pk != revision.pk:
+        previous.status = RevisionStatus.SUPERSEDED
+        previous.public_until = now
+        previous.save(update_fields=["status", "public_until"])
+        post.edited_at = now
+    revision.status = RevisionStatus.CLEARED
+    revision.decided_at = revision.decided_at or now
+    revision.public_at = now
+    revision.save(update_fields=["status", "decided_at", "public_at"])
+    for field in REVISION_FIELDS:
+        setattr(post, field, getattr(revision, field))
+    items = dict(_revision_items(revision))
+    detached = []
+    for m in Media.objects.attached().filter(post=post).select_for_update():
+        if (m.parent_id or m.pk) not in items:  # derived media follow their parent
+            m.detached_at = now
+            m.save(update_fields=["detached_at", "updated_at"])
+            detached.append(m.pk)
+        elif m.pk in items and _media_has_description() and m.description != items[m.pk]:
+            m.description = items[m.pk]
+            m.save(update_fields=["description", "updated_at"])
+    post.public_revision = revision
+    if post.pending_revision_id == revision.pk:
+        post.pending_revision = None
+    if detached:
+        # Bytes of media that left the post: their bearer URLs must stop working (media.revocation).
+        send_on_commit("media_revoke_post_urls", str(post.pk))
+    return [*REVISION_FIELDS, "public_revision", "pending_revision", "edited_at", "updated_at"]
+
+
+def revision_hold(post: Post, revision: PostRevision) -> None:
+    """The prescreen held ``revision`` for a human: it waits in the review queue (``submitted_at``
+    orders it there) while the public keeps the previous one. The caller saves the post's
+    ``submitted_at``."""
+    revision.status = RevisionStatus.HELD
+    revision.save(update_fields=["status"])
+    post.submitted_at = timezone.now()
+
+
+def revision_reject(post: Post, revision: PostRevision) -> list[str]:
+    """Drop ``revision``: the public one stays, media only it had are detached, the creator may edit
+    again. The caller holds the lock and saves the returned fields."""
+    now = timezone.now()
+    revision.status = RevisionStatus.REJECTED
+    revision.decided_at = now
+    revision.save(update_fields=["status", "decided_at"])
+    keep = set()
+    if post.public_revision_id:
+        keep = {m for m, _ in _revision_items(post.public_revision)}
+    only_here = [m for m, _ in _revision_items(revision) if m not in keep]
+    Media.objects.attached().filter(post=post).filter(
+        Q(pk__in=only_here) | Q(parent_id__in=only_here)
+    ).update(detached_at=now, updated_at=now)
+    if post.pending_revision_id == revision.pk:
+        post.pending_revision = None
+    return ["pending_revision", "updated_at"]
+
+
+def _revision_media(revision: PostRevision) -> list[Media]:
+    return list(Media.objects.filter(revision_items__revision=revision))
+
+
+def _revision_submit(post: Post, revision: PostRevision) -> list[str]:
+    """Send a published post's new revision on: wait for its media, hold it (blocked bytes), queue the
+    AI review (prescreen), or make it public at once (``reactive_only``). Returns fields to save."""
+    media = _revision_media(revision)
+    if any(m.processing_status in (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING) for m in media):
+        return []  # post_media_settled submits it when the files are processed
+    if any(m.processing_status == ProcessingStatus.FAILED for m in media):
+        post.metadata = {**post.metadata, "publish_error": "A media file of your edit failed processing."}
+        return ["metadata", "updated_at"]
+    if any((m.metadata or {}).get("blocked_media") for m in media):
+        revision_hold(post, revision)
+        return ["submitted_at", "updated_at"]
+    if policy.needs_prescreen(post):
+        post.submitted_at = timezone.now()
+        send_on_commit("review_post", str(post.pk), revision.number)
+        return ["submitted_at", "updated_at"]
+    return revision_make_public(post, revision)
+
+
+@transaction.atomic
+def post_edit(
+    *,
+    post_id: UUID | str,
+    actor: AbstractBaseUser,
+    changes: dict[str, Any] | None = None,
+    media: list[dict[str, Any]] | None = None,
+    attach_media_ids: Iterable[UUID] = (),
+    detach_media_ids: Iterable[UUID | str] = (),
+) -> PostRevision:
+    """Edit a published post: a new revision from the latest one (the open one if the creator edits
+    again, else the public one) with ``changes`` (title, body, link_url, sensitive, spoiler_text),
+    alt texts (``media`` [{id, description}]) and media attached/detached. ``reactive_only``: it is
+    public at once; ``ai_prescreen``: it waits for the prescreen while the public keeps the last
+    cleared revision (DESIGN.md §9). Allowed from ``published`` only; a poll cannot be changed once
+    it takes votes (``poll_locked``); an image/video/audio post keeps at least one primary medium
+    (``media_required``). Returns the new revision (or the latest one when nothing changed)."""
+    post = post_lock(post_id=post_id, actor=actor)
+    _require_status(post, [PostStatus.PUBLISHED], "edit")
+    changes = dict(changes or {})
+    if "poll" in changes:
+        raise ValidationFailed(
+            "A published poll cannot be changed.", code="poll_locked", extra={"errors": {"poll": ["Locked."]}}
+        )
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+    attach_media_ids = list(attach_media_ids)
+    public = _ensure_public_revision(post, exclude=attach_media_ids)
+    base = post.pending_revision if post.pending_revision_id else public
+    content = {**_revision_content(base), **changes}
+    _validate_content(type=post.type, poll=None, **{k: content[k] for k in ("title", "body", "link_url")})
+    items = dict(_revision_items(base))
+    descriptions = _descriptions_by_id(media or [])
+    _check_media_ids(descriptions, {str(k): v for k, v in items.items()})
+    for media_id, text in descriptions.items():
+        items[UUID(media_id)] = text
+    for media_id in detach_media_ids:
+        if UUID(str(media_id)) not in items:
+            raise NotFound("Media not found.")
+        items.pop(UUID(str(media_id)))
+    for media_id in attach_media_ids:
+        items.setdefault(UUID(str(media_id)), "")
+    if content == _revision_content(base) and list(items.items()) == _revision_items(base):
+        return base
+    kind = MEDIA_POST_TYPES.get(post.type)
+    if kind and not Media.objects.filter(pk__in=list(items), kind=kind, is_primary=True).exists():
+        raise ValidationFailed(f"A {post.type} post keeps at least one {kind}.", code="media_required")
+    post.revision += 1
+    revision = _revision_create(post, actor=actor, content=content, items=list(items.items()))
+    fields = _revision_submit(post, revision)
+    post.save(update_fields=list(dict.fromkeys(["revision", "pending_revision", "updated_at", *fields])))
+    return revision
 
 
 @transaction.atomic
@@ -203,19 +532,42 @@ def post_delete(*, post_id: UUID | str, actor: AbstractBaseUser) -> None:
 
 def _live_media(post: Post) -> list[Media]:
     """Every attached medium, primary or not: nothing of a post goes public before it was processed
-    (and so verified and shown to the prescreen)."""
-    return list(Media.objects.attached().filter(post=post))
+    (and so verified and shown to the prescreen). A link preview image does not hold the post back:
+    it is left out here, and dropped at submission unless ready (``_drop_unready_preview``)."""
+    return [
+        m
+        for m in Media.objects.attached().filter(post=post)
+        if not (m.kind == MediaKind.THUMBNAIL and (m.metadata or {}).get("link_preview"))
+    ]
+
+
+def check_publish_at(publish_at: datetime, *, now: datetime | None = None) -> None:
+    """``publish_at`` must be aware and 1 minute – 1 year ahead (DESIGN.md §9); else
+    ``InvalidPublishAt`` (400 ``invalid_publish_at``)."""
+    now = now or timezone.now()
+    if timezone.is_naive(publish_at):
+        raise InvalidPublishAt("publish_at needs a time zone (e.g. 2030-01-01T12:00:00Z).")
+    if not now + SCHEDULE_MIN_AHEAD <= publish_at <= now + SCHEDULE_MAX_AHEAD:
+        raise InvalidPublishAt()
 
 
 @transaction.atomic
-def post_publish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
+def post_publish(*, post_id: UUID | str, actor: AbstractBaseUser, publish_at: datetime | None = None) -> Post:
     """Publish a draft (DESIGN.md §3). Returns the post; its status tells the caller what happened:
-    ``published``, ``pending_review`` (prescreen), or ``processing`` with ``publish_requested``."""
+    ``published``, ``pending_review`` (prescreen), ``scheduled`` (``publish_at`` given: the prescreen
+    runs now, the post goes public at that time if cleared by then, else when cleared), or
+    ``processing`` with ``publish_requested``."""
+    if publish_at is not None:
+        check_publish_at(publish_at)
     post = post_lock(post_id=post_id, actor=actor)
     _require_status(post, [PostStatus.DRAFT, PostStatus.PROCESSING], "publish")
+    _drop_unready_preview(post, UNREADY)
     media = _live_media(post)
     if any(m.processing_status == ProcessingStatus.FAILED for m in media):
         raise MediaFailed()
+    if publish_at is not None and post.scheduled_at != publish_at:
+        post.scheduled_at = publish_at
+        post.save(update_fields=["scheduled_at", "updated_at"])
     if post.status == PostStatus.PROCESSING:
         if not post.publish_requested:
             post.publish_requested = True
@@ -249,14 +601,22 @@ def _check_publishable(post: Post, media: list[Media]) -> None:
 
 
 def _submit(post: Post) -> Post:
-    """Draft → published or pending_review, by moderation mode and author trust. The caller holds
-    the post's lock and has checked the from-state (``post_publish``, ``post_media_settled``)."""
+    """Draft → published, pending_review or scheduled, by moderation mode, author trust and
+    ``scheduled_at``; the submission is recorded as a PostRevision. The caller holds the post's lock
+    and has checked the from-state (``post_publish``, ``post_media_settled``)."""
     now = timezone.now()
     post.publish_requested = False
     post.revision += 1
     notification, reason = None, ""
+    revision = _revision_create(
+        post, actor=post.author, content=_revision_content(post), items=_draft_items(post)
+    )
+    scheduled = post.scheduled_at is not None and post.scheduled_at > now
+    if not scheduled:
+        post.scheduled_at = None
     if post.blocked_media:
         # Bytes a moderator already rejected: straight to quarantine, a human looks again.
+        revision_hold(post, revision)
         post.status = PostStatus.QUARANTINED
         post.moderation_state = ModerationState.FLAGGED
         post.submitted_at = now
@@ -264,13 +624,21 @@ def _submit(post: Post) -> Post:
         notification = NotificationType.POST_QUARANTINED
         reason = "A file of this post matches one the moderators blocked; a moderator will look at it."
     elif policy.needs_prescreen(post):
-        post.status = PostStatus.PENDING_REVIEW
+        post.status = PostStatus.SCHEDULED if scheduled else PostStatus.PENDING_REVIEW
         post.moderation_state = ModerationState.UNDER_REVIEW
         post.submitted_at = now
         post.save(update_fields=SUBMIT_FIELDS)
         # The review actor (moderation.tasks), by name; if the broker is down the sweep queues it.
         send_on_commit("review_post", str(post.pk), post.revision)
+    elif scheduled:
+        revision.status = RevisionStatus.CLEARED
+        revision.decided_at = now
+        revision.save(update_fields=["status", "decided_at"])
+        post.status = PostStatus.SCHEDULED
+        post.moderation_state = ModerationState.CLEAN
+        post.save(update_fields=SUBMIT_FIELDS)
     else:
+        revision_make_public(post, revision)
         post.status = PostStatus.PUBLISHED
         post.published_at = now
         post.save(update_fields=SUBMIT_FIELDS)
@@ -281,17 +649,122 @@ def _submit(post: Post) -> Post:
 
 @transaction.atomic
 def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
-    """Owner takes a published post back to draft; re-publishing runs the prescreen again."""
+    """Owner takes a published post back to draft, or cancels a scheduled one; re-publishing runs
+    the prescreen again. The draft keeps the latest version (an edit still waiting included: a draft
+    is private); media it does not have are detached; open revisions are superseded."""
     post = post_lock(post_id=post_id, actor=actor)
-    _require_status(post, [PostStatus.PUBLISHED], "unpublish")
+    _require_status(post, [PostStatus.PUBLISHED, PostStatus.SCHEDULED], "unpublish")
+    latest = post.pending_revision or post.public_revision
+    if post.status == PostStatus.PUBLISHED and latest is not None:
+        for field in REVISION_FIELDS:
+            setattr(post, field, getattr(latest, field))
+        keep = dict(_revision_items(latest))
+        now = timezone.now()
+        for m in Media.objects.attached().filter(post=post).select_for_update():
+            if (m.parent_id or m.pk) not in keep:
+                m.detached_at = now
+                m.save(update_fields=["detached_at", "updated_at"])
+            elif m.pk in keep and _media_has_description() and m.description != keep[m.pk]:
+                m.description = keep[m.pk]
+                m.save(update_fields=["description", "updated_at"])
+    if post.public_revision_id:
+        PostRevision.objects.filter(pk=post.public_revision_id).update(public_until=timezone.now())
+    PostRevision.objects.filter(post=post, status__in=REVISION_OPEN).update(
+        status=RevisionStatus.SUPERSEDED, decided_at=timezone.now()
+    )
     post.status = PostStatus.DRAFT
     post.moderation_state = ModerationState.UNREVIEWED
     post.published_at = None
+    post.scheduled_at = None
+    post.public_revision = None
+    post.pending_revision = None
     post.revision += 1
-    post.save(update_fields=["status", "moderation_state", "published_at", "revision", "updated_at"])
+    post.save(
+        update_fields=[
+            *REVISION_FIELDS,
+            "status",
+            "moderation_state",
+            "published_at",
+            "scheduled_at",
+            "public_revision",
+            "pending_revision",
+            "revision",
+            "updated_at",
+        ]
+    )
     send_on_commit("media_revoke_post_urls", str(post.pk))
     post_transitioned(post)
     return post
+
+
+# --- scheduled publishing (DESIGN.md §9) ---------------------------------------------------------------
+
+
+def scheduled_go_public(post: Post, *, now: datetime | None = None) -> list[str]:
+    """A ``scheduled`` post whose revision is cleared and whose time has come goes public; returns
+    the fields to save ([] when it is not due or not cleared). The caller holds the post's lock:
+    the AI verdict and moderators' approvals call it (cleared after ``publish_at``), and so does
+    ``post_publish_scheduled`` (the scheduler)."""
+    now = now or timezone.now()
+    revision = post.pending_revision
+    if (
+        post.status != PostStatus.SCHEDULED
+        or post.scheduled_at is None
+        or post.scheduled_at > now
+        or revision is None
+        or revision.status != RevisionStatus.CLEARED
+    ):
+        return []
+    fields = revision_make_public(post, revision)
+    post.status = PostStatus.PUBLISHED
+    post.published_at = now
+    ModerationDecision.objects.create(
+        post=post,
+        moderator=None,
+        action=ModerationAction.SCHEDULED_PUBLISH,
+        reason=f"scheduled for {post.scheduled_at.isoformat()}",
+        from_status=PostStatus.SCHEDULED,
+        to_status=PostStatus.PUBLISHED,
+        from_moderation_state=post.moderation_state,
+        to_moderation_state=post.moderation_state,
+        details={"revision": revision.number},
+    )
+    return [*fields, "status", "published_at"]
+
+
+@transaction.atomic
+def post_publish_scheduled(*, post_id: UUID | str, now: datetime | None = None) -> bool:
+    """``scheduled`` → ``published`` when due and cleared. Exactly once: the row lock serialises two
+    schedulers and the second one finds the post no longer ``scheduled``. Returns whether it went
+    public; a post that is gone, not due, not cleared or already public is left alone."""
+    try:
+        post = post_lock(post_id=post_id)
+    except NotFound:
+        return False
+    fields = scheduled_go_public(post, now=now)
+    if fields:
+        post.save(update_fields=list(dict.fromkeys(fields)))
+        post_transitioned(post, notification=NotificationType.POST_PUBLISHED)
+    return bool(fields)
+
+
+def publish_due_posts(*, now: datetime | None = None, limit: int = 500) -> list[str]:
+    """The scheduler's job: every cleared ``scheduled`` post whose ``publish_at`` has come goes
+    public (one transaction each, ``post_publish_scheduled``). Returns the ids it published."""
+    now = now or timezone.now()
+    due = Post.objects.filter(
+        status=PostStatus.SCHEDULED,
+        scheduled_at__lte=now,
+        deleted_at__isnull=True,
+        moderation_state__in=[ModerationState.CLEAN, ModerationState.APPROVED],
+    ).order_by("scheduled_at")
+    done = []
+    for post_id in list(due.values_list("pk", flat=True)[:limit]):
+        if post_publish_scheduled(post_id=post_id, now=now):
+            done.append(str(post_id))
+    if done:
+        logger.info("published %s scheduled posts", len(done), extra={"event": "scheduled_publish"})
+    return done
 
 
 @transaction.atomic
@@ -302,6 +775,19 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
         post = post_lock(post_id=post_id)
     except NotFound:
         return None
+    if post.status == PostStatus.PUBLISHED and post.pending_revision_id:
+        revision = post.pending_revision
+        if (
+            revision.status == RevisionStatus.PENDING
+            and not PostRevision.objects.filter(
+                pk=revision.pk,
+                items__media__processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.PROCESSING],
+            ).exists()
+        ):
+            fields = _revision_submit(post, revision)
+            if fields:
+                post.save(update_fields=list(dict.fromkeys(fields)))
+        return post
     if post.status != PostStatus.PROCESSING:
         return post
     media = _live_media(post)
@@ -316,6 +802,7 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
             post.publish_requested = False
             post.metadata = {**post.metadata, "publish_error": exc.detail}
         else:
+            _drop_unready_preview(post, UNREADY)
             return _submit(post)
     if failed:
         post.publish_requested = False
@@ -333,15 +820,25 @@ MEDIA_EDITABLE_STATUSES = (PostStatus.DRAFT, PostStatus.PROCESSING)
 
 
 @transaction.atomic
-def post_media_attached(*, post_id: UUID | str, is_primary: bool, blocked: bool) -> Post:
+def post_media_attached(
+    *, post_id: UUID | str, is_primary: bool, blocked: bool, media_id: UUID | str | None = None
+) -> Post:
     """A medium was attached to the post. A primary medium puts a draft into ``processing`` (it
     cannot be published before the file is processed); ``blocked`` (the bytes are on the moderators'
-    blocklist) sets ``blocked_media``, which sends the post to quarantine when it is published.
+    blocklist) sets ``blocked_media``, which sends the post to quarantine when it is published. On a
+    ``published`` post the medium (``media_id``) joins a new revision instead (``post_edit``): it
+    stays invisible to the public until that revision is cleared.
 
-    Allowed from ``draft`` and ``processing``; else ``InvalidTransition``. NotFound if deleted.
+    Allowed from ``draft``, ``processing`` and ``published``; else ``InvalidTransition``. NotFound
+    if deleted.
     """
     post = post_lock(post_id=post_id)
-    _require_status(post, MEDIA_EDITABLE_STATUSES, "attach media to")
+    _require_status(post, [*MEDIA_EDITABLE_STATUSES, PostStatus.PUBLISHED], "attach media to")
+    if post.status == PostStatus.PUBLISHED:
+        if media_id is None:
+            raise InvalidTransition("Media can only be attached to a draft; this post is published.")
+        post_edit(post_id=post.pk, actor=post.author, attach_media_ids=[media_id])
+        return Post.objects.get(pk=post.pk)
     fields = []
     if blocked and not post.blocked_media:
         post.blocked_media = True

@@ -11,7 +11,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from config.queueing import send_on_commit
-from content.models import ModerationState, Post, PostStatus
+from content.models import ModerationState, Post, PostStatus, RevisionStatus
 from content.services import post_media_settled
 from media.models import Media
 
@@ -43,11 +43,19 @@ def sweep_stuck_posts(
             post_media_settled(post_id=post_id)
     reviewed = AiReview.objects.filter(post=models.OuterRef("pk"), post_revision=models.OuterRef("revision"))
     waiting = Post.objects.filter(
-        status=PostStatus.PENDING_REVIEW,
-        moderation_state=ModerationState.UNDER_REVIEW,
+        models.Q(
+            status__in=[PostStatus.PENDING_REVIEW, PostStatus.SCHEDULED],
+            moderation_state=ModerationState.UNDER_REVIEW,
+        )
+        # An edit of a published post whose review message was lost (its media all processed).
+        | models.Q(
+            status=PostStatus.PUBLISHED,
+            pending_revision__status=RevisionStatus.PENDING,
+            pending_revision__number=models.F("revision"),
+        ),
         deleted_at__isnull=True,
         submitted_at__lt=cutoff,
-    ).filter(~models.Exists(reviewed))
+    ).filter(~models.Exists(reviewed), ~models.Exists(unfinished))
     for post in waiting[:limit]:
         report.reviews_queued.append(str(post.pk))
         if not dry_run:

@@ -1,9 +1,24 @@
-"""Content's Dramatiq actors: thin, they take ids. Sent by name (``config.queueing``); ``ContentConfig
-.ready`` imports this module so that every process declares them."""
+"""Content's Dramatiq actors: thin, they take ids and call a service. Services send them by name
+(``config.queueing``) and never import this module; ``ContentConfig.ready`` imports it so every process
+declares the actors (and the embedded worker consumes their queues)."""
 
 import dramatiq
 
 from content import notifications, webhooks
+from content.linkpreview import link_preview_build
+
+
+@dramatiq.actor(
+    actor_name="link_preview_fetch",
+    queue_name="links",
+    max_retries=2,
+    min_backoff=5_000,
+    max_backoff=60_000,
+    time_limit=60_000,
+)
+def link_preview_fetch(post_id: str, link_url: str) -> None:
+    """Build a link post's preview card (content.linkpreview); a stale message does nothing."""
+    link_preview_build(post_id=post_id, link_url=link_url)
 
 
 @dramatiq.actor(

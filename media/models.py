@@ -28,6 +28,7 @@ class UploadState(models.TextChoices):
     RECEIVED = "received", "Received"
     ATTACHED = "attached", "Attached"
     EXPIRED = "expired", "Expired"
+    ABORTED = "aborted", "Aborted"
 
 
 class Upload(models.Model):
@@ -44,6 +45,18 @@ class Upload(models.Model):
     state = models.CharField(max_length=16, choices=UploadState.choices, default=UploadState.PENDING)
     received_size = models.PositiveBigIntegerField(null=True, blank=True)
     received_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # Resumable uploads (DESIGN.md §8): S3 multipart semantics on both backends.
+    resumable = models.BooleanField(default=False)
+    part_size = models.PositiveBigIntegerField(null=True, blank=True)
+    part_count = models.PositiveIntegerField(null=True, blank=True)
+    multipart_id = models.CharField(
+        max_length=1024, blank=True, default="", help_text="S3's UploadId (empty on the filesystem)."
+    )
+    parts = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Filesystem backend: parts received, {part_number: {size, etag}} (S3 lists its own).",
+    )
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -105,10 +118,21 @@ class Media(models.Model):
     height = models.PositiveIntegerField(null=True, blank=True)
     duration_seconds = models.FloatField(null=True, blank=True)
     blurhash = models.CharField(max_length=100, blank=True, default="")
+    # Alt text for screen readers, and the focal point clients keep in view when they crop
+    # (Mastodon's convention: x from -1 left to 1 right, y from -1 bottom to 1 top).
+    description = models.TextField(max_length=1500, blank=True, default="")
+    focus_x = models.FloatField(null=True, blank=True)
+    focus_y = models.FloatField(null=True, blank=True)
     variants = models.JSONField(
         default=dict, blank=True
     )  # name -> {key, width, height, mime_type, size_bytes}
     metadata = models.JSONField(default=dict, blank=True)
+    pdq_hashes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="PDQ perceptual hashes of the processed picture, or a video's poster and sampled "
+        "frames: [{hash (64 hex), quality (0-100), source}] (media/processors/pdq.py).",
+    )
     # Attempts are counted here, not only in the broker: a file that kills its worker is redelivered
     # with the same retry count, so the runner gives up after MEDIA_MAX_ATTEMPTS claims.
     attempts = models.PositiveIntegerField(default=0)
@@ -161,8 +185,22 @@ class Media(models.Model):
             ),
         ]
 
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(focus_x__isnull=True) & Q(focus_y__isnull=True))
+                | (Q(focus_x__gte=-1, focus_x__lte=1) & Q(focus_y__gte=-1, focus_y__lte=1)),
+                name="media_focus_in_range",
+            )
+        ]
+
     def __str__(self) -> str:
         return f"{self.kind} {self.id} ({self.processing_status})"
+
+    @property
+    def focus(self) -> dict[str, float] | None:
+        if self.focus_x is None or self.focus_y is None:
+            return None
+        return {"x": self.focus_x, "y": self.focus_y}
 
 
 class RunResult(models.TextChoices):

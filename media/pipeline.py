@@ -18,11 +18,26 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from config.errors import InvalidTransition, ServiceError
 from media import processing, scratch, storage
 from media.middleware import current_job
-from media.processors import get_processor
+from media.processors import get_processor, pdq
 from media.processors.base import ProcessingError, ProcessorResult, StepLog
-from media.services import blocklist_check
+from media.processors.image_specs import (
+    IMAGE_REVIEW_PREFERENCE,
+    JPEG_SUFFIX,
+    POSTER,
+    VIDEO_REVIEW_PREFERENCE,
+)
+from media.processors.tracks import NO_VIDEO_TRACK, probe_tracks
+from media.services import (
+    POST_TYPE_KINDS,
+    blocked_media_quarantines,
+    blocklist_check,
+    pdq_blocklist_match,
+)
+from media.sniff import Sniffed, as_kind, sniff
 
 logger = logging.getLogger("postflow.media.pipeline")
+
+JPEG_REVIEW_FALLBACK = tuple(name + JPEG_SUFFIX for name in IMAGE_REVIEW_PREFERENCE)
 
 
 class RetryLater(Exception):
@@ -55,6 +70,10 @@ def run(media_id: str, *, kind: str) -> None:
             storage.download_to(claim.media.original_key, source)
             s.output = {"bytes": source.stat().st_size}
         _verify_bytes(claim, source, steps)
+        kind = _kind_from_tracks(claim, source, kind, steps)
+        if kind is None:
+            processing.drop_stale(claim, steps)
+            return
         from moderation.platform import get_platform_settings
 
         if not get_platform_settings().post_processing_enabled:
@@ -69,6 +88,7 @@ def run(media_id: str, *, kind: str) -> None:
         if not processing.owns(claim):
             processing.drop_stale(claim, steps)  # a newer attempt took over: store nothing
             return
+        _perceptual_blocklist(claim, result, out_dir, steps)
         variants = _store_outputs(claim, result, steps)
         processing.complete(claim, result, variants, steps)
     except ProcessingError as exc:
@@ -107,6 +127,42 @@ def _defer(media_id: str, kind: str) -> None:
         broker.get_actor(processing.actor_name(kind)).send_with_options(args=(media_id,), delay=delay)
 
 
+def _kind_from_tracks(claim: processing.Claim, source: Path, kind: str, steps: StepLog) -> str | None:
+    """For media whose kind waited for its tracks (``tracks_pending``: a WebM, MP4, Ogg, ASF … sent
+    straight to S3, so not probed at attach), probe them now and return the kind they give, after
+    recording it (``processing.rekind``). A kind the post does not take fails the media with what to
+    do, e.g. "This file has no video track; post it as audio." on a video post. None when a newer
+    attempt took the row over meanwhile."""
+    media = claim.media
+    if not media.metadata.get("tracks_pending"):
+        return kind
+    with steps.step("tracks") as s:
+        with source.open("rb") as fh:
+            found = sniff(fh.read(4096))
+        if found is None or found.demuxer is None:
+            raise ProcessingError(
+                "This file is not a video or audio file we accept.", code="unsupported_media_type"
+            )
+        tracks = probe_tracks(source, demuxer=found.demuxer)
+        s.output = {
+            "demuxer": tracks.demuxer,
+            "video": tracks.video,
+            "audio": tracks.audio,
+            "kind": tracks.kind,
+        }
+        allowed = POST_TYPE_KINDS.get(media.post.type, set()) if media.post_id else {tracks.kind}
+        if tracks.kind not in allowed:
+            if tracks.kind == "audio":
+                raise ProcessingError(NO_VIDEO_TRACK, code="unsupported_media_type")
+            raise ProcessingError(
+                "This file has a video track; post it as a video.", code="unsupported_media_type"
+            )
+        mime = as_kind(Sniffed(media.kind, media.mime_type), tracks.kind).mime_type
+        if not processing.rekind(claim, kind=tracks.kind, mime_type=mime):
+            return None
+    return tracks.kind
+
+
 def _verify_bytes(claim: processing.Claim, source: Path, steps: StepLog) -> None:
     """Uploads sent straight to S3 are hashed here, where the bytes are local anyway: check the
     declared sha256 and the moderators' blocklist before any work is done."""
@@ -127,18 +183,68 @@ def _verify_bytes(claim: processing.Claim, source: Path, steps: StepLog) -> None
                 "The uploaded file does not match the sha256 declared for it; upload it again.",
                 code="checksum_mismatch",
             )
+        _apply_block(claim, lambda: blocklist_check(sha))
+
+
+def _apply_block(claim: processing.Claim, check, match: dict | None = None) -> None:
+    """Run a blocklist ``check`` (True: quarantine, False: not blocked, raises ``BlockedMedia``:
+    refused) and record what it says; a refusal fails the media (not retried)."""
+    try:
+        quarantine = check()
+    except ServiceError as exc:
+        raise ProcessingError(exc.detail, code=exc.code) from exc
+    if quarantine:
         try:
-            quarantine = blocklist_check(sha)
-        except ServiceError as exc:
-            raise ProcessingError(exc.detail, code=exc.code) from exc
-        if quarantine:
-            try:
-                processing.record_blocked(claim)
-            except InvalidTransition as exc:
-                raise ProcessingError(
-                    "The post changed while its file was checked; attach the file again.",
-                    code="post_changed",
-                ) from exc
+            processing.record_blocked(claim, match=match)
+        except InvalidTransition as exc:
+            raise ProcessingError(
+                "The post changed while its file was checked; attach the file again.",
+                code="post_changed",
+            ) from exc
+
+
+def _perceptual_blocklist(
+    claim: processing.Claim, result: ProcessorResult, out_dir: Path, steps: StepLog
+) -> None:
+    """PDQ-hash the processed picture (an image's ``medium`` variant; a video's poster and
+    ``PDQ_VIDEO_FRAMES`` frames of its smallest rendition), store the hashes on the media, and block
+    it like an exact sha256 match when one is within ``PDQ_MATCH_DISTANCE`` of a blocked hash."""
+    by_name = {v.name: v for v in result.variants}
+    pictures, video = [], None
+    if claim.media.kind == "image":
+        name = next((n for n in (*IMAGE_REVIEW_PREFERENCE, *JPEG_REVIEW_FALLBACK) if n in by_name), None)
+        pictures = [by_name[name]] if name else []
+    elif claim.media.kind == "video":
+        pictures = [by_name[POSTER]] if POSTER in by_name else []
+        video = next((by_name[n] for n in VIDEO_REVIEW_PREFERENCE if n in by_name), None)
+    if not pictures and video is None:
+        return
+    with steps.step("pdq_hash") as s:
+        hashes = [h for v in pictures for h in pdq.hash_file(v.path, source=v.name, crops=video is None)]
+        if video is not None and settings.PDQ_VIDEO_FRAMES > 0:
+            frames_dir = out_dir / "pdq-frames"
+            frames_dir.mkdir(exist_ok=True)
+            hashes += pdq.video_frame_hashes(
+                video.path,
+                duration=result.duration_seconds,
+                count=settings.PDQ_VIDEO_FRAMES,
+                workdir=frames_dir,
+                timeout=settings.PDQ_FRAME_TIMEOUT_SECONDS,
+            )
+            shutil.rmtree(frames_dir, ignore_errors=True)
+        entries = [h.as_dict() for h in hashes]
+        s.output = {
+            "hashes": len(entries),
+            "quality": [h.quality for h in hashes if not pdq.is_crop(h.source)],
+        }
+    processing.record_pdq_hashes(claim, entries)
+    if claim.media.metadata.get("blocked_media"):
+        return  # already blocked by its sha256
+    with steps.step("pdq_blocklist") as s:
+        found = pdq_blocklist_match(entries)
+        s.output = found.as_dict() if found else {"matched": False}
+    if found is not None:
+        _apply_block(claim, blocked_media_quarantines, match=found.as_dict())
 
 
 def _store_outputs(claim: processing.Claim, result: ProcessorResult, steps: StepLog) -> dict:
@@ -154,6 +260,7 @@ def _store_outputs(claim: processing.Claim, result: ProcessorResult, steps: Step
                 "height": variant.height,
                 "mime_type": variant.mime_type,
                 "size_bytes": variant.size_bytes,
+                "sha256": storage.file_sha256(variant.path),
                 **variant.extra,
             }
         s.output = {"stored": sorted(variants)}

@@ -373,12 +373,40 @@ def record_checksum(claim: Claim, sha256: str) -> None:
     claim.media.sha256 = sha256
 
 
+def record_pdq_hashes(claim: Claim, hashes: list[dict]) -> None:
+    """Store the PDQ hashes the worker computed (``[{hash, quality, source}]``)."""
+    Media.objects.filter(pk=claim.media.pk).update(pdq_hashes=hashes)
+    claim.media.pdq_hashes = hashes
+
+
+def rekind(claim: Claim, *, kind: str, mime_type: str) -> bool:
+    """The worker read the tracks of a file whose kind waited for them (``tracks_pending``, an upload
+    sent straight to S3): record the kind they give (e.g. a WebM voice note is ``audio``) and its
+    MIME type, and file this attempt's run under that kind's processor. Returns False (and changes
+    nothing) when a newer attempt owns the row."""
+    with transaction.atomic():
+        media = _lock_owned(claim)
+        if media is None:
+            return False
+        metadata = {k: v for k, v in media.metadata.items() if k != "tracks_pending"}
+        if media.kind != kind:
+            metadata["kind_before_tracks"] = media.kind
+        metadata["kind_from"] = "tracks"
+        media.kind, media.mime_type, media.metadata = kind, mime_type, metadata
+        media.save(update_fields=["kind", "mime_type", "metadata", "updated_at"])
+        ProcessorRun.objects.filter(pk=claim.run.pk).update(processor=kind)
+    claim.media.kind, claim.media.mime_type, claim.media.metadata = kind, mime_type, metadata
+    claim.run.processor = kind
+    return True
+
+
 @transaction.atomic
-def record_blocked(claim: Claim) -> None:
+def record_blocked(claim: Claim, *, match: dict | None = None) -> None:
     """The bytes are on the moderators' blocklist (the platform quarantines them): flag the media
-    and its post (``content.services.post_media_blocked``)."""
+    and its post (``content.services.post_media_blocked``). ``match`` says which blocked PDQ hash a
+    near-duplicate matched (kept in the media's metadata as ``blocked_match``)."""
     media = claim.media
-    media.metadata = {**media.metadata, "blocked_media": True}
+    media.metadata = {**media.metadata, "blocked_media": True, **({"blocked_match": match} if match else {})}
     Media.objects.filter(pk=media.pk).update(metadata=media.metadata)
     if media.post_id:
         post_media_blocked(post_id=media.post_id)
@@ -455,6 +483,7 @@ def _create_derived(parent: Media, extra) -> None:
                 "height": v.height,
                 "mime_type": v.mime_type,
                 "size_bytes": v.size_bytes,
+                "sha256": storage.file_sha256(v.path),
             }
     Media.objects.filter(parent=parent, kind=extra.kind).delete()
     Media.objects.create(

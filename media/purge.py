@@ -9,10 +9,12 @@ from datetime import timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from content.models import PostStatus
+from content.idempotency import purge_expired_idempotency_keys
+from content.models import IdempotencyKey, PostStatus
 from media import storage
 from media.models import Media, Upload, UploadState
 from media.revocation import media_revoke_overdue
+from media.services import discard_upload_bytes
 
 # Evidence: posts a moderator rejected or quarantined, and posts still waiting for review (an author
 # deleting a reported post must not make the evidence disappear).
@@ -25,6 +27,7 @@ class PurgeReport:
     objects: int = 0
     uploads: int = 0
     revoked: int = 0
+    idempotency_keys: int = 0
 
 
 def purge_candidates(*, retention_days: int):
@@ -55,8 +58,9 @@ def purge_media(*, retention_days: int, dry_run: bool = False) -> PurgeReport:
         report.uploads += 1
         if dry_run:
             continue
-        storage.delete(upload.storage_key)
-        Upload.objects.filter(pk=upload.pk).update(state=UploadState.EXPIRED)
+        # Resumable uploads: S3's open multipart upload (AbortMultipartUpload) or the part files too.
+        discard_upload_bytes(upload)
+        Upload.objects.filter(pk=upload.pk).update(state=UploadState.EXPIRED, parts={})
     # A presigned POST stays usable until it expires, even after its upload was attached (and its
     # staged object deleted): bytes re-sent meanwhile would sit outside any quota. Remove them.
     reusable_until = timezone.now() - timedelta(hours=1)
@@ -69,4 +73,8 @@ def purge_media(*, retention_days: int, dry_run: bool = False) -> PurgeReport:
         if not dry_run and storage.exists(key):
             storage.delete(key)
             report.uploads += 1
+    if dry_run:
+        report.idempotency_keys = IdempotencyKey.objects.filter(expires_at__lte=timezone.now()).count()
+    else:
+        report.idempotency_keys = purge_expired_idempotency_keys()
     return report

@@ -18,6 +18,7 @@ there is nothing to rotate.
 from __future__ import annotations
 
 import logging
+import posixpath
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -112,6 +113,7 @@ def media_rotate_keys(*, media_id: UUID | str) -> int:
             new = storage.rotated_key(key, user_id=media.owner_id, media_id=media.pk)
             storage.copy(key, new)  # server-side on S3; the object's Content-Type comes along
             mapping[key] = new
+        tree_moves = _rotate_hls_tree(media, mapping)
         media.original_key = mapping.get(media.original_key, media.original_key)
         media.variants = {
             name: (
@@ -119,9 +121,9 @@ def media_rotate_keys(*, media_id: UUID | str) -> int:
             )
             for name, v in (media.variants or {}).items()
         }
-        media.stale_keys = sorted(mapping)
+        media.stale_keys = sorted(set(mapping) | set(tree_moves))
         media.save(update_fields=["original_key", "variants", "stale_keys", "updated_at"])
-    for key in mapping:
+    for key in media.stale_keys:
         storage.delete(key)
     with transaction.atomic():
         current = Media.objects.select_for_update(of=("self",)).select_related("post").get(pk=media_id)
@@ -129,8 +131,32 @@ def media_rotate_keys(*, media_id: UUID | str) -> int:
         if not _is_public(current) and current.original_key == media.original_key:
             fields["urls_exposed_at"] = None  # else: public again and maybe exposed anew; keep the mark
         Media.objects.filter(pk=media_id).update(**fields)
-    logger.info("media %s: rotated %s keys, old objects deleted", media_id, len(mapping))
-    return len(mapping)
+    logger.info("media %s: rotated %s keys, old objects deleted", media_id, len(media.stale_keys))
+    return len(media.stale_keys)
+
+
+def _rotate_hls_tree(media: Media, mapping: dict[str, str]) -> dict[str, str]:
+    """Move the whole HLS folder of a medium (``dirname(variants.hls.key)``: playlists, init and
+    media segments) to a new random folder, keeping relative paths so the playlists' relative URIs
+    still resolve; point ``mapping[master]`` at the new master. Returns {old key: new key} for every
+    object of the tree (the old ones are deleted with the rest)."""
+    hls = (media.variants or {}).get("hls")
+    if not isinstance(hls, dict) or not hls.get("key"):
+        return {}
+    folder = posixpath.dirname(hls["key"])
+    if not storage.key_belongs_to(folder, user_id=media.owner_id, media_id=media.pk):
+        return {}
+    new_folder = storage.rotated_tree(folder, user_id=media.owner_id, media_id=media.pk)
+    moves = {}
+    for key in storage.list_prefix(folder):
+        new = new_folder + key[len(folder) :]
+        if key in mapping:  # the master, copied with the flat keys above: put it in the tree instead
+            storage.delete(mapping.pop(key))
+        storage.copy(key, new)
+        moves[key] = new
+    if hls["key"] in moves:
+        mapping[hls["key"]] = moves[hls["key"]]
+    return moves
 
 
 def media_revoke_post_urls(*, post_id: UUID | str) -> RevokeReport:

@@ -42,8 +42,11 @@ from moderation.selectors import (
     QUEUE_ORDERING,
     QUEUE_STATUSES,
     ai_accuracy,
+    held_revision,
+    in_queue,
     queue_page,
     review_queue,
+    revision_diff,
     top_labels,
     with_review_annotations,
 )
@@ -52,6 +55,12 @@ REVIEW_PERMISSION = "content.review_post"
 BULK_LIMIT = 500
 CSS = "admin/postflow/postflow.css"
 JS = "admin/postflow/postflow.js"
+
+# Decisions on a held edit of a published (or a scheduled) post act on that revision.
+REVISION_DECISIONS = {
+    "approve": services.post_revision_approve,
+    "reject": services.post_revision_reject,
+}
 
 # op -> (service, statuses it may act on, past tense for messages)
 DECISIONS = {
@@ -273,12 +282,18 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
 
     @admin.display(description="post")
     def headline(self, post):
+        edit = (
+            format_html(' · <span class="pf-badge pf-edit">edit #{}</span>', post.pending_revision.number)
+            if (held_revision(post))
+            else ""
+        )
         return format_html(
-            '{}<br><small>{} · <span class="pf-badge pf-{}">{}</span></small>',
+            '{}<br><small>{} · <span class="pf-badge pf-{}">{}</span>{}</small>',
             post_label(post),
             post.get_type_display(),
             post.status,
             post.get_status_display(),
+            edit,
         )
 
     @admin.display(description="author")
@@ -348,7 +363,9 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         pk = _as_uuid(object_id)
         if pk is None:
             return None
-        qs = with_review_annotations(Post.objects.alive().filter(pk=pk)).select_related("poll")
+        qs = with_review_annotations(Post.objects.alive().filter(pk=pk)).select_related(
+            "poll", "public_revision"
+        )
         return qs.first()
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -381,8 +398,10 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             "claimed_by_me": bool(claim and claim.moderator_id == request.user.pk),
             "can_review": can_review,
             "own_post": post.author_id == request.user.pk,
-            "allowed": {op: post.status in allowed for op, (_, allowed, _) in DECISIONS.items()},
-            "in_queue": post.status in QUEUE_STATUSES,
+            "allowed": self._allowed(post),
+            "in_queue": in_queue(post),
+            "held_revision": held_revision(post),
+            "revision_diff": revision_diff(post),
             "decide_url": reverse("admin:moderation_reviewqueue_decide", args=[post.pk]),
             "post_admin_url": reverse("admin:content_post_change", args=[post.pk]),
             "preserved_filters": self.get_preserved_filters(request),
@@ -392,6 +411,12 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         context.update(extra_context or {})
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.detail_template, context)
+
+    @staticmethod
+    def _allowed(post: Post) -> dict[str, bool]:
+        if held_revision(post) is not None:
+            return {op: op in REVISION_DECISIONS or post.status in DECISIONS[op][1] for op in DECISIONS}
+        return {op: post.status in allowed for op, (_, allowed, _) in DECISIONS.items()}
 
     def _media_items(self, post: Post, request) -> list[dict]:
         items = []
@@ -440,6 +465,18 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         take_over = request.POST.get("take_over") == "1"
         label = post_label(post)
         try:
+            revision_id = request.POST.get("revision_id", "")
+            if op in REVISION_DECISIONS and revision_id.isdigit():
+                revision = REVISION_DECISIONS[op](
+                    post_id=post.pk,
+                    revision_id=int(revision_id),
+                    moderator=request.user,
+                    reason=request.POST.get("reason", "").strip(),
+                    take_over=take_over,
+                )
+                done = DECISIONS[op][2]
+                messages.success(request, f"{done} edit #{revision.number} of “{label}”.")
+                return HttpResponseRedirect(reverse("admin:moderation_reviewqueue_changelist"))
             if op in DECISIONS:
                 service, _, done = DECISIONS[op]
                 reason = request.POST.get("reason", "").strip()
@@ -489,7 +526,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             return None
         if request.POST.get("confirm") == "yes":
             messages.error(request, "Give the creators a reason for the rejection.")
-        decided = [p for p in posts if p.status not in QUEUE_STATUSES]
+        decided = [p for p in posts if not in_queue(p)]
         for p in posts:
             p.active_claim = active_claim(p)
         context = {
@@ -499,7 +536,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             "subtitle": None,
             "op": op,
             "action": f"{op}_selected",
-            "posts": [p for p in posts if p.status in QUEUE_STATUSES],
+            "posts": [p for p in posts if in_queue(p)],
             "decided": decided,
             "needs_reason": needs_reason,
             "reason": reason,
@@ -515,7 +552,16 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         for post in posts:
             expected = request.POST.get(f"expected_{post.pk}") or post.status
             try:
-                if op in DECISIONS:
+                held = held_revision(post)
+                if held is not None and op in REVISION_DECISIONS:
+                    REVISION_DECISIONS[op](
+                        post_id=post.pk,
+                        revision_id=held.pk,
+                        moderator=request.user,
+                        reason=reason,
+                        take_over=take_over,
+                    )
+                elif op in DECISIONS:
                     DECISIONS[op][0](
                         post_id=post.pk,
                         moderator=request.user,
@@ -686,6 +732,38 @@ class PlatformSettingsAdmin(admin.ModelAdmin):
             reason="Platform settings changed",
             details={f: str(form.cleaned_data.get(f)) for f in form.changed_data},
         )
+
+
+# --- the pipeline dashboard (kept apart from the queue: a view on the admin site itself) -------------------
+
+DASHBOARD_PERMISSION = "media.view_processorrun"  # operators' run logs; the Moderators group has it
+
+
+def pipeline_dashboard_view(request: HttpRequest) -> HttpResponse:
+    """Charts of throughput, latency, failures, queue depth, AI bands and decision latency
+    (``moderation.dashboard``). Staff with ``media.view_processorrun`` (superusers, Moderators)."""
+    from moderation import dashboard
+
+    if not request.user.has_perm(DASHBOARD_PERMISSION):
+        raise PermissionDenied
+    context = {
+        **admin.site.each_context(request),
+        "title": "Pipeline dashboard",
+        "subtitle": None,
+        "charts": dashboard.all_charts(),
+    }
+    return TemplateResponse(request, "admin/pipeline_dashboard.html", context)
+
+
+_site_get_urls = admin.site.get_urls
+
+
+def _site_urls():
+    own = [path("pipeline/", admin.site.admin_view(pipeline_dashboard_view), name="pipeline_dashboard")]
+    return own + _site_get_urls()
+
+
+admin.site.get_urls = _site_urls
 
 
 # --- the Appeals queue (DESIGN.md §10) ---------------------------------------------------------------------

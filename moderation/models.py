@@ -126,6 +126,7 @@ class ModerationAction(models.TextChoices):
     CLAIM = "claim", "Claim"
     RELEASE = "release", "Release claim"
     SETTINGS = "settings", "Platform settings changed"
+    SCHEDULED_PUBLISH = "scheduled", "Scheduled post went public"
     APPEAL_GRANT = "appeal_grant", "Appeal granted"
     APPEAL_DENY = "appeal_deny", "Appeal denied"
 
@@ -155,9 +156,15 @@ class ModerationDecision(models.Model):
 
 
 class BlockedMedia(models.Model):
-    """Known-bad bytes: a later upload with the same sha256 is refused or quarantined."""
+    """Known-bad bytes: a later upload with the same sha256, or a processed medium whose PDQ hash is
+    within ``PDQ_MATCH_DISTANCE`` of one of ``pdq_hashes``, is refused or quarantined."""
 
     sha256 = models.CharField(max_length=64, unique=True)
+    pdq_hashes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="PDQ hashes (64 hex digits each) of the blocked picture, or a video's poster and frames.",
+    )
     reason = models.TextField(blank=True, default="")
     source_post = models.ForeignKey(
         "content.Post", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -166,6 +173,8 @@ class BlockedMedia(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # With the row count, tells every process when its cached PDQ index is stale (moderation/blocklist.py).
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
     class Meta:
         verbose_name_plural = "blocked media"

@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from django.db.models import Q
 from dramatiq.middleware import CurrentMessage
 
 from content.models import Post
@@ -32,19 +33,28 @@ def _pick(variants: dict, names: tuple[str, ...]) -> dict | None:
     return next((variants[n] for n in names if n in variants), None)
 
 
-def build_input(post: Post, workdir: Path) -> ReviewInput:
-    text = "\n".join(part for part in (post.title, post.body, post.link_url) if part)
+def build_input(post: Post, workdir: Path, revision: int | None = None) -> ReviewInput:
+    """What the provider judges: the submitted revision's text (title, body, link, content warning,
+    alt texts) and its processed media. ``revision`` names the post's submitted ``PostRevision``
+    (its number); without one (or for a post submitted before revisions) the post's own columns and
+    attached media."""
+    source = post.revisions.filter(number=revision).first() if revision is not None else None
+    if source is not None:
+        in_revision = Q(revision_items__revision=source) | Q(parent__revision_items__revision=source)
+        media_qs = Media.objects.filter(pk__in=Media.objects.filter(in_revision, post=post).values("pk"))
+        alt = list(source.items.values_list("description", flat=True))
+    else:
+        source, media_qs = post, Media.objects.attached().filter(post=post)
+        alt = [getattr(m, "description", "") for m in media_qs]
+    parts = (source.title, source.body, source.link_url, source.spoiler_text, *alt)
+    text = "\n".join(part for part in parts if part)
     if hasattr(post, "poll"):
         text += "\n" + post.poll.question + "\n" + "\n".join(o.text for o in post.poll.options.all())
     item = ReviewInput(text=text, hints={"post_id": str(post.pk)})
-    unfinished = Media.objects.attached().filter(post=post).exclude(processing_status=ProcessingStatus.READY)
+    unfinished = media_qs.exclude(processing_status=ProcessingStatus.READY)
     if unfinished.exists():  # never judge a post by part of its media (fail closed: retried, then a human)
         raise ProviderError(f"{unfinished.count()} media of this post are not processed yet")
-    media = (
-        Media.objects.attached()
-        .filter(post=post, processing_status=ProcessingStatus.READY)
-        .exclude(kind=MediaKind.TRANSCRIPT)
-    )
+    media = media_qs.filter(processing_status=ProcessingStatus.READY).exclude(kind=MediaKind.TRANSCRIPT)
     for m in media:
         if m.kind in (MediaKind.IMAGE, MediaKind.THUMBNAIL):
             # The still variants show frame 1 only; an animation is screened from its original, which
@@ -82,7 +92,7 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
     workdir = Path(tempfile.mkdtemp(prefix="postflow-review-"))
     started = time.perf_counter()
     try:
-        item = build_input(post, workdir)
+        item = build_input(post, workdir, revision)
         result = provider.review(item)
         if not 0.0 <= float(result.overall) <= 1.0:
             raise ProviderError(f"provider returned an overall score out of range: {result.overall!r}")

@@ -14,18 +14,97 @@ from django.db.models import (
     JSONField,
     OuterRef,
     Prefetch,
+    Q,
     QuerySet,
     Subquery,
     Value,
 )
 from django.db.models.functions import Coalesce
 
-from content.models import Post, PostStatus, Report
+from content.models import Post, PostRevision, PostStatus, Report, RevisionStatus
 from media.models import Media, MediaKind
 from moderation import policy
 from moderation.models import AiReview, ModerationAction, ModerationDecision
 
 QUEUE_STATUSES = (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED)
+# Posts whose submitted revision the prescreen held for a human while the post stays as it is: an
+# edit of a published post (the public keeps the previous revision) or a scheduled post.
+HELD_REVISION_STATUSES = (PostStatus.PUBLISHED, PostStatus.SCHEDULED)
+QUEUE_Q = Q(status__in=QUEUE_STATUSES) | Q(
+    status__in=HELD_REVISION_STATUSES, pending_revision__status=RevisionStatus.HELD
+)
+
+
+def held_revision(post: Post) -> PostRevision | None:
+    """The revision a moderator decides on for a queued post that stays published or scheduled
+    (DESIGN.md §9); None when the decision is on the post itself."""
+    if post.status not in HELD_REVISION_STATUSES or not post.pending_revision_id:
+        return None
+    revision = post.pending_revision
+    return revision if revision.status == RevisionStatus.HELD else None
+
+
+def in_queue(post: Post) -> bool:
+    """Whether ``post`` waits for a human (the same rule as ``review_queue``)."""
+    return post.status in QUEUE_STATUSES or held_revision(post) is not None
+
+
+@dataclass
+class FieldDiff:
+    field: str
+    ops: list[tuple[str, str]]  # (equal|delete|insert, text) runs, words with their spacing
+
+
+@dataclass
+class RevisionDiff:
+    """What a waiting revision changes against the public one, for the review queue."""
+
+    public: PostRevision | None
+    pending: PostRevision
+    fields: list[FieldDiff] = field(default_factory=list)
+    media_added: list = field(default_factory=list)
+    media_removed: list = field(default_factory=list)
+    alt_changed: list[tuple] = field(default_factory=list)  # (media id, before, after)
+
+
+def _word_ops(before: str, after: str) -> list[tuple[str, str]]:
+    import re
+    from difflib import SequenceMatcher
+
+    a, b = re.findall(r"\S+\s*|\s+", before), re.findall(r"\S+\s*|\s+", after)
+    ops: list[tuple[str, str]] = []
+    for tag, i1, i2, j1, j2 in SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            ops.append(("equal", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            ops.append(("delete", "".join(a[i1:i2])))
+        if j2 > j1:
+            ops.append(("insert", "".join(b[j1:j2])))
+    return ops
+
+
+def revision_diff(post: Post) -> RevisionDiff | None:
+    """The diff of the post's waiting revision (pending or held) against its public one, field by
+    field (word runs) and media by media; None when no revision waits or nothing was public yet."""
+    pending = post.pending_revision if post.pending_revision_id else None
+    public = post.public_revision if post.public_revision_id else None
+    if pending is None or public is None:
+        return None
+    diff = RevisionDiff(public=public, pending=pending)
+    for name in ("title", "body", "link_url", "sensitive", "spoiler_text"):
+        before, after = str(getattr(public, name)), str(getattr(pending, name))
+        if before != after:
+            diff.fields.append(FieldDiff(name, _word_ops(before, after)))
+    old = {i.media_id: i.description for i in public.items.all()}
+    new = {i.media_id: i.description for i in pending.items.all()}
+    media = {m.pk: m for m in Media.objects.filter(pk__in=set(old) | set(new))}
+    diff.media_added = [media[m] for m in new if m not in old]
+    diff.media_removed = [media[m] for m in old if m not in new]
+    diff.alt_changed = [(media[m], old[m], new[m]) for m in new if m in old and old[m] != new[m]]
+    return diff
+
+
 HUMAN_FINAL = (ModerationAction.APPROVE, ModerationAction.REJECT)
 ACCURACY_MAX_ROWS = 50_000
 QUEUE_ORDERING = (F("submitted_at").asc(nulls_first=True), "created_at", "pk")
@@ -68,7 +147,7 @@ def with_review_annotations(qs: QuerySet[Post]) -> QuerySet[Post]:
         .only("id", "post_id", "owner_id", "kind", "variants", "position", "created_at")
     )
     return (
-        qs.select_related("author", "claim__moderator")
+        qs.select_related("author", "claim__moderator", "pending_revision")
         .annotate(
             author_posts=_group_count(Post.objects.filter(author=OuterRef("author")), "author"),
             author_rejected=_group_count(
@@ -86,9 +165,10 @@ def with_review_annotations(qs: QuerySet[Post]) -> QuerySet[Post]:
 
 
 def review_queue(model: type[Post] = Post) -> QuerySet[Post]:
-    """Posts waiting for a human, oldest first: ``pending_review`` and ``quarantined``, not deleted.
+    """Posts waiting for a human, oldest first: ``pending_review`` and ``quarantined``, and published
+    or scheduled posts whose submitted revision is held (an edit: the queue shows its diff); not deleted.
     Rows carry only the filter/sort aliases; ``queue_page`` loads what a page shows."""
-    qs = model.objects.alive().filter(status__in=QUEUE_STATUSES)
+    qs = model.objects.alive().filter(QUEUE_Q)
     return queue_aliases(qs).order_by(*QUEUE_ORDERING)
 
 

@@ -20,10 +20,20 @@ from django.utils import timezone
 from config.errors import Conflict, InvalidTransition, PermissionDenied, ValidationFailed
 from config.queueing import send_on_commit
 from content.locks import post_lock
-from content.models import ModerationState, NotificationType, Post, PostStatus
+from content.models import (
+    REVISION_OPEN,
+    ModerationState,
+    NotificationType,
+    Post,
+    PostRevision,
+    PostStatus,
+    RevisionStatus,
+)
 from content.notifications import notify, post_transitioned
+from content.services import revision_hold, revision_make_public, revision_reject, scheduled_go_public
 from media.models import Media
 from moderation import policy
+from moderation.blocklist import matchable
 from moderation.models import (
     AiReview,
     Appeal,
@@ -64,15 +74,34 @@ def send_ai_review(post: Post) -> None:
     send_on_commit("review_post", str(post.pk), post.revision)
 
 
+def _waiting_revision(post: Post, revision: int) -> PostRevision | None:
+    """The post's open revision numbered ``revision`` if it still waits for the AI, else None."""
+    pending = post.pending_revision
+    if pending is None or pending.number != revision or pending.status != RevisionStatus.PENDING:
+        return None
+    return pending
+
+
 def waiting_for_ai(post: Post, revision: int) -> bool:
-    """True while this revision of the post waits for its (first) AI verdict. A verdict for another
-    revision, for a post a human or the reports moved on, or a second verdict for the same revision
-    (a duplicate or redelivered message) is stale and must change nothing."""
+    """True while this revision of the post waits for its (first) AI verdict: a first publish
+    (``pending_review``/``under_review``), a scheduled post being prescreened, or an edit of a
+    published post (its pending ``PostRevision``). A verdict for another revision, for a post a human
+    or the reports moved on, or a second verdict for the same revision (a duplicate or redelivered
+    message) is stale and must change nothing."""
+    if post.deleted_at is not None or post.revision != revision:
+        return False
+    if post.status == PostStatus.PENDING_REVIEW:
+        waiting = post.moderation_state == ModerationState.UNDER_REVIEW
+    elif post.status == PostStatus.SCHEDULED:
+        waiting = post.moderation_state == ModerationState.UNDER_REVIEW and bool(
+            _waiting_revision(post, revision)
+        )
+    elif post.status == PostStatus.PUBLISHED:
+        waiting = bool(_waiting_revision(post, revision))
+    else:
+        waiting = False
     return (
-        post.deleted_at is None
-        and post.revision == revision
-        and post.status == PostStatus.PENDING_REVIEW
-        and post.moderation_state == ModerationState.UNDER_REVIEW
+        waiting
         and not AiReview.objects.filter(
             post=post, post_revision=revision, decision__in=policy.AI_VERDICTS
         ).exists()
@@ -93,11 +122,14 @@ def ai_verdict_apply(
     attempt: int = 1,
     raw: dict | None = None,
 ) -> AiReview:
-    """Record an AI review (``overall`` in [0, 1]) and apply its band (``policy.decision_for``):
-    ``pending_review``/``under_review`` → ``published``/``clean``, stays for a human, or
-    ``quarantined``/``flagged``. A verdict for another revision, a post a human or the reports moved
-    on, a deleted post or a duplicate is recorded as ``stale`` and changes nothing: the actor must
-    not retry it, so that is not an error. Raises ``NotFound`` only when the post row is gone."""
+    """Record an AI review (``overall`` in [0, 1]) and apply its band (``policy.decision_for``).
+    First publish: ``pending_review``/``under_review`` → ``published``/``clean``, stays for a human,
+    or ``quarantined``/``flagged``. Scheduled post: cleared (public at ``publish_at``, at once if that
+    has passed), held for a human, or quarantined. Edit of a published post: the revision becomes the
+    public one, or (review and flag bands) is held for a human while the public keeps the previous one.
+    A verdict for another revision, a post a human or the reports moved on, a deleted post or a
+    duplicate is recorded as ``stale`` and changes nothing: the actor must not retry it, so that is
+    not an error. Raises ``NotFound`` only when the post row is gone."""
     post = post_lock(post_id=post_id, include_deleted=True)
     decision = policy.decision_for(overall) if waiting_for_ai(post, revision) else Decision.STALE
     review = AiReview.objects.create(
@@ -113,24 +145,54 @@ def ai_verdict_apply(
         attempt=attempt,
         raw=raw or {},
     )
+    if decision == Decision.STALE:
+        return review
+    pending = _waiting_revision(post, revision)
+    flagged = "The automatic check flagged it" + (f" ({', '.join(labels)})." if labels else ".")
+    held = "The automatic check was unsure; a moderator will look at it."
     notification, reason = None, ""
-    if decision == Decision.PUBLISH:
+    if post.status == PostStatus.PUBLISHED:  # an edit
+        if decision == Decision.PUBLISH and pending is not None:
+            post.save(update_fields=revision_make_public(post, pending))
+        elif pending is not None:
+            revision_hold(post, pending)
+            post.save(update_fields=["submitted_at", "updated_at"])
+            notification = NotificationType.POST_HELD
+            reason = (
+                flagged if decision == Decision.QUARANTINE else held
+            ) + " The edit waits; the post stays."
+    elif post.status == PostStatus.SCHEDULED and decision == Decision.PUBLISH:
+        pending.status = RevisionStatus.CLEARED
+        pending.decided_at = timezone.now()
+        pending.save(update_fields=["status", "decided_at"])
+        post.moderation_state = ModerationState.CLEAN
+        fields = scheduled_go_public(post)
+        post.save(update_fields=list(dict.fromkeys(["moderation_state", "updated_at", *fields])))
+        notification = NotificationType.POST_PUBLISHED if fields else None
+    elif decision == Decision.PUBLISH:
         post.status = PostStatus.PUBLISHED
         post.moderation_state = ModerationState.CLEAN
         post.published_at = post.published_at or timezone.now()
-        post.save(update_fields=["status", "moderation_state", "published_at", "updated_at"])
+        fields = revision_make_public(post, pending) if pending is not None else []
+        post.save(
+            update_fields=list(
+                dict.fromkeys(["status", "moderation_state", "published_at", "updated_at", *fields])
+            )
+        )
         notification = NotificationType.POST_PUBLISHED
     elif decision == Decision.QUARANTINE:
+        if pending is not None:
+            revision_hold(post, pending)
         post.status = PostStatus.QUARANTINED
         post.moderation_state = ModerationState.FLAGGED
-        post.save(update_fields=["status", "moderation_state", "updated_at"])
-        notification = NotificationType.POST_QUARANTINED
-        reason = "The automatic check flagged it" + (f" ({', '.join(labels)})." if labels else ".")
-    elif decision == Decision.REVIEW:
-        notification = NotificationType.POST_HELD
-        reason = "The automatic check was unsure; a moderator will look at it."
-    if notification:
-        post_transitioned(post, notification=notification, reason=reason, data={"ai_review_id": review.pk})
+        post.save(update_fields=["status", "moderation_state", "submitted_at", "updated_at"])
+        notification, reason = NotificationType.POST_QUARANTINED, flagged
+    else:  # held for a human
+        if pending is not None:
+            revision_hold(post, pending)
+            post.save(update_fields=["submitted_at", "updated_at"])
+        notification, reason = NotificationType.POST_HELD, held
+    post_transitioned(post, notification=notification, reason=reason, data={"ai_review_id": review.pk})
     return review
 
 
@@ -168,8 +230,14 @@ def ai_review_record_failure(
 # --- human decisions --------------------------------------------------------------------------------------
 
 
-APPROVE_FROM = (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED)
-REJECT_FROM = (PostStatus.PROCESSING, PostStatus.PENDING_REVIEW, PostStatus.PUBLISHED, PostStatus.QUARANTINED)
+APPROVE_FROM = (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED, PostStatus.SCHEDULED)
+REJECT_FROM = (
+    PostStatus.PROCESSING,
+    PostStatus.PENDING_REVIEW,
+    PostStatus.SCHEDULED,
+    PostStatus.PUBLISHED,
+    PostStatus.QUARANTINED,
+)
 QUARANTINE_FROM = (PostStatus.PUBLISHED, PostStatus.PENDING_REVIEW)
 
 
@@ -256,10 +324,25 @@ def post_approve(
         take_over=take_over,
     )
     before = (post.status, post.moderation_state)
-    post.status = PostStatus.PUBLISHED
+    pending = post.pending_revision if post.pending_revision_id else None
     post.moderation_state = ModerationState.APPROVED
-    post.published_at = post.published_at or timezone.now()
-    post.save(update_fields=["status", "moderation_state", "published_at", "updated_at"])
+    if post.status == PostStatus.SCHEDULED:
+        # Cleared: public at publish_at (at once if that has passed).
+        if pending is not None:
+            pending.status = RevisionStatus.CLEARED
+            pending.decided_at = timezone.now()
+            pending.save(update_fields=["status", "decided_at"])
+        fields = scheduled_go_public(post)
+        post.save(update_fields=list(dict.fromkeys(["moderation_state", "updated_at", *fields])))
+    else:
+        post.status = PostStatus.PUBLISHED
+        post.published_at = post.published_at or timezone.now()
+        fields = revision_make_public(post, pending) if pending is not None else []
+        post.save(
+            update_fields=list(
+                dict.fromkeys(["status", "moderation_state", "published_at", "updated_at", *fields])
+            )
+        )
     _record(post, moderator, ModerationAction.APPROVE, reason, before)
     post_transitioned(post, notification=NotificationType.POST_APPROVED, reason=reason)
     return post
@@ -291,18 +374,49 @@ def post_reject(
     post.moderation_state = ModerationState.REJECTED
     post.rejection_reason = reason
     post.publish_requested = False
-    post.save(
-        update_fields=["status", "moderation_state", "rejection_reason", "publish_requested", "updated_at"]
+    PostRevision.objects.filter(post=post, status__in=REVISION_OPEN).update(
+        status=RevisionStatus.REJECTED, decided_at=timezone.now()
     )
-    for sha in set(Media.objects.filter(post=post).exclude(sha256="").values_list("sha256", flat=True)):
-        BlockedMedia.objects.get_or_create(
-            sha256=sha,
-            defaults={"reason": reason or "Rejected post", "source_post": post, "added_by": moderator},
-        )
+    post.pending_revision = None
+    post.save(
+        update_fields=[
+            "status",
+            "moderation_state",
+            "rejection_reason",
+            "publish_requested",
+            "pending_revision",
+            "updated_at",
+        ]
+    )
+    _block_post_media(post, moderator, reason)
     _record(post, moderator, ModerationAction.REJECT, reason, before)
     send_on_commit("media_revoke_post_urls", str(post.pk))
     post_transitioned(post, notification=NotificationType.POST_REJECTED, reason=reason)
     return post
+
+
+def _block_post_media(post: Post, moderator: AbstractBaseUser, reason: str) -> None:
+    """Put every file of ``post`` on the blocklist: its sha256 and its PDQ hashes good enough to
+    match (``moderation.blocklist.matchable``), so re-encoded or resized copies are blocked too."""
+    hashes_by_sha: dict[str, list[str]] = {}
+    for sha, pdq_hashes in (
+        Media.objects.filter(post=post).exclude(sha256="").values_list("sha256", "pdq_hashes")
+    ):
+        hashes = hashes_by_sha.setdefault(sha, [])
+        hashes += [h["hash"] for h in matchable(pdq_hashes) if h["hash"] not in hashes]
+    for sha, hashes in hashes_by_sha.items():
+        blocked, created = BlockedMedia.objects.get_or_create(
+            sha256=sha,
+            defaults={
+                "reason": reason or "Rejected post",
+                "source_post": post,
+                "added_by": moderator,
+                "pdq_hashes": hashes,
+            },
+        )
+        if not created and set(hashes) - set(blocked.pdq_hashes):
+            blocked.pdq_hashes = [*blocked.pdq_hashes, *(h for h in hashes if h not in blocked.pdq_hashes)]
+            blocked.save(update_fields=["pdq_hashes", "updated_at"])
 
 
 @transaction.atomic
@@ -334,6 +448,98 @@ def post_quarantine(
     return post
 
 
+# --- decisions on an edit of a published post (DESIGN.md §9) ----------------------------------------------
+
+
+def _lock_for_revision(
+    *, post_id: UUID | str, revision_id: int, moderator: AbstractBaseUser, take_over: bool, action: str
+) -> tuple[Post, PostRevision]:
+    """Lock a published post for a decision on its held (or still pending) revision ``revision_id``.
+    Another revision is waiting now, or none: ``AlreadyDecided`` (the creator edited again, or another
+    moderator decided)."""
+    post = _lock_for_decision(
+        post_id=post_id,
+        moderator=moderator,
+        allowed=(PostStatus.PUBLISHED,),
+        action=action,
+        expected_status=PostStatus.PUBLISHED,
+        take_over=take_over,
+    )
+    pending = post.pending_revision
+    if pending is None or pending.pk != int(revision_id) or pending.status not in REVISION_OPEN:
+        raise AlreadyDecided("This edit was already decided, or the creator replaced it with a newer one.")
+    return post, pending
+
+
+@transaction.atomic
+def post_revision_approve(
+    *,
+    post_id: UUID | str,
+    revision_id: int,
+    moderator: AbstractBaseUser,
+    reason: str = "",
+    take_over: bool = False,
+) -> PostRevision:
+    """Approve the waiting edit ``revision_id`` of a published post: it becomes the public revision
+    (``edited_at`` set). The post stays ``published``/its state becomes ``approved``. Errors as
+    ``post_approve``; a revision that is not the waiting one is ``AlreadyDecided``. Audited."""
+    _require_reason(ModerationAction.APPROVE, reason)
+    post, revision = _lock_for_revision(
+        post_id=post_id, revision_id=revision_id, moderator=moderator, take_over=take_over, action="approve"
+    )
+    before = (post.status, post.moderation_state)
+    post.moderation_state = ModerationState.APPROVED
+    post.save(update_fields=list(dict.fromkeys(["moderation_state", *revision_make_public(post, revision)])))
+    decision = _record(post, moderator, ModerationAction.APPROVE, reason, before)
+    decision.details = {"revision": revision.number}
+    decision.save(update_fields=["details"])
+    post_transitioned(
+        post, notification=NotificationType.POST_APPROVED, reason=reason, data={"revision": revision.number}
+    )
+    return revision
+
+
+@transaction.atomic
+def post_revision_reject(
+    *,
+    post_id: UUID | str,
+    revision_id: int,
+    moderator: AbstractBaseUser,
+    reason: str = "",
+    take_over: bool = False,
+) -> PostRevision:
+    """Reject the waiting edit ``revision_id`` of a published post: it is dropped (media only it had
+    are detached and their bytes blocklisted), the public revision stays, the creator may edit again.
+    ``reason`` is required (``ReasonRequired``). Errors as ``post_revision_approve``. Audited."""
+    _require_reason(ModerationAction.REJECT, reason)
+    post, revision = _lock_for_revision(
+        post_id=post_id, revision_id=revision_id, moderator=moderator, take_over=take_over, action="reject"
+    )
+    before = (post.status, post.moderation_state)
+    public_ids = (
+        set(post.public_revision.items.values_list("media_id", flat=True)) if post.public_revision else set()
+    )
+    new_media = Media.objects.filter(revision_items__revision=revision).exclude(pk__in=public_ids)
+    for sha in set(new_media.exclude(sha256="").values_list("sha256", flat=True)):
+        BlockedMedia.objects.get_or_create(
+            sha256=sha,
+            defaults={"reason": reason or "Rejected edit", "source_post": post, "added_by": moderator},
+        )
+    post.save(update_fields=revision_reject(post, revision))
+    decision = _record(post, moderator, ModerationAction.REJECT, reason, before)
+    decision.details = {"revision": revision.number}
+    decision.save(update_fields=["details"])
+    send_on_commit("media_revoke_post_urls", str(post.pk))
+    # The edit was rejected, not the post (it stays published): the creator may edit again.
+    post_transitioned(
+        post,
+        notification=NotificationType.POST_REJECTED,
+        reason=reason,
+        data={"revision": revision.number, "edit_only": True},
+    )
+    return revision
+
+
 @transaction.atomic
 def post_claim(*, post_id: UUID | str, moderator: AbstractBaseUser, take_over: bool = False) -> PostClaim:
     """Hold a queued post for ``claim_minutes`` so other moderators do not act on it meanwhile.
@@ -342,7 +548,8 @@ def post_claim(*, post_id: UUID | str, moderator: AbstractBaseUser, take_over: b
     post = post_lock(post_id=post_id)
     if post.author_id == moderator.pk:
         raise PermissionDenied("Moderators cannot moderate their own posts.")
-    if post.status not in (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED):
+    held_edit = bool(post.pending_revision_id) and post.pending_revision.status == RevisionStatus.HELD
+    if post.status not in (PostStatus.PENDING_REVIEW, PostStatus.QUARANTINED) and not held_edit:
         raise InvalidTransition(f"Only posts waiting for review can be claimed; this one is {post.status}.")
     now = timezone.now()
     claim = PostClaim.objects.filter(post=post).first()
@@ -486,12 +693,26 @@ def appeal_decide(*, appeal_id: int, moderator: AbstractBaseUser, grant: bool, r
         )
     before = (post.status, post.moderation_state)
     if grant:
+        # What goes public: the revision waiting (a quarantine holds it), else the public one the post
+        # had, else the one the rejection dropped.
+        revision = post.pending_revision if post.pending_revision_id else None
+        if revision is None and post.public_revision_id is None:
+            revision = (
+                PostRevision.objects.filter(post=post, status=RevisionStatus.REJECTED)
+                .order_by("-number")
+                .first()
+            )
+        fields = revision_make_public(post, revision) if revision is not None else []
         post.status = PostStatus.PUBLISHED
         post.moderation_state = ModerationState.APPROVED
         post.published_at = post.published_at or timezone.now()
         post.rejection_reason = ""
         post.save(
-            update_fields=["status", "moderation_state", "published_at", "rejection_reason", "updated_at"]
+            update_fields=list(
+                dict.fromkeys(
+                    ["status", "moderation_state", "published_at", "rejection_reason", "updated_at", *fields]
+                )
+            )
         )
         # The reject put the post's bytes on the blocklist; the appeal takes them off again.
         BlockedMedia.objects.filter(source_post=post).delete()

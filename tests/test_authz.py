@@ -64,6 +64,8 @@ class Scene:
     option_id: int
     intruder_upload: Upload  # the intruder's own, ready to attach
     file_url: str = ""  # the signed URL of the media's bytes, as issued to the owner
+    hls_url: str = ""  # the signed HLS master playlist URL, as issued to the owner
+    segment_url: str = ""  # a segment under the same signed prefix
 
 
 def make_scene(owner, intruder, status: str) -> Scene:
@@ -72,6 +74,12 @@ def make_scene(owner, intruder, status: str) -> Scene:
     media.original_key = f"media/{owner.pk}/{media.pk}/original.jpg"
     media.save(update_fields=["original_key"])
     storage.save(media.original_key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    # An HLS tree as the video processor lays it out (variants.hls.key = …/hls/master.m3u8).
+    hls_key = f"media/{owner.pk}/{media.pk}/hls/master.m3u8"
+    storage.save(hls_key, io.BytesIO(b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n360p/index.m3u8\n"), None)
+    storage.save(f"media/{owner.pk}/{media.pk}/hls/360p/seg_001.m4s", io.BytesIO(b"\0" * 64), None)
+    media.variants = {"hls": {"key": hls_key, "mime_type": "application/vnd.apple.mpegurl"}}
+    media.save(update_fields=["variants"])
     poll = PollFactory(post__author=owner, post__status=status)
     scene = Scene(
         owner=owner,
@@ -85,6 +93,9 @@ def make_scene(owner, intruder, status: str) -> Scene:
     assert r.status_code == 200, r.content
     parts = urlsplit(r.json()["original_url"])
     scene.file_url = parts.path
+    scene.hls_url = urlsplit(r.json()["variants"]["hls"]["url"]).path
+    assert scene.hls_url.startswith("/m/h/") and scene.hls_url.endswith("/master.m3u8")
+    scene.segment_url = scene.hls_url.replace("/master.m3u8", "/360p/seg_001.m4s")
     return scene
 
 
@@ -127,9 +138,19 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
         Probe("POST", lambda s: f"{_post(s)}/media", lambda s: {"upload_id": str(s.intruder_upload.pk)})
     ],
     "media-detach": [Probe("DELETE", lambda s: f"{_post(s)}/media/{s.media.pk}")],
-    "media-detail": [Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}", read=True)],
+    "media-detail": [
+        Probe("GET", lambda s: f"/api/v1/content/media/{s.media.pk}", read=True),
+        Probe(
+            "PATCH", lambda s: f"/api/v1/content/media/{s.media.pk}", lambda s: {"description": "Hijacked"}
+        ),
+    ],
     "media-retry": [Probe("POST", lambda s: f"/api/v1/content/media/{s.media.pk}/retry")],
     "media-file": [Probe("GET", lambda s: s.file_url, read=True)],
+    "media-tree": [
+        Probe("GET", lambda s: s.hls_url, read=True),
+        Probe("GET", lambda s: s.segment_url, read=True),
+    ],
+    "post-revisions": [Probe("GET", lambda s: f"{_post(s)}/revisions", read=True)],
     # Only the author appeals or reads an appeal (a 401 for anonymous callers: it is never public).
     "post-appeal": [
         Probe("POST", lambda s: f"{_post(s)}/appeal", lambda s: {"text": "Please look again."}),
@@ -145,6 +166,11 @@ OTHER_PROBES: dict[str, str] = {
     "my-posts": "test_lists_never_show_hidden_posts_of_others",
     "upload-create": "test_uploads_need_a_user_and_the_upload_target_needs_its_signature",
     "upload-data": "test_uploads_need_a_user_and_the_upload_target_needs_its_signature",
+    "upload-detail": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
+    "upload-parts": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
+    "upload-part-data": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
+    "upload-complete": "test_resumable_uploads_are_their_owners_and_parts_need_their_signature",
+    "my-quota": "test_quota_is_the_callers_own",
     "schema": "test_schema_and_docs_are_public",
     "docs": "test_schema_and_docs_are_public",
     "notification-list": "test_notifications_webhooks_and_events_are_the_callers_own",
@@ -405,6 +431,84 @@ def test_uploads_need_a_user_and_the_upload_target_needs_its_signature(user, oth
     assert Upload.objects.get(pk=theirs["upload_id"]).state == UploadState.PENDING
 
 
+def test_resumable_uploads_are_their_owners_and_parts_need_their_signature(user, other_user):
+    body = {"filename": "a.jpg", "content_type": "image/jpeg", "size": 1000, "resumable": True}
+    r = client_for().post("/api/v1/content/uploads", body, format="json")
+    assert (r.status_code, r.json()["code"]) == (401, "not_authenticated")
+    mine = client_for(user).post("/api/v1/content/uploads", body, format="json").json()
+    theirs = client_for(other_user).post("/api/v1/content/uploads", body, format="json").json()
+    base = f"/api/v1/content/uploads/{theirs['upload_id']}"
+    calls = [
+        ("get", base, None),
+        ("delete", base, None),
+        ("post", f"{base}/parts", {"part_numbers": [1]}),
+        ("post", f"{base}/complete", {"parts": [{"part_number": 1, "etag": "x"}]}),
+    ]
+    for method, path, data in calls:
+        r = getattr(client_for(user), method)(path, data, format="json")
+        assert (r.status_code, r.json()["code"]) == (404, "not_found"), path
+        r = getattr(client_for(), method)(path, data, format="json")
+        assert r.status_code == 401, path
+    # my part signature does not open their part, and no credential replaces a signature
+    url = (
+        client_for(user)
+        .post(f"/api/v1/content/uploads/{mine['upload_id']}/parts", {"part_numbers": [1]}, format="json")
+        .json()["parts"][0]["url"]
+    )
+    query = urlsplit(url).query
+    their_part = f"{base}/parts/1/data"
+    for c in (client_for(user), client_for(other_user), client_for()):
+        for path in (f"{their_part}?{query}", their_part):
+            r = c.generic("PUT", path, b"x" * 10, content_type="")
+            assert (r.status_code, r.json()["code"]) == (403, "invalid_signature")
+    assert Upload.objects.get(pk=theirs["upload_id"]).parts == {}
+
+
+@pytest.mark.parametrize("status", HIDDEN)
+def test_link_preview_image_of_hidden_posts_is_hidden(status, user, other_user, staff):
+    """The card's image (a thumbnail medium of the post): its JSON, the card and its bytes follow the
+    post's visibility, like any medium (issue 13's read-path walk)."""
+    post = PostFactory(
+        author=user, type=PostType.LINK, link_url="https://example.com/", body="", status=status
+    )
+    thumb = MediaFactory(post=post, kind="thumbnail", is_primary=False, metadata={"link_preview": True})
+    key = f"media/{user.pk}/{thumb.pk}/small.jpg"
+    thumb.variants = {"small": {"key": key, "mime_type": "image/jpeg", "width": 64, "height": 48}}
+    thumb.save(update_fields=["variants"])
+    storage.save(key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    Post.objects.filter(pk=post.pk).update(
+        metadata={
+            "link_preview": {
+                "url": "u",
+                "title": "t",
+                "description": "d",
+                "site_name": "s",
+                "image_media_id": str(thumb.pk),
+            }
+        }
+    )
+    owner_view = client_for(user).get(f"/api/v1/content/posts/{post.pk}").json()
+    image = owner_view["metadata"]["link_preview"]["image"]
+    assert image["id"] == str(thumb.pk)
+    url = urlsplit(image["variants"]["small"]["url"]).path
+    for who in (other_user, None):
+        c = client_for(who)
+        assert c.get(f"/api/v1/content/posts/{post.pk}").status_code == 404
+        assert c.get(f"/api/v1/content/media/{thumb.pk}").status_code == 404
+        assert c.get(url).status_code == 404
+        feed = c.get("/api/v1/content/posts").json()["results"]
+        assert str(post.pk) not in {p["id"] for p in feed}
+    assert client_for(staff).get(url).status_code == 200
+
+
+def test_quota_is_the_callers_own(user, other_user):
+    MediaFactory(post=PostFactory(author=other_user, type=PostType.IMAGE, body=""), size_bytes=4321)
+    assert client_for(user).get("/api/v1/content/me/quota").json()["used_bytes"] == 0
+    assert client_for(other_user).get("/api/v1/content/me/quota").json()["used_bytes"] == 4321
+    r = client_for().get("/api/v1/content/me/quota")
+    assert (r.status_code, r.json()["code"]) == (401, "not_authenticated")
+
+
 def test_schema_and_docs_are_public():
     assert client_for().get("/api/v1/schema/").status_code == 200
     assert client_for().get("/api/v1/docs/").status_code == 200
@@ -537,3 +641,139 @@ def test_admin_login_with_csrf_token_works(staff):
         {"username": staff.username, "password": PASSWORD, "next": "/admin/", "csrfmiddlewaretoken": token},
     )
     assert r.status_code == 302, r.status_code
+
+
+# --- edits after publish: nothing of a waiting revision is public (DESIGN.md §9) --------------------------
+
+SECRET = "zq-secret-edit"
+
+
+def _stored_image(owner, post, **kw) -> Media:
+    """A ready image with a stored original and a stored ``large`` variant."""
+    media = MediaFactory(post=post, processing_status=ProcessingStatus.READY, **kw)
+    media.original_key = f"media/{owner.pk}/{media.pk}/original.jpg"
+    media.variants = {
+        "large": {"key": f"media/{owner.pk}/{media.pk}/large.jpg", "mime_type": "image/jpeg", "width": 64}
+    }
+    media.save(update_fields=["original_key", "variants"])
+    for key in (media.original_key, media.variants["large"]["key"]):
+        storage.save(key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    return media
+
+
+def _byte_urls(client, media_id) -> list[str]:
+    data = client.get(f"/api/v1/content/media/{media_id}").json()
+    urls = [v["url"] for v in data["variants"].values()] + [data["original_url"]]
+    return [urlsplit(u).path + ("?" + urlsplit(u).query if urlsplit(u).query else "") for u in urls if u]
+
+
+def test_a_pending_revision_is_invisible_on_every_read_path(
+    user, other_user, moderator, bare_staff, platform
+):
+    """The owner edits a published post in ai_prescreen mode: new text, content warning, a new image
+    with alt text, the old image detached. Until the edit is cleared, nobody but the owner and staff
+    sees any of it on any read path: post detail, feed (all, ?author= by name and id), another user's
+    me/posts, media detail, every variant and original URL, the revision history. (Link-preview
+    images join this walk when they exist.)"""
+    platform(moderation_mode="ai_prescreen")
+    post = PostFactory(
+        author=user, type=PostType.IMAGE, title="Public title", body="Public body", published=True
+    )
+    old = _stored_image(user, post)
+    owner = client_for(user)
+    assert owner.patch(f"{_post_path(post)}", {"title": "warm-up"}, format="json").status_code == 200
+    # The first edit above is pending too; the real one replaces it.
+    r = owner.post(f"{_post_path(post)}/media", {"upload_id": str(received_upload(user).pk)}, format="json")
+    assert r.status_code == 201, r.content
+    new = Media.objects.get(pk=r.json()["id"])
+    assert r.json()["original_url"], "the owner gets its URLs"
+    # Processing done (as the worker would): a stored variant the owner could be given.
+    new.processing_status = ProcessingStatus.READY
+    new.variants = {"large": {"key": f"media/{user.pk}/{new.pk}/large.jpg", "mime_type": "image/jpeg"}}
+    new.save(update_fields=["processing_status", "variants"])
+    storage.save(new.variants["large"]["key"], io.BytesIO(jpeg_bytes()), "image/jpeg")
+    r = owner.patch(
+        _post_path(post),
+        {
+            "title": f"{SECRET} title",
+            "body": f"{SECRET} body",
+            "spoiler_text": f"{SECRET} cw",
+            "sensitive": True,
+            "media": [{"id": str(new.pk), "description": f"{SECRET} alt"}],
+        },
+        format="json",
+    )
+    assert r.status_code == 200, r.content
+    assert owner.delete(f"{_post_path(post)}/media/{old.pk}").status_code == 204
+    post.refresh_from_db()
+    assert post.status == PostStatus.PUBLISHED and post.pending_revision.status == "pending"
+    new_urls = _byte_urls(owner, new.pk)
+    old_urls = _byte_urls(client_for(other_user), old.pk)
+    assert new_urls and old_urls
+
+    def reads(client) -> list:
+        return [
+            client.get(_post_path(post)),
+            client.get("/api/v1/content/posts"),
+            client.get("/api/v1/content/posts", {"author": user.username}),
+            client.get("/api/v1/content/posts", {"author": str(user.pk)}),
+            client.get("/api/v1/content/me/posts"),
+            client.get(f"/api/v1/content/media/{old.pk}"),
+            client.get(f"{_post_path(post)}/revisions"),
+        ]
+
+    for who in (other_user, bare_staff, None):
+        c = client_for(who)
+        for resp in reads(c):
+            assert resp.status_code in (200, 401), resp.status_code
+            text = resp.content.decode()
+            assert SECRET not in text, (who, resp.request["PATH_INFO"])
+            assert str(new.pk) not in text, (who, resp.request["PATH_INFO"])
+        detail = c.get(_post_path(post)).json()
+        assert (detail["title"], detail["sensitive"], detail["pending_revision"]) == (
+            "Public title",
+            False,
+            None,
+        )
+        assert [m["id"] for m in detail["media"]] == [str(old.pk)], (
+            "the detached image stays public until then"
+        )
+        r = c.get(f"/api/v1/content/media/{new.pk}")
+        assert (r.status_code, r.json()["code"]) == (404, "not_found")
+        for url in new_urls:
+            assert c.get(url).status_code == 404, (who, url)
+        for url in old_urls:
+            assert c.get(url).status_code == 200, (who, url)
+
+    for reader in (user, moderator):
+        c = client_for(reader)
+        pending = c.get(_post_path(post)).json()["pending_revision"]
+        assert pending["title"] == f"{SECRET} title" and pending["spoiler_text"] == f"{SECRET} cw"
+        assert [m["id"] for m in pending["media"]] == [str(new.pk)]
+        assert pending["media"][0]["description"] == f"{SECRET} alt"
+        assert c.get(f"/api/v1/content/media/{new.pk}").status_code == 200
+        for url in new_urls:
+            assert c.get(url).status_code == 200, (reader, url)
+        assert SECRET in c.get(f"{_post_path(post)}/revisions").content.decode()
+
+    # Cleared: the edit replaces the public revision everywhere.
+    from moderation.services import ai_verdict_apply
+
+    ai_verdict_apply(
+        post_id=post.pk,
+        revision=post.revision,
+        provider="stub",
+        model="stub",
+        scores={},
+        overall=0.0,
+        labels=[],
+        duration_ms=1.0,
+    )
+    detail = client_for(other_user).get(_post_path(post)).json()
+    assert detail["title"] == f"{SECRET} title" and detail["edited_at"]
+    assert [m["id"] for m in detail["media"]] == [str(new.pk)]
+    assert client_for(other_user).get(f"/api/v1/content/media/{new.pk}").status_code == 200
+
+
+def _post_path(post) -> str:
+    return f"/api/v1/content/posts/{post.pk}"

@@ -7,7 +7,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from content.models import Poll, Post, PostStatus, PostType, ReportReason
+from content.models import Poll, Post, PostRevision, PostStatus, PostType, ReportReason
+from content.selectors import public_media
 from content.services import is_owner_or_staff
 from media.api.serializers import MediaSerializer
 
@@ -115,6 +116,78 @@ def poll_data(poll: Poll, user) -> dict:
     }
 
 
+class RevisionMediaSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="media_id")
+    position = serializers.IntegerField()
+    description = serializers.CharField(help_text="The medium's alt text in this revision.")
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    """One revision of a post (``GET content/posts/{id}/revisions``). Media are ids and alt texts:
+    bytes are reached through the post's or the medium's own JSON, with their visibility rules."""
+
+    media = RevisionMediaSerializer(source="items", many=True, read_only=True)
+    link_url = serializers.CharField(read_only=True, help_text="An http(s) URL; blank unless a link post.")
+
+    class Meta:
+        model = PostRevision
+        fields = [
+            "id",
+            "number",
+            "status",
+            "title",
+            "body",
+            "link_url",
+            "sensitive",
+            "spoiler_text",
+            "media",
+            "created_at",
+            "decided_at",
+            "public_at",
+            "public_until",
+        ]
+        read_only_fields = fields
+
+
+class PendingRevisionMediaSerializer(MediaSerializer):
+    """Media JSON of a waiting revision, with the medium's alt text in that revision."""
+
+    description = serializers.CharField(read_only=True, help_text="Alt text in this revision.")
+
+    class Meta(MediaSerializer.Meta):
+        fields = [*MediaSerializer.Meta.fields, "description"]
+        read_only_fields = fields
+
+
+class PendingRevisionSerializer(RevisionSerializer):
+    """The pending revision as its owner and staff see it: media JSON (signed, private URLs) with
+    ``description``."""
+
+    media = PendingRevisionMediaSerializer(many=True, read_only=True)
+
+
+def _is_preview(media) -> bool:
+    return media.kind == "thumbnail" and bool((media.metadata or {}).get("link_preview"))
+
+
+class LinkPreviewSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    site_name = serializers.CharField()
+    image = MediaSerializer(allow_null=True, help_text="The preview image, a `thumbnail` medium, once ready.")
+
+
+class PostMetadataSerializer(serializers.Serializer):
+    media_count = serializers.IntegerField()
+    link_preview = LinkPreviewSerializer(
+        required=False, help_text="Link posts: the page's card, filled by the `links` worker."
+    )
+    link_preview_error = serializers.DictField(
+        required=False, help_text="Owner and staff: why the card could not be built {code, detail}."
+    )
+
+
 class PostSerializer(serializers.ModelSerializer):
     """Post JSON (DESIGN.md §4)."""
 
@@ -125,6 +198,10 @@ class PostSerializer(serializers.ModelSerializer):
     media = serializers.SerializerMethodField()
     poll = serializers.SerializerMethodField()
     metadata = serializers.SerializerMethodField()
+    pending_revision = serializers.SerializerMethodField(
+        help_text="Owner and staff only (null for anyone else): the edit waiting for the prescreen or a "
+        "moderator. Everything else in this object is what the public sees."
+    )
 
     class Meta:
         model = Post
@@ -136,6 +213,8 @@ class PostSerializer(serializers.ModelSerializer):
             "title",
             "body",
             "link_url",
+            "sensitive",
+            "spoiler_text",
             "author",
             "media",
             "poll",
@@ -143,16 +222,47 @@ class PostSerializer(serializers.ModelSerializer):
             "publish_requested",
             "rejection_reason",
             "published_at",
+            "edited_at",
+            "scheduled_at",
+            "pending_revision",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
 
-    @extend_schema_field(MediaSerializer(many=True))
-    def get_media(self, post: Post) -> list:
+    @extend_schema_field(PendingRevisionSerializer(allow_null=True))
+    def get_pending_revision(self, post: Post) -> dict | None:
+        if not post.pending_revision_id:
+            return None
+        request = self.context.get("request")
+        if not is_owner_or_staff(getattr(request, "user", None), post.author_id):
+            return None
+        revision = post.pending_revision
+        items = list(revision.items.select_related("media").order_by("position"))
+        public_ids = set(public_media().filter(post=post).values_list("pk", flat=True))
+        media = []
+        for item in items:
+            m = item.media
+            m.post = post
+            m.in_public_revision = m.pk in public_ids
+            media.append(m)
+        out = RevisionSerializer(revision).data
+        rendered = MediaSerializer(media, many=True, context=self.context).data
+        for row, item in zip(rendered, items, strict=True):
+            row["description"] = item.description
+        out["media"] = rendered
+        return out
+
+    def _attached(self, post: Post) -> list:
         media = [m for m in post.media.all() if m.detached_at is None]
         for m in media:
             m.post = post  # already loaded: no query per medium
+        return media
+
+    @extend_schema_field(MediaSerializer(many=True))
+    def get_media(self, post: Post) -> list:
+        """The post's media; a link preview image is shown in ``metadata.link_preview.image`` only."""
+        media = [m for m in self._attached(post) if not _is_preview(m)]
         return MediaSerializer(media, many=True, context=self.context).data
 
     @extend_schema_field(PollOutSerializer(allow_null=True))
@@ -166,16 +276,24 @@ class PostSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         return poll_data(poll, getattr(request, "user", None))
 
-    @extend_schema_field(serializers.DictField())
+    @extend_schema_field(PostMetadataSerializer)
     def get_metadata(self, post: Post) -> dict:
         data = dict(post.metadata or {})
-        data["media_count"] = sum(1 for m in post.media.all() if m.detached_at is None)
+        attached = self._attached(post)
+        data["media_count"] = sum(1 for m in attached if not _is_preview(m))
+        if isinstance(data.get("link_preview"), dict):
+            preview = dict(data["link_preview"])
+            image_id = preview.pop("image_media_id", None)
+            image = next((m for m in attached if str(m.pk) == image_id and _is_preview(m)), None)
+            ready = image is not None and image.processing_status == "ready"
+            preview["image"] = MediaSerializer(image, context=self.context).data if ready else None
+            data["link_preview"] = preview
         if post.blocked_media:
             data["blocked_media"] = True  # a column since issue 10; the API still shows it here
         request = self.context.get("request")
         user = getattr(request, "user", None)
         if not is_owner_or_staff(user, post.author_id):
-            for private in ("ai_review_error", "blocked_media", "publish_error"):
+            for private in ("ai_review_error", "blocked_media", "publish_error", "link_preview_error"):
                 data.pop(private, None)
         return data
 
@@ -196,13 +314,41 @@ class PostCreateSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=40_000, required=False, allow_blank=True, default="")
     link_url = serializers.URLField(max_length=2000, required=False, allow_blank=True, default="")
     poll = PollInSerializer(required=False, allow_null=True, default=None)
+    sensitive = serializers.BooleanField(required=False, default=False, help_text="Hide behind a warning.")
+    spoiler_text = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", help_text="The content warning."
+    )
+
+
+class MediaDescriptionSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    description = serializers.CharField(max_length=1500, allow_blank=True)
 
 
 class PostUpdateSerializer(serializers.Serializer):
+    """A draft is edited in place; a published post gets a new revision (DESIGN.md §9)."""
+
     title = serializers.CharField(max_length=300, required=False, allow_blank=True)
     body = serializers.CharField(max_length=40_000, required=False, allow_blank=True)
     link_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
+    sensitive = serializers.BooleanField(required=False)
+    spoiler_text = serializers.CharField(max_length=500, required=False, allow_blank=True)
     poll = PollInSerializer(required=False)
+    media = MediaDescriptionSerializer(
+        many=True,
+        required=False,
+        max_length=50,
+        help_text="Alt texts of attached media: [{id, description}].",
+    )
+
+
+class PublishSerializer(serializers.Serializer):
+    publish_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Schedule: an ISO 8601 time with zone, 1 minute to 1 year ahead. 202, status `scheduled`.",
+    )
 
 
 class VoteSerializer(serializers.Serializer):

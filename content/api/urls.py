@@ -10,6 +10,7 @@ urlpatterns = [
     path("content/posts/<uuid:post_id>", views.PostDetailView.as_view(), name="post-detail"),
     path("content/posts/<uuid:post_id>/publish", views.PublishView.as_view(), name="post-publish"),
     path("content/posts/<uuid:post_id>/unpublish", views.UnpublishView.as_view(), name="post-unpublish"),
+    path("content/posts/<uuid:post_id>/revisions", views.RevisionsView.as_view(), name="post-revisions"),
     path("content/posts/<uuid:post_id>/poll/vote", views.PollVoteView.as_view(), name="poll-vote"),
     path("content/posts/<uuid:post_id>/report", views.ReportView.as_view(), name="post-report"),
     path("content/notifications", live.NotificationListView.as_view(), name="notification-list"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate, get_user_model, user_logged_in
 from django.db import IntegrityError, transaction
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -25,10 +26,12 @@ from content.api.serializers import (
     PostCreateSerializer,
     PostSerializer,
     PostUpdateSerializer,
+    PublishSerializer,
     RegisteredSerializer,
     RegisterSerializer,
     ReportOutSerializer,
     ReportSerializer,
+    RevisionSerializer,
     TokenRequestSerializer,
     TokenSerializer,
     VoteSerializer,
@@ -193,7 +196,10 @@ class PostDetailView(APIView):
         request=PostUpdateSerializer,
         responses={200: PostSerializer, **error_responses(400, 401, 403, 404, 409)},
         tags=["posts"],
-        summary="Edit a draft",
+        summary="Edit a draft, or make a new revision of a published post",
+        description="A draft changes in place. On a published post the edit becomes a new revision: "
+        "public at once in `reactive_only`; in `ai_prescreen` the public keeps the last cleared revision "
+        "while the new one (shown to the owner as `pending_revision`) is prescreened (DESIGN.md §9).",
     )
     def patch(self, request, post_id):
         data = PostUpdateSerializer(data=request.data, partial=True)
@@ -213,21 +219,41 @@ class PublishView(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
-        request=None,
+        request=PublishSerializer,
         responses={
             200: OpenApiResponse(PostSerializer, description="Published."),
             202: OpenApiResponse(
                 PostSerializer,
-                description="Accepted: waiting for the AI prescreen "
-                "(`pending_review`) or for media processing (`publish_requested`).",
+                description="Accepted: waiting for the AI prescreen (`pending_review`), for media "
+                "processing (`publish_requested`), or for `publish_at` (`scheduled`).",
             ),
-            **error_responses(400, 401, 403, 404, 409),
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                409,
+                e400="Bad input; `invalid_publish_at` when publish_at is not 1 minute – 1 year ahead.",
+            ),
         },
         tags=["posts"],
-        summary="Publish a draft",
+        summary="Publish a draft, now or at `publish_at`",
     )
     def post(self, request, post_id):
-        post = services.post_publish(post_id=post_id, actor=request.user)
+        data = PublishSerializer(data=request.data or {})
+        raw = data.initial_data.get("publish_at") if hasattr(data.initial_data, "get") else None
+        if not data.is_valid():
+            if "publish_at" in data.errors:
+                raise services.InvalidPublishAt(
+                    "publish_at must be an ISO 8601 time with a zone.", extra={"errors": data.errors}
+                )
+            raise ValidationError(data.errors)
+        parsed = parse_datetime(raw) if isinstance(raw, str) else None
+        if parsed is not None and parsed.tzinfo is None:
+            raise services.InvalidPublishAt("publish_at needs a time zone (e.g. 2030-01-01T12:00:00Z).")
+        post = services.post_publish(
+            post_id=post_id, actor=request.user, publish_at=data.validated_data["publish_at"]
+        )
         code = status.HTTP_200_OK if post.status == PostStatus.PUBLISHED else status.HTTP_202_ACCEPTED
         return Response(_post_out(post.pk, request), status=code)
 
@@ -239,7 +265,7 @@ class UnpublishView(APIView):
         request=None,
         responses={200: PostSerializer, **error_responses(401, 403, 404, 409)},
         tags=["posts"],
-        summary="Back to draft",
+        summary="Back to draft (cancels a scheduled publish)",
     )
     def post(self, request, post_id):
         post = services.post_unpublish(post_id=post_id, actor=request.user)
@@ -280,3 +306,18 @@ class ReportView(APIView):
         data.is_valid(raise_exception=True)
         report = services.report_create(post_id=post_id, reporter=request.user, **data.validated_data)
         return Response(ReportOutSerializer(report).data, status=201)
+
+
+class RevisionsView(APIView):
+    @extend_schema(
+        responses={200: RevisionSerializer(many=True), **error_responses(401, 404)},
+        tags=["posts"],
+        summary="A post's revision history, newest first",
+        description="The owner and staff see every revision; anyone else only those that were public.",
+    )
+    def get(self, request, post_id):
+        post = selectors.posts_visible_to(request.user).filter(pk=post_id).first()
+        if post is None:
+            raise NotFound("Post not found.")
+        revisions = selectors.post_revisions_for(post, request.user)
+        return Response(RevisionSerializer(revisions, many=True).data)

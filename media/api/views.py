@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import logging
+import posixpath
+import re
+import time
 from functools import wraps
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.uploadhandler import FileUploadHandler
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.utils.http import content_disposition_header
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotModified,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import TokenAuthentication
@@ -23,12 +34,19 @@ from rest_framework.views import APIView
 from config.api import error_body, error_responses
 from config.errors import FileTooLarge, NotFound, ServiceError
 from config.parsers import JSONParser
-from content.services import can_view_post, is_owner_or_staff
+from content.selectors import can_view_media, media_in_public_revision
+from content.services import is_owner_or_staff
 from media import services, storage
 from media.api.serializers import (
     AttachSerializer,
     MediaSerializer,
+    MediaUpdateSerializer,
+    PartRequestSerializer,
+    PartTargetsSerializer,
+    QuotaSerializer,
+    UploadCompleteSerializer,
     UploadCreateSerializer,
+    UploadStateSerializer,
     UploadStatusSerializer,
     UploadTargetSerializer,
 )
@@ -74,7 +92,10 @@ class UploadCreateView(APIView):
         tags=["media"],
         summary="Start a direct-to-storage upload",
         description="Returns where to send the bytes: a presigned S3 POST (send `fields` plus `file` as "
-        "multipart) or a signed, single-use PUT URL on this server. Then attach with `{upload_id}`.",
+        "multipart) or a signed, single-use PUT URL on this server. With `resumable: true` (required "
+        "above UPLOAD_SINGLE_MAX_BYTES) the file goes up in `part_count` parts of `part_size` bytes: ask "
+        "for part URLs, PUT each part, then complete (README: upload protocol). Then attach with "
+        "`{upload_id}`.",
     )
     def post(self, request):
         data = UploadCreateSerializer(data=request.data)
@@ -86,6 +107,7 @@ class UploadCreateView(APIView):
             content_type=v["content_type"],
             size=v["size"],
             sha256=v.get("sha256", ""),
+            resumable=v["resumable"],
             request=request,
         )
         return Response(
@@ -97,6 +119,99 @@ class UploadCreateView(APIView):
             },
             status=201,
         )
+
+
+class UploadDetailView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={200: UploadStateSerializer, **error_responses(401, 404)},
+        tags=["media"],
+        summary="An upload's state and, while it is open, the parts storage holds (to resume)",
+    )
+    def get(self, request, upload_id):
+        return Response(
+            UploadStateSerializer(services.upload_status(upload_id=upload_id, owner=request.user)).data
+        )
+
+    @extend_schema(
+        responses={204: None, **error_responses(401, 404, 409)},
+        tags=["media"],
+        summary="Abort an upload that is not attached (its parts and bytes are deleted)",
+    )
+    def delete(self, request, upload_id):
+        services.upload_abort(upload_id=upload_id, owner=request.user)
+        return Response(status=204)
+
+
+class UploadPartsView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=PartRequestSerializer,
+        responses={200: PartTargetsSerializer, **error_responses(400, 401, 404, 409)},
+        tags=["media"],
+        summary="Signed URLs to PUT parts of a resumable upload",
+    )
+    def post(self, request, upload_id):
+        data = PartRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        parts = services.upload_parts(
+            upload_id=upload_id,
+            owner=request.user,
+            part_numbers=data.validated_data["part_numbers"],
+            request=request,
+        )
+        return Response({"parts": parts})
+
+
+class UploadCompleteView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=UploadCompleteSerializer,
+        responses={200: UploadStateSerializer, **error_responses(400, 401, 404, 409, 413)},
+        tags=["media"],
+        summary="Join the parts of a resumable upload (then attach it with its upload_id)",
+    )
+    def post(self, request, upload_id):
+        data = UploadCompleteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.upload_complete(upload_id=upload_id, owner=request.user, parts=data.validated_data["parts"])
+        return Response(
+            UploadStateSerializer(services.upload_status(upload_id=upload_id, owner=request.user)).data
+        )
+
+
+def _content_length(request: HttpRequest) -> int | None:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) or None
+    except ValueError:
+        return None
+
+
+@csrf_exempt
+@_allow_methods("PUT")
+def upload_part_data(request: HttpRequest, upload_id, part_number: int) -> HttpResponse:
+    """The local storage's part target: the signature in the URL is the credential; the body is
+    streamed to the part's file, never read whole into memory. Answers the part's ETag."""
+    token = request.GET.get("signature", "")
+    if not storage.verify_part_token(token, upload_id, part_number):
+        return JsonResponse(
+            error_body("invalid_signature", "This upload URL is invalid or has expired."), status=403
+        )
+    try:
+        part = services.upload_part_receive(
+            upload_id=upload_id,
+            part_number=part_number,
+            stream=request,
+            content_length=_content_length(request),
+        )
+    except ServiceError as exc:
+        return JsonResponse(error_body(exc.code, exc.detail, **exc.extra), status=exc.status_code)
+    response = JsonResponse(part, status=200)
+    response["ETag"] = f'"{part["etag"]}"'
+    return response
 
 
 @csrf_exempt
@@ -171,7 +286,12 @@ class AttachView(APIView):
         v = data.validated_data
         if v.get("upload_id"):
             media = services.media_attach_upload(
-                post_id=post_id, actor=request.user, upload_id=v["upload_id"], is_primary=v["is_primary"]
+                post_id=post_id,
+                actor=request.user,
+                upload_id=v["upload_id"],
+                is_primary=v["is_primary"],
+                description=v["description"],
+                focus=v["focus"],
             )
         else:
             f = v["file"]
@@ -182,6 +302,8 @@ class AttachView(APIView):
                 filename=f.name or "upload",
                 size=f.size,
                 is_primary=v["is_primary"],
+                description=v["description"],
+                focus=v["focus"],
             )
         media = Media.objects.select_related("post").get(pk=media.pk)
         return Response(MediaSerializer(media, context={"request": request}).data, status=201)
@@ -202,7 +324,7 @@ class DetachView(APIView):
 
 def _visible_media(request, media_id) -> Media:
     media = Media.objects.attached().select_related("post").filter(pk=media_id).first()
-    if media is None or media.post is None or not can_view_post(media.post, request.user):
+    if media is None or not can_view_media(media, request.user):
         raise NotFound("Media not found.")
     return media
 
@@ -215,6 +337,33 @@ class MediaDetailView(APIView):
     )
     def get(self, request, media_id):
         return Response(MediaSerializer(_visible_media(request, media_id), context={"request": request}).data)
+
+    @extend_schema(
+        request=MediaUpdateSerializer,
+        responses={200: MediaSerializer, **error_responses(400, 401, 403, 404, 409)},
+        tags=["media"],
+        summary="Set alt text and focal point (owner; draft or processing post)",
+    )
+    def patch(self, request, media_id):
+        data = MediaUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        services.media_update(media_id=media_id, actor=request.user, **data.validated_data)
+        media = Media.objects.select_related("post").get(pk=media_id)
+        return Response(MediaSerializer(media, context={"request": request}).data)
+
+
+class QuotaView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={200: QuotaSerializer, **error_responses(401)},
+        tags=["media"],
+        summary="The caller's storage quota",
+        description="`used_bytes` counts stored media not yet purged plus direct uploads reserved but "
+        "not attached: the same sum an upload or attach is refused by (413 `quota_exceeded`).",
+    )
+    def get(self, request):
+        return Response(services.user_quota(request.user))
 
 
 class MediaRetryView(APIView):
@@ -250,6 +399,190 @@ def _media_keys(media: Media) -> set[str]:
     return keys
 
 
+# --- serving bytes: ranges, validators, cache policy (DESIGN.md §8) ----------------------------------------
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_HLS_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".ts": "video/mp2t",
+    ".vtt": "text/vtt",
+}
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None | bool:
+    """The (start, end inclusive) of a single ``Range: bytes=…`` (RFC 9110 §14.1.2), None when the
+    header is absent, malformed or asks for several ranges (then the whole object is sent), False
+    when it is unsatisfiable (416)."""
+    match = _RANGE.match(header.strip()) if header else None
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            return False
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None  # invalid: ignored
+    if start >= size:
+        return False
+    return start, min(end, size - 1)
+
+
+def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    """Whether an If-None-Match (weak comparison) / If-Range (strong) list names ``etag``."""
+    for tag in (t.strip() for t in header.split(",")):
+        if tag == "*":
+            return True
+        if tag.startswith("W/"):
+            if not weak:
+                continue
+            tag = tag[2:]
+        if tag == etag:
+            return True
+    return False
+
+
+def _object_sha256(key: str, info: storage.ObjectInfo, known: str) -> str:
+    """The stored bytes' sha256: the one recorded when they were written, else computed once and
+    cached (rows older than the recording, HLS segments) under the object's size and mtime."""
+    if known:
+        return known
+    cache_key = f"media-sha256:{key}:{info.size}:{info.modified.timestamp():.0f}"
+    sha = cache.get(cache_key)
+    if not sha:
+        sha = storage.sha256_of(key)
+        cache.set(cache_key, sha, 30 * 24 * 3600)
+    return sha
+
+
+def serve_object(
+    request: HttpRequest,
+    *,
+    key: str,
+    mime_type: str,
+    filename: str,
+    public: bool,
+    expires: int,
+    sha256: str = "",
+) -> HttpResponse:
+    """A GET/HEAD answer for one stored object with everything browsers, players and CDNs use:
+    ``Accept-Ranges``, a single ``Range`` → 206 (read at that offset, streamed) or 416 with
+    ``Content-Range: bytes */size``; strong ``ETag`` (the bytes' sha256), ``Last-Modified``,
+    ``If-None-Match`` / ``If-Modified-Since`` → 304, ``If-Range``; and the cache policy: ``public``
+    objects get ``max-age`` = the seconds the URL has left and ``immutable``, others
+    ``private, no-store``. Raises Http404 when the object is missing."""
+    try:
+        info = storage.stat(key)
+    except FileNotFoundError:
+        raise Http404 from None
+    except (OSError, BotoCoreError, ClientError):
+        return _storage_unavailable(key)
+    etag = f'"{_object_sha256(key, info, sha256)}"'
+    last_modified = http_date(int(info.modified.timestamp()))
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": etag,
+        "Last-Modified": last_modified,
+        "Cache-Control": (
+            f"public, max-age={max(0, expires - int(time.time()))}, immutable"
+            if public
+            else "private, no-store"
+        ),
+        "X-Content-Type-Options": "nosniff",
+    }
+
+    def finish(response: HttpResponse) -> HttpResponse:
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
+    if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
+    if if_none_match is not None:
+        if _etag_matches(if_none_match, etag, weak=True):
+            return finish(HttpResponseNotModified())
+    else:
+        since = parse_http_date_safe(request.META.get("HTTP_IF_MODIFIED_SINCE") or "")
+        if since is not None and int(info.modified.timestamp()) <= since:
+            return finish(HttpResponseNotModified())
+
+    size = info.size
+    wanted = _byte_range(request.META.get("HTTP_RANGE", ""), size) if request.method == "GET" else None
+    if_range = request.META.get("HTTP_IF_RANGE")
+    if wanted is not None and if_range:
+        if if_range.startswith('"') or if_range.startswith("W/"):
+            fresh = _etag_matches(if_range, etag, weak=False)
+        else:
+            fresh = if_range.strip() == last_modified
+        if not fresh:
+            wanted = None  # the client's copy is stale: send the whole new object
+    if wanted is False:
+        response = JsonResponse(
+            error_body("range_not_satisfiable", f"The range is outside the object ({size} bytes)."),
+            status=416,
+        )
+        response["Content-Range"] = f"bytes */{size}"
+        return finish(response)
+    start, end = wanted if wanted else (0, size - 1)
+    length = end - start + 1 if size else 0
+    if request.method == "HEAD":
+        response = HttpResponse(content_type=mime_type)
+    else:
+        try:
+            chunks = storage.iter_range(key, start, length)  # S3 sends its ranged GET here
+        except FileNotFoundError:
+            raise Http404 from None
+        except (OSError, BotoCoreError, ClientError):
+            return _storage_unavailable(key)
+        response = StreamingHttpResponse(chunks, content_type=mime_type)
+    response["Content-Length"] = str(length)
+    if wanted:
+        response.status_code = 206
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+    response["Content-Disposition"] = content_disposition_header(as_attachment=False, filename=filename)
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return finish(response)
+
+
+def _storage_unavailable(key: str) -> JsonResponse:
+    """The storage is down or refusing (S3 unreachable, a 5xx, a disk error): 503, the client may retry."""
+    logger.exception("media: storage read failed for %s", key)
+    response = JsonResponse(
+        error_body("storage_unavailable", "Media storage is unavailable; try again shortly."), status=503
+    )
+    response["Retry-After"] = "30"
+    return response
+
+
+def _publicly_served(media: Media, *, private_object: bool) -> bool:
+    """Bytes anyone may read: media of a published post that belong to its public revision (media of
+    an edit still waiting for the prescreen are as private as a draft's, DESIGN.md §9), never an
+    original (it may carry EXIF/GPS)."""
+    return media.post.status == "published" and not private_object and media_in_public_revision(media)
+
+
+def _viewer_may_read(request: HttpRequest, media: Media, *, private_object: bool) -> bool:
+    """Publicly served media is for everyone; anything else only for the owner and staff,
+    authenticated by session or token on this request."""
+    if _publicly_served(media, private_object=private_object):
+        return True
+    return is_owner_or_staff(_request_user(request), media.owner_id)
+
+
+def _served_media(media_id) -> Media:
+    media = Media.objects.attached().select_related("post").filter(pk=media_id).first()
+    if media is None or media.post is None or media.post.deleted_at is not None or media.purged_at:
+        raise Http404
+    return media
+
+
 @csrf_exempt  # GET and HEAD only: any other method is a JSON 405, not a CSRF page
 @extend_schema(exclude=True)
 @_allow_methods("GET", "HEAD")
@@ -257,46 +590,83 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
     """Serve stored bytes behind a signed, expiring URL. What the URL says is checked against the
     row now: the key must be canonical and one of the medium's current keys; media of a post that is
     not published, and every original (it may carry EXIF/GPS), are served only to the owner and
-    staff, authenticated by session or token on this request."""
+    staff, authenticated by session or token on this request. Ranges and validators: ``serve_object``."""
     signed = storage.verify_url_token(token)
     if signed is None:
         return JsonResponse(
             error_body("invalid_signature", "This media URL is invalid or has expired."), status=403
         )
-    media = Media.objects.attached().select_related("post").filter(pk=signed.media_id).first()
-    if media is None or media.post is None or media.post.deleted_at is not None or media.purged_at:
-        raise Http404
+    media = _served_media(signed.media_id)
     if not storage.key_belongs_to(signed.key, user_id=media.owner_id, media_id=media.pk):
         raise Http404
     if signed.key not in _media_keys(media):
         raise Http404  # a key of an older generation (rotated since) or of nothing at all
     is_original = signed.key == media.original_key
-    if media.post.status != "published" or is_original:
-        user = _request_user(request)
-        if not is_owner_or_staff(user, media.owner_id):
-            raise Http404
-    try:
-        body = storage.open_for_response(signed.key)
-    except FileNotFoundError:
-        raise Http404 from None
-    except (OSError, BotoCoreError, ClientError):
-        # The storage is down or refusing (S3 unreachable, a 5xx, a disk error): the client may retry.
-        logger.exception("media_file: storage read failed for media %s", media.pk)
-        response = JsonResponse(
-            error_body("storage_unavailable", "Media storage is unavailable; try again shortly."), status=503
-        )
-        response["Retry-After"] = "30"
-        return response
-    if hasattr(body, "read"):
-        response = FileResponse(body, content_type=signed.mime_type)
+    if not _viewer_may_read(request, media, private_object=is_original):
+        raise Http404
+    if is_original:
+        sha = media.sha256
     else:
-        response = StreamingHttpResponse(body, content_type=signed.mime_type)
-    response["Content-Disposition"] = content_disposition_header(
-        as_attachment=False, filename=signed.filename
+        sha = next(
+            (
+                v.get("sha256", "")
+                for v in media.variants.values()
+                if isinstance(v, dict) and v.get("key") == signed.key
+            ),
+            "",
+        )
+    return serve_object(
+        request,
+        key=signed.key,
+        mime_type=signed.mime_type,
+        filename=signed.filename,
+        public=_publicly_served(media, private_object=is_original),
+        expires=signed.expires,
+        sha256=sha,
     )
-    response["X-Content-Type-Options"] = "nosniff"
-    public = media.post.status == "published" and not is_original
-    # Short public caching: a post quarantined later stops being served within minutes.
-    response["Cache-Control"] = "public, max-age=300" if public else "private, no-store"
-    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    return response
+
+
+def hls_folder(media: Media) -> str | None:
+    """The folder of a medium's HLS tree (``dirname`` of ``variants.hls.key``), or None."""
+    hls = (media.variants or {}).get("hls")
+    if not isinstance(hls, dict) or not hls.get("key"):
+        return None
+    return posixpath.dirname(hls["key"])
+
+
+@csrf_exempt  # GET and HEAD only: any other method is a JSON 405, not a CSRF page
+@extend_schema(exclude=True)
+@_allow_methods("GET", "HEAD")
+def media_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
+    """Serve one object of a signed folder (an HLS master playlist, its variant playlists, init
+    segments and fMP4 segments) under ``/m/h/<token>/<path>``. The token grants the folder that is
+    the medium's current HLS folder; visibility is checked now as for ``media_file``; the MIME type
+    comes from the extension; ranges and validators as ``serve_object``."""
+    signed = storage.verify_prefix_token(token)
+    if signed is None:
+        return JsonResponse(
+            error_body("invalid_signature", "This media URL is invalid or has expired."), status=403
+        )
+    try:
+        key = storage.clean_key(f"{signed.folder}/{path}")
+    except storage.InvalidKey:
+        raise Http404 from None
+    media = _served_media(signed.media_id)
+    folder = hls_folder(media)
+    if folder is None or folder != signed.folder:
+        raise Http404  # rotated since, or a folder that is not this medium's HLS tree
+    if not storage.key_belongs_to(key, user_id=media.owner_id, media_id=media.pk):
+        raise Http404
+    if not _viewer_may_read(request, media, private_object=False):
+        raise Http404
+    mime = _HLS_TYPES.get(posixpath.splitext(key)[1].lower())
+    if mime is None:
+        raise Http404
+    return serve_object(
+        request,
+        key=key,
+        mime_type=mime,
+        filename=posixpath.basename(key),
+        public=_publicly_served(media, private_object=False),
+        expires=signed.expires,
+    )

@@ -57,6 +57,11 @@ _MIME_BY_DEMUXER = {
     "caf": "audio/x-caf",
     "w64": "audio/x-w64",
     "wv": "audio/x-wavpack",
+    "amr": "audio/amr",
+    "avi": "audio/x-msvideo",
+    "mpegts": "audio/mp2t",
+    "mpeg": "audio/x-mpeg-ps",
+    "flv": "audio/x-flv",
 }
 _COVER_EXTENSIONS = {"mjpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png")}
 

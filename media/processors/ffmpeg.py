@@ -44,10 +44,11 @@ from .base import ProcessingError, ProcessingTimeout, UnsupportedMedia
 
 # Demuxer names as ffmpeg spells them; ``-format_whitelist`` matches any name in a demuxer's list
 # (e.g. "mov" admits "mov,mp4,m4a,3gp,3g2,mj2").
+# The sniffer (media/sniff.py) knows exactly these containers; tests/media/test_sniff.py keeps the two
+# in step. The kind follows the tracks, not the container: every video container may also hold sound
+# only (a browser's WebM voice note, an .m4a, a .wma), so the audio processor reads them all too.
 VIDEO_DEMUXERS = frozenset({"mov", "matroska", "avi", "mpegts", "flv", "ogg", "mpeg", "asf"})
-AUDIO_DEMUXERS = frozenset(
-    {"mp3", "wav", "flac", "ogg", "mov", "matroska", "aac", "aiff", "asf", "caf", "w64", "wv"}
-)
+AUDIO_DEMUXERS = VIDEO_DEMUXERS | frozenset({"mp3", "wav", "flac", "aac", "aiff", "caf", "w64", "wv", "amr"})
 ANIMATION_DEMUXERS = frozenset({"gif"})  # animated images ffmpeg reads itself (image.py's mp4 variant)
 ALL_DEMUXERS = VIDEO_DEMUXERS | AUDIO_DEMUXERS | ANIMATION_DEMUXERS
 RAW_FRAMES = "pipe:0"  # the one non-file input: raw frames we decoded ourselves, fed on stdin

@@ -529,7 +529,9 @@ def _normalize(
     have been shrunk, which keeps the memory peak to about one decoded image.
     """
     img = decoded
-    if img.mode not in ("L", "LA", "RGB", "RGBA", "CMYK"):
+    if img.mode in HIGH_DEPTH_MODES:
+        img = to_8bit(img)
+    elif img.mode not in ("L", "LA", "RGB", "RGBA", "CMYK"):
         img = img.convert("RGBA" if img.has_transparency_data else "RGB")
     img = FitLongestSide(longest).process(img)
     if img is decoded and keep_source:
@@ -549,6 +551,30 @@ def _normalize(
         img = img.convert("RGB")
     img.info = {}
     return img, icc_converted, has_alpha
+
+
+# Greyscale modes deeper than 8 bits (Pillow's names): 16-bit PNGs open as ``I;16`` (``I;16B`` when
+# built from big-endian data); ``I`` is 32-bit signed and ``F`` 32-bit float. 16-bit colour PNGs
+# Pillow already reduces to 8-bit ``RGB``/``RGBA`` when it opens them (Pillow 13).
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """A high-bit-depth greyscale image as 8-bit ``L``, scaled, never clipped (issue 11 row 1).
+
+    ``I;16*`` and ``I`` hold 0…65535 (the 16-bit samples of a PNG; ``I`` has no other source among
+    the decoders we allow), mapped linearly to 0…255 (v / 257: 65535 → 255, 32896 → 128); values
+    outside the range are clamped. ``F`` is scaled from 0…1 when its values fit there (the usual
+    float convention), else from 0…65535 like the integer modes. Pillow's own ``convert("L")``
+    clips instead of scaling: a 0…65535 ramp turns white from 256 on.
+    """
+    if img.mode == "F":
+        low, high = img.getextrema()
+        scale = 255.0 if high <= 1.0 else 1 / 257
+        return img.point(lambda v: v * scale + 0.5).convert("L")
+    if img.mode != "I":
+        img = img.convert("I")
+    return img.point(lambda v: v * (1 / 257) + 0.5).convert("L")
 
 
 def _to_srgb(img: Image.Image, icc: bytes | None) -> tuple[Image.Image, bool]:

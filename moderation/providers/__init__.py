@@ -74,4 +74,36 @@ def get_provider(name: str | None = None) -> Provider:
         return _instances[key]
 
 
-__all__ = ["Provider", "ProviderError", "ProviderResult", "ReviewInput", "get_provider"]
+_preload: threading.Thread | None = None
+
+
+def preload_local_models() -> threading.Thread | None:
+    """Start loading the ``local`` provider's models in a background thread of this process, when
+    ``settings.AI_PRELOAD_MODELS`` is on and ``settings.AI_PROVIDER`` includes ``local``. Returns the
+    thread (join it to wait), or None when there is nothing to load. A failed load is logged; the
+    first review then tries again and fails the review itself (a broken install never passes posts)."""
+    global _preload
+    if not settings.AI_PRELOAD_MODELS or "local" not in _names(settings.AI_PROVIDER):
+        return None
+
+    def load() -> None:
+        import logging
+
+        try:
+            get_provider("local").warm()
+        except Exception:
+            logging.getLogger("postflow.moderation").exception("preloading the local AI models failed")
+
+    _preload = threading.Thread(target=load, name="postflow-ai-preload", daemon=True)
+    _preload.start()
+    return _preload
+
+
+__all__ = [
+    "Provider",
+    "ProviderError",
+    "ProviderResult",
+    "ReviewInput",
+    "get_provider",
+    "preload_local_models",
+]

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-SUITES = ["image", "video", "audio", "ai"]
+SUITES = ["image", "video", "audio", "ai", "delivery", "pdq", "feed"]
 TARGETS = {  # name: (comparison, target) from the issues; printed next to the figure
     "image_12mp_vs_naive_ratio": ("<=", 0.6),
     "image_24mp_vs_naive_ratio": ("<=", 0.3),
@@ -25,6 +25,16 @@ TARGETS = {  # name: (comparison, target) from the issues; printed next to the f
     "video_overhead_vs_bare_ffmpeg_ratio": ("<=", 1.05),
     "video_remux_speedup": (">=", 2.0),
     "audio_realtime_factor": (">=", 30),
+    "delivery_feed_reload_bytes_ratio": ("<=", 0.01),
+    "delivery_range_vs_storage_ratio": ("<=", 1.2),
+    "delivery_range_200mb_vs_20mb_ratio": ("<=", 1.2),
+    "delivery_resumable_sent_ratio": ("<=", 1.05),
+    "delivery_complete_peak_rss_mb": ("<=", 150),
+    "pdq_match_1m_ms": ("<=", 50),
+    "pdq_caught_all_three_pct": (">=", 100),
+    "pdq_false_matches_of_1000_unrelated": ("<=", 0),
+    "feed_revisions_query_ratio": ("<=", 1.1),
+    "feed_revisions_time_ratio": ("<=", 1.1),
 }
 
 

@@ -208,13 +208,18 @@ def test_me_posts_lists_every_status_with_filter(user, other_user):
     assert client_for().get("/api/v1/content/me/posts").status_code == 401
 
 
-def test_patch_draft_and_refuse_published(user):
+def test_patch_draft_in_place_published_as_a_revision_and_refuse_quarantined(user):
     draft = PostFactory(author=user)
     c = client_for(user)
     r = c.patch(f"/api/v1/content/posts/{draft.pk}", {"title": "New"}, format="json")
     assert r.status_code == 200 and r.json()["title"] == "New"
-    published = PostFactory(author=user, published=True)
+    published = PostFactory(author=user, published=True, title="Old")
     r = c.patch(f"/api/v1/content/posts/{published.pk}", {"title": "New"}, format="json")
+    # ai_prescreen (the default): the public keeps the old title; the owner sees the waiting edit.
+    assert r.status_code == 200 and r.json()["title"] == "Old", r.content
+    assert r.json()["pending_revision"]["title"] == "New"
+    quarantined = PostFactory(author=user, status="quarantined")
+    r = c.patch(f"/api/v1/content/posts/{quarantined.pk}", {"title": "New"}, format="json")
     assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
 
 

@@ -155,8 +155,8 @@ def test_unpublish_and_edit_then_republish_reviews_again(user, platform):
     assert post.body == "edited"
 
 
-@pytest.mark.parametrize("status", ["processing", "pending_review", "published", "quarantined", "rejected"])
-def test_edit_only_in_draft(user, status):
+@pytest.mark.parametrize("status", ["processing", "pending_review", "scheduled", "quarantined", "rejected"])
+def test_edit_only_in_draft_or_published(user, status):
     post = PostFactory(author=user, status=status)
     with pytest.raises(InvalidTransition):
         services.post_update(post_id=post.pk, actor=user, body="new")
@@ -289,16 +289,24 @@ def test_transitions_write_only_the_columns_they_change(user, platform):
     post = PostFactory(author=user)
     with CaptureQueriesContext(connection) as ctx:
         services.post_update(post_id=post.pk, actor=user, body="new body")
-    assert _updated_columns(ctx.captured_queries) == {"title", "body", "link_url", "revision", "updated_at"}
+    assert _updated_columns(ctx.captured_queries) == {*services.EDITABLE_FIELDS, "revision", "updated_at"}
     with CaptureQueriesContext(connection) as ctx:
         services.post_publish(post_id=post.pk, actor=user)
-    assert _updated_columns(ctx.captured_queries) == set(services.SUBMIT_FIELDS)
+    fks = {"public_revision", "pending_revision"}
+    assert _updated_columns(ctx.captured_queries) == {
+        f"{f}_id" if f in fks else f for f in services.SUBMIT_FIELDS
+    }
     with CaptureQueriesContext(connection) as ctx:
         services.post_unpublish(post_id=post.pk, actor=user)
+    # The draft takes the latest version's content (an edit still waiting included).
     assert _updated_columns(ctx.captured_queries) == {
+        *services.REVISION_FIELDS,
         "status",
         "moderation_state",
         "published_at",
+        "scheduled_at",
+        "public_revision_id",
+        "pending_revision_id",
         "revision",
         "updated_at",
     }

@@ -249,3 +249,48 @@ def test_quiet_audio_is_turned_up_linearly(tmp_path):
     assert loudness["normalization_type"] == "linear" and loudness["input_i"] < -30
     [variant] = result.variants
     assert abs(integrated_loudness(variant.path) - -16) <= 1
+
+
+# --- issue 11: audio in any container that may carry sound only -------------------------------------
+
+
+def _corpus(name):
+    from tests.media.corpus import generate as g
+
+    return {
+        "webm": (g.webm_opus_voice, "audio/webm", "opus"),
+        "mp4": (g.mp4_audio_only, "audio/mp4", "aac"),
+        "wma": (g.wma, "audio/x-ms-wma", "wmav2"),
+        "ts": (g.ts_audio_only, "audio/mp2t", "mp2"),
+        "aiff": (g.aiff, "audio/aiff", "pcm_s16be"),
+        "caf": (g.caf, "audio/x-caf", "pcm_s16le"),
+        "amr": (lambda d: g.amr_nb(d, "amr"), "audio/amr", "amr_nb"),
+        "flv": (
+            lambda d: g.ff(d / "a.flv", *g.tone(d=2), "-c:a", "libmp3lame", "-ar", "44100", "-f", "flv"),
+            "audio/x-flv",
+            "mp3",
+        ),
+        "avi": (
+            lambda d: g.ff(d / "a.avi", *g.tone(d=2), "-c:a", "pcm_s16le", "-f", "avi"),
+            "audio/x-msvideo",
+            "pcm_s16le",
+        ),
+        "mpeg-ps": (
+            lambda d: g.ff(d / "a.mpg", *g.tone(d=2, rate=48000), "-c:a", "mp2", "-f", "vob"),
+            "audio/x-mpeg-ps",
+            "mp2",
+        ),
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["webm", "mp4", "wma", "ts", "aiff", "caf", "amr", "flv", "avi", "mpeg-ps"])
+def test_sound_only_files_in_every_allowed_container_are_processed(tmp_path, name):
+    """Every container of the video allow-list may carry sound only; the audio processor reads them."""
+    build, mime, codec = _corpus(name)
+    source = build(tmp_path)
+    result, _ = run(source, tmp_path / "out")
+    assert (result.mime_type, result.metadata["codec"]) == (mime, codec)
+    assert 1.9 <= result.duration_seconds <= 2.2
+    out = probe(result.variants[0].path)
+    assert out["streams"][0]["codec_name"] == "aac"
+    assert 1.8 <= float(out["format"]["duration"]) <= 2.3

@@ -742,3 +742,82 @@ def test_image_processing_raises_no_deprecation_warning(tmp_path):
         warnings.simplefilter("error", DeprecationWarning)
         result, _ = run(src, tmp_path / "out")
     assert result.blurhash
+
+
+# --- high bit depth (issue 11 row 1) ------------------------------------------------------------------
+
+
+def _ramp_columns(img: Image.Image) -> np.ndarray:
+    """The mean grey of each column of an RGB image (the ramp runs left to right)."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.float64).mean(axis=2)
+    return arr.mean(axis=0)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B"])
+def test_16bit_grey_ramp_is_scaled_not_clipped(tmp_path, mode):
+    """512×256 ``I;16`` PNG with a 0…65535 ramp: the variants show the ramp, 0…255, not white."""
+    ramp = np.tile(np.linspace(0, 65535, 512).round().astype(np.uint16), (256, 1))
+    if mode == "I;16":
+        img = Image.fromarray(ramp)
+    else:
+        img = Image.frombytes("I;16B", (512, 256), ramp.astype(">u2").tobytes())
+    assert img.mode == mode
+    src = tmp_path / "ramp.png"
+    img.save(src)
+    with Image.open(src) as opened:
+        assert opened.mode.startswith("I;16")  # what Pillow 13 opens a 16-bit grey PNG as
+    result, steps = run(src, tmp_path / "out")
+    assert (result.width, result.height) == (512, 256)
+    with Image.open(by_name(result)["small"].path) as small:
+        assert small.size == (512, 256)
+        columns = _ramp_columns(small)
+    for x in (0, 64, 128, 256, 384, 448, 511):
+        assert abs(columns[x] - x * 255 / 511) <= 3, (x, columns[x])
+    assert np.all(np.diff(columns[4:-4]) >= -1.5)  # monotonic, apart from encoder noise
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_16bit_rgb_png_keeps_its_colours(tmp_path, alpha):
+    """16-bit RGB/RGBA PNG (ffmpeg rgb48be/rgba64be): Pillow 13 opens them as 8-bit RGB/RGBA."""
+    from tests.media.corpus import generate as g
+
+    src = g.png_16bit_rgb(tmp_path, alpha=alpha)
+    result, _ = run(src, tmp_path / "out")
+    assert result.metadata["has_alpha"] is alpha
+    with Image.open(by_name(result)["small"].path) as small:
+        rgba = small.convert("RGBA")
+        w, h = rgba.size
+        right_top, bottom_right = rgba.getpixel((3 * w // 4, h // 4)), rgba.getpixel((3 * w // 4, 3 * h // 4))
+        left_top = rgba.getpixel((w // 4, h // 4))
+    assert all(abs(a - b) <= 12 for a, b in zip(right_top[:3], g.GREEN, strict=True)), right_top
+    assert all(abs(a - b) <= 12 for a, b in zip(bottom_right[:3], g.BLUE, strict=True)), bottom_right
+    if alpha:
+        assert left_top[3] == 0
+    else:
+        assert all(abs(a - b) <= 12 for a, b in zip(left_top[:3], g.RED, strict=True)), left_top
+
+
+@pytest.mark.parametrize("mode", ["I", "F", "F01"])
+def test_32bit_int_and_float_modes_are_scaled(mode):
+    """``I`` (32-bit int, 16-bit range) and ``F`` (0…1 floats, or 16-bit range) to 8-bit grey."""
+    from media.processors.image import to_8bit
+
+    values = np.linspace(0, 65535, 256)
+    if mode == "I":
+        img = Image.fromarray(np.tile(values.astype(np.int32), (4, 1)))
+    elif mode == "F":
+        img = Image.fromarray(np.tile(values.astype(np.float32), (4, 1)))
+    else:
+        img = Image.fromarray(np.tile((values / 65535).astype(np.float32), (4, 1)))
+    assert img.mode == mode[0]
+    out = to_8bit(img)
+    assert out.mode == "L"
+    got = np.asarray(out)[0]
+    assert np.abs(got.astype(int) - np.arange(256)).max() <= 1
+
+
+def test_values_outside_the_16bit_range_are_clamped():
+    from media.processors.image import to_8bit
+
+    img = Image.fromarray(np.array([[-5, 0, 70000, 65535]], dtype=np.int32))
+    assert list(np.asarray(to_8bit(img))[0]) == [0, 0, 255, 255]

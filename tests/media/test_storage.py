@@ -7,7 +7,6 @@ import io
 import time
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 import requests
 from django.core import signing
@@ -65,9 +64,8 @@ def test_clean_key_accepts_what_the_seam_makes():
 
 def _token(key: str, media_id) -> str:
     """A URL token as the server signs it (what a leaked SECRET_KEY or a bug could produce)."""
-    return signing.dumps(
+    return signing.Signer(salt="postflow.media-url").sign_object(
         {"k": key, "m": str(media_id), "t": "image/jpeg", "f": "x.jpg", "e": int(time.time()) + 600},
-        salt="postflow.media-url",
         compress=True,
     )
 
@@ -151,54 +149,6 @@ def test_filesystem_urls_are_never_marked_exposed(user):
 
 
 # --- S3: revoking presigned URLs by rotating keys (row 2) -------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    from tests.integration.stack import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(settings, moto_endpoint):
-    """The default storage on a fresh bucket of moto's S3 server."""
-    bucket = f"pf-{time.monotonic_ns()}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    client.create_bucket(Bucket=bucket)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": bucket,
-                "endpoint_url": moto_endpoint,
-                "region_name": "us-east-1",
-                "access_key": "testing",
-                "secret_key": "testing",
-                "default_acl": "private",
-                "querystring_auth": True,
-                "file_overwrite": True,
-                "addressing_style": "path",
-                "signature_version": "s3v4",
-            },
-        },
-    }
-    assert storage.issues_bearer_urls()
-    client.bucket = bucket
-    return client
 
 
 def _keys(s3) -> set[str]:

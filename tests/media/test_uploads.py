@@ -1,12 +1,15 @@
 """Direct uploads, attaching, sniffing, limits and quotas (issue: media lifecycle)."""
 
+import tempfile
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
+from media import storage
 from media.models import Media, Upload
 from tests.conftest import client_for, queued
 from tests.factories import MediaFactory, PostFactory, UserFactory
@@ -191,7 +194,7 @@ def test_media_kind_must_fit_post_type(user):
     assert r.status_code == 415 and "video" in r.json()["detail"]
 
 
-def test_attach_only_by_owner_to_draft_and_within_limit(user, other_user, settings):
+def test_attach_only_by_owner_to_draft_or_published_and_within_limit(user, other_user, settings):
     settings.MEDIA_MAX_PER_POST = 2
     post = PostFactory(author=user, type="image")
     f = lambda: {"file": upload_file("a.jpg", jpeg_bytes())}  # noqa: E731
@@ -206,9 +209,13 @@ def test_attach_only_by_owner_to_draft_and_within_limit(user, other_user, settin
     assert c.post(f"/api/v1/content/posts/{post.pk}/media", f(), format="multipart").status_code == 201
     r = c.post(f"/api/v1/content/posts/{post.pk}/media", f(), format="multipart")
     assert r.status_code == 400 and r.json()["code"] == "too_many_media"
+    quarantined = PostFactory(author=user, type="image", status="quarantined")
+    r = c.post(f"/api/v1/content/posts/{quarantined.pk}/media", f(), format="multipart")
+    assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
+    # A published post takes media into a new revision (tests/content/test_revisions.py).
     published = PostFactory(author=user, type="image", published=True)
     r = c.post(f"/api/v1/content/posts/{published.pk}/media", f(), format="multipart")
-    assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
+    assert r.status_code == 201 and published.revisions.filter(status="pending").count() == 1
 
 
 def test_attach_neither_or_both_is_400(user):
@@ -285,3 +292,196 @@ def test_quota_reservations_are_serialised_per_user(settings):
     assert len(statuses) == 24 and statuses.count(201) == 2, statuses
     assert set(statuses) == {201, 413}, statuses
     assert Upload.objects.filter(owner=user).count() == 2
+
+
+# --- resumable uploads (DESIGN.md §8): S3 multipart semantics on both backends -------------------------
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend_name(request, settings):
+    """Each resumable test runs on the filesystem backend and on moto's S3."""
+    settings.UPLOAD_PART_SIZE_BYTES = 5 * MiB  # S3's minimum for every part but the last
+    if request.param == "s3":
+        request.getfixturevalue("s3")
+    return request.param
+
+
+def _big_jpeg(size: int) -> bytes:
+    """A JPEG (the sniffer reads its head) padded with random bytes to ``size``."""
+    import os
+
+    head = jpeg_bytes()
+    return head + os.urandom(size - len(head))
+
+
+def _start_resumable(client, data: bytes, **extra):
+    body = {"filename": "big.jpg", "content_type": "image/jpeg", "size": len(data), "resumable": True}
+    return client.post("/api/v1/content/uploads", {**body, **extra}, format="json")
+
+
+def _put_part(target: dict, body: bytes) -> tuple[int, str]:
+    """PUT one part where the server said; returns (status, etag without quotes)."""
+    import requests
+
+    if target["url"].startswith("http://testserver"):
+        parts = urlsplit(target["url"])
+        r = client_for().generic("PUT", f"{parts.path}?{parts.query}", body, content_type="")
+        return r.status_code, r.get("ETag", "").strip('"')
+    r = requests.put(target["url"], data=body, timeout=30)
+    return r.status_code, r.headers.get("ETag", "").strip('"')
+
+
+def _chunks(data: bytes, part_size: int) -> dict[int, bytes]:
+    return {i // part_size + 1: data[i : i + part_size] for i in range(0, len(data), part_size)}
+
+
+def test_resumable_upload_survives_a_dropped_part_and_attaches(
+    backend_name, user, broker, django_capture_on_commit_callbacks
+):
+    data = _big_jpeg(11 * MiB)
+    c = client_for(user)
+    r = _start_resumable(c, data, sha256=sha256(data))
+    assert r.status_code == 201, r.json()
+    start = r.json()
+    assert start["method"] == "multipart" and start["part_size"] == 5 * MiB and start["part_count"] == 3
+    upload_id = start["upload_id"]
+    chunks = _chunks(data, start["part_size"])
+
+    r = c.post(f"/api/v1/content/uploads/{upload_id}/parts", {"part_numbers": [1, 2, 3]}, format="json")
+    assert r.status_code == 200
+    targets = {t["part_number"]: t for t in r.json()["parts"]}
+    etags = {}
+    for n in (1, 3):  # part 2 is lost with the connection
+        status, etags[n] = _put_part(targets[n], chunks[n])
+        assert status == 200 and etags[n]
+    if backend_name == "local":  # a body cut short is refused and not recorded
+        status, _ = _put_part(targets[2], chunks[2][:MiB])
+        assert status == 400
+
+    state = c.get(f"/api/v1/content/uploads/{upload_id}").json()
+    assert state["state"] == "pending"
+    assert [(p["part_number"], p["size"], p["etag"]) for p in state["parts"]] == [
+        (1, 5 * MiB, etags[1]),
+        (3, MiB, etags[3]),
+    ]
+    assert state["received_size"] == 6 * MiB
+
+    listed = [{"part_number": n, "etag": e} for n, e in etags.items()]
+    r = c.post(f"/api/v1/content/uploads/{upload_id}/complete", {"parts": listed}, format="json")
+    assert r.status_code == 409 and r.json()["code"] == "upload_incomplete" and r.json()["missing"] == [2]
+
+    # resume: a fresh URL for the missing part, then complete
+    fresh = c.post(f"/api/v1/content/uploads/{upload_id}/parts", {"part_numbers": [2]}, format="json")
+    status, etags[2] = _put_part(fresh.json()["parts"][0], chunks[2])
+    assert status == 200
+    wrong = [{"part_number": n, "etag": "0" * 32} for n in (1, 2, 3)]
+    r = c.post(f"/api/v1/content/uploads/{upload_id}/complete", {"parts": wrong}, format="json")
+    assert r.status_code == 400 and r.json()["code"] == "part_mismatch"
+    listed = [{"part_number": n, "etag": etags[n]} for n in (3, 1, 2)]
+    r = c.post(f"/api/v1/content/uploads/{upload_id}/complete", {"parts": listed}, format="json")
+    assert r.status_code == 200, r.json()
+    assert (r.json()["state"], r.json()["received_size"], r.json()["parts"]) == ("received", len(data), [])
+    assert storage.size(storage.upload_key(user.pk, upload_id)) == len(data)
+    assert storage.read_head(storage.upload_key(user.pk, upload_id), 64) == data[:64]
+    r = c.post(f"/api/v1/content/uploads/{upload_id}/complete", {"parts": listed}, format="json")
+    assert r.status_code == 409 and r.json()["code"] == "upload_closed"
+
+    post = PostFactory(author=user, type="image", body="")
+    with django_capture_on_commit_callbacks(execute=True):
+        r = c.post(f"/api/v1/content/posts/{post.pk}/media", {"upload_id": upload_id}, format="json")
+    assert r.status_code == 201, r.json()
+    media = Media.objects.get(pk=r.json()["id"])
+    assert media.size_bytes == len(data)
+    if backend_name == "local":
+        assert media.sha256 == sha256(data)  # hashed while the parts were joined
+    else:
+        assert media.sha256 == "" and media.metadata["expected_sha256"] == sha256(data)  # the worker checks
+    tmp = storage.download_to(media.original_key, Path(tempfile.mkdtemp()) / "o.jpg")
+    assert tmp.read_bytes() == data
+    assert not storage.list_prefix(f"uploads/{user.pk}")  # staged object and parts are gone
+
+
+def _open_multipart_uploads() -> int:
+    be = storage.backend()
+    if not storage.issues_bearer_urls():
+        return len(storage.list_prefix(f"uploads/{Upload.objects.first().owner_id}"))
+    client = be.store.connection.meta.client
+    return len(client.list_multipart_uploads(Bucket=be.store.bucket_name).get("Uploads", []))
+
+
+def test_resumable_upload_abort_and_expiry_cleanup(backend_name, user):
+    from media.purge import purge_media
+
+    data = _big_jpeg(6 * MiB)
+    c = client_for(user)
+    ids = []
+    for _ in range(2):
+        upload_id = _start_resumable(c, data).json()["upload_id"]
+        target = c.post(f"/api/v1/content/uploads/{upload_id}/parts", {"part_numbers": [1]}, format="json")
+        assert _put_part(target.json()["parts"][0], data[: 5 * MiB])[0] == 200
+        ids.append(upload_id)
+    assert _open_multipart_uploads() == 2
+
+    assert c.delete(f"/api/v1/content/uploads/{ids[0]}").status_code == 204
+    assert c.get(f"/api/v1/content/uploads/{ids[0]}").json()["state"] == "aborted"
+    assert client_for(UserFactory()).delete(f"/api/v1/content/uploads/{ids[1]}").status_code == 404
+    assert _open_multipart_uploads() == 1
+    r = c.post(f"/api/v1/content/uploads/{ids[0]}/parts", {"part_numbers": [1]}, format="json")
+    assert r.status_code == 409 and r.json()["code"] == "upload_closed"
+
+    Upload.objects.filter(pk=ids[1]).update(expires_at=timezone.now() - timezone.timedelta(hours=2))
+    report = purge_media(retention_days=30)
+    assert report.uploads == 1
+    assert Upload.objects.get(pk=ids[1]).state == "expired"
+    assert _open_multipart_uploads() == 0
+
+
+def test_resumable_required_above_the_single_limit_and_single_put_refused(user, settings):
+    settings.UPLOAD_SINGLE_MAX_BYTES = 1000
+    data = _big_jpeg(2000)
+    r = _start(client_for(user), data)
+    assert r.status_code == 400 and r.json()["code"] == "resumable_required"
+    r = _start_resumable(client_for(user), data)
+    assert r.status_code == 201 and r.json()["part_count"] == 1
+    # a part URL of another upload, or a tampered one, is refused
+    r2 = client_for(user).post(
+        f"/api/v1/content/uploads/{r.json()['upload_id']}/parts", {"part_numbers": [2]}, format="json"
+    )
+    assert r2.status_code == 400 and r2.json()["code"] == "invalid_part_number"
+    target = client_for(user).post(
+        f"/api/v1/content/uploads/{r.json()['upload_id']}/parts", {"part_numbers": [1]}, format="json"
+    )
+    t = target.json()["parts"][0]
+    assert _put_part(dict(t, url=t["url"][:-3] + "abc"), data)[0] == 403
+    assert _put_part(t, data + b"x")[0] == 413
+
+
+def test_resumable_quota_is_counted_on_complete(user, settings):
+    settings.UPLOAD_PART_SIZE_BYTES = 64 * 1024
+    settings.MEDIA_USER_QUOTA_BYTES = 300_000
+    c = client_for(user)
+    data = _big_jpeg(200_000)
+    start = _start_resumable(c, data).json()
+    # not reserved while the parts go up: a single upload of 150 kB still fits
+    assert _start(c, _big_jpeg(150_000)).status_code == 201
+    targets = c.post(
+        f"/api/v1/content/uploads/{start['upload_id']}/parts",
+        {"part_numbers": list(range(1, start["part_count"] + 1))},
+        format="json",
+    ).json()["parts"]
+    listed = []
+    for t, chunk in zip(targets, _chunks(data, start["part_size"]).values(), strict=True):
+        status, etag = _put_part(t, chunk)
+        assert status == 200
+        listed.append({"part_number": t["part_number"], "etag": etag})
+    r = c.post(f"/api/v1/content/uploads/{start['upload_id']}/complete", {"parts": listed}, format="json")
+    assert r.status_code == 413 and r.json()["code"] == "quota_exceeded"
+    assert Upload.objects.get(pk=start["upload_id"]).state == "pending"  # the parts are still there
+    settings.MEDIA_USER_QUOTA_BYTES = 400_000
+    r = c.post(f"/api/v1/content/uploads/{start['upload_id']}/complete", {"parts": listed}, format="json")
+    assert r.status_code == 200
+    from media.services import user_storage_used
+
+    assert user_storage_used(user) == 350_000

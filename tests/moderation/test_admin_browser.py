@@ -123,3 +123,61 @@ def test_moderator_approves_a_post_in_the_browser(live_server):
         body = json.loads(response.read())
     assert body["status"] == "published" and body["moderation_state"] == "approved"
     assert Path(SCREENSHOT).stat().st_size > 0
+
+
+DASHBOARD_SCREENSHOT = "/tmp/postflow-dashboard.png"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_moderator_opens_the_pipeline_dashboard_from_the_queue(live_server):
+    from tests.factories import ProcessorRunFactory
+
+    moderator = make_moderator(username="mod")
+    media = MediaFactory()
+    for seconds in (1, 2, 3, 8):
+        ProcessorRunFactory(media=media, processor="image", duration_ms=seconds * 1000.0)
+    ProcessorRunFactory(media=media, processor="video", result="failed", error_class="builtins.OSError")
+    AiReviewFactory(overall_score=0.8, decision="quarantine")
+
+    with sync_playwright_or_skip() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(10_000)
+            page.goto(f"{live_server.url}/admin/login/?next=/admin/moderation/reviewqueue/")
+            page.fill("#id_username", moderator.username)
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            page.wait_for_url("**/admin/moderation/reviewqueue/")
+            page.click("text=Pipeline dashboard")
+            page.wait_for_url("**/admin/pipeline/")
+            page.wait_for_selector("svg.pf-chart")
+            charts = page.eval_on_selector_all(
+                "svg.pf-chart",
+                "els => els.map(e => ({label: e.getAttribute('aria-label'),"
+                " w: e.getBoundingClientRect().width, bars: [...e.querySelectorAll('rect.pf-bar')]"
+                ".filter(r => r.getBBox().height > 0).length}))",
+            )
+            page.screenshot(path=DASHBOARD_SCREENSHOT, full_page=True)
+        finally:
+            browser.close()
+    labels = [c["label"] for c in charts]
+    assert labels == [
+        "Media processed per hour",
+        "Processing time by kind",
+        "Failures by error class",
+        "Queue depth now",
+        "AI decisions by band",
+        "Submission to human decision",
+    ]
+    assert all(c["w"] > 300 for c in charts)
+    bars = {c["label"]: c["bars"] for c in charts}
+    assert bars["Processing time by kind"] == 2 and bars["Failures by error class"] == 1  # p50+p95 of image
+    assert bars["AI decisions by band"] == 1 and bars["Media processed per hour"] >= 1
+    assert Path(DASHBOARD_SCREENSHOT).stat().st_size > 10_000
+
+
+def sync_playwright_or_skip():
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright()

@@ -7,7 +7,8 @@ from media.purge import purge_media
 class Command(BaseCommand):
     help = (
         "Delete stored bytes of media detached or whose post was deleted more than --retention-days "
-        "ago (not of rejected/quarantined posts: evidence), and of expired, unattached uploads."
+        "ago (not of rejected/quarantined posts: evidence), of expired, unattached uploads, and "
+        "idempotency keys older than 24 h."
     )
 
     def add_arguments(self, parser):
@@ -17,4 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, retention_days, dry_run, **options):
         r = purge_media(retention_days=retention_days, dry_run=dry_run)
         verb = "would purge" if dry_run else "purged"
-        self.stdout.write(f"{verb} {r.media} media ({r.objects} objects) and {r.uploads} expired uploads.")
+        self.stdout.write(
+            f"{verb} {r.media} media ({r.objects} objects), {r.uploads} expired uploads "
+            f"and {r.idempotency_keys} expired idempotency keys."
+        )

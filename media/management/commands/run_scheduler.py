@@ -1,7 +1,8 @@
 """The scheduler process: runs ``sweep_pending_media`` on ``media_sweep_cron`` while
 ``media_sweep_schedule_enabled`` is on (platform settings, editable in the admin; re-read every
-minute, so changes need no restart). One per deployment is enough; a second one is harmless,
-because the sweep takes a lock."""
+minute, so changes need no restart), and publishes due scheduled posts every
+``SCHEDULED_PUBLISH_INTERVAL_SECONDS``. One per deployment is enough; a second one is harmless,
+because the sweep takes a lock and each scheduled post goes public under its row lock, once."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import logging
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from content.idempotency import purge_expired_idempotency_keys
+from content.services import publish_due_posts
 from content.sweep import sweep_stuck_posts
 from media.locks import LockHeld
 from media.revocation import media_revoke_overdue
@@ -19,6 +23,14 @@ from moderation.platform import get_platform_settings
 
 logger = logging.getLogger("postflow.scheduler")
 SWEEP_JOB = "sweep_pending_media"
+
+
+def run_publish_due() -> None:
+    """Publish every cleared scheduled post whose time has come (``content.services``)."""
+    try:
+        publish_due_posts()
+    except Exception:  # a database hiccup must not stop the scheduler; the next run retries
+        logger.exception("publishing due scheduled posts failed")
 
 
 def run_sweep() -> None:
@@ -46,14 +58,15 @@ def run_sweep() -> None:
 
 
 class Command(BaseCommand):
-    help = "Run scheduled jobs (the media sweep) until stopped."
+    help = "Run scheduled jobs (the media sweep, due scheduled posts) until stopped."
 
     def add_arguments(self, parser):
-        parser.add_argument("--once", action="store_true", help="Run the sweep once if enabled, then exit.")
+        parser.add_argument("--once", action="store_true", help="Run each job once, then exit.")
 
     def handle(self, *args, once: bool, **options):
         if once:
             run_sweep()
+            run_publish_due()
             media_revoke_overdue()
             return
         scheduler = BlockingScheduler(timezone="UTC")
@@ -85,6 +98,17 @@ class Command(BaseCommand):
         scheduler.add_job(sync, "interval", seconds=60, id="sync-settings")
         # Not behind the sweep switch: a hidden post's media URLs must stop working (media.revocation).
         scheduler.add_job(media_revoke_overdue, "interval", seconds=60, id="revoke-media-urls", coalesce=True)
+        scheduler.add_job(
+            run_publish_due,
+            "interval",
+            seconds=settings.SCHEDULED_PUBLISH_INTERVAL_SECONDS,
+            id="publish-due-posts",
+            coalesce=True,
+            max_instances=1,
+        )
+        scheduler.add_job(
+            purge_expired_idempotency_keys, "interval", hours=1, id="idempotency-keys", coalesce=True
+        )
         self.stdout.write("Scheduler running (Ctrl-C to stop).")
         try:
             scheduler.start()

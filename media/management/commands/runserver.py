@@ -1,7 +1,9 @@
 """``runserver`` that also runs the embedded worker when no Redis is configured, so one command
 gives a working web + worker on a fresh machine."""
 
+import logging
 import os
+import threading
 
 from django.contrib.staticfiles.management.commands.runserver import Command as StaticRunserver
 
@@ -30,6 +32,36 @@ def recover_embedded_work(out) -> None:
         )
 
 
+_publisher: threading.Thread | None = None
+
+
+def start_embedded_publisher(interval: float) -> threading.Thread:
+    """The embedded runtime has no scheduler process: a daemon thread publishes due scheduled posts
+    every ``interval`` seconds (``content.services.publish_due_posts``, exactly once per post even if
+    a ``run_scheduler`` runs too)."""
+    global _publisher
+    if _publisher is not None and _publisher.is_alive():
+        return _publisher
+    from django.db import connection
+
+    from content.services import publish_due_posts
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                publish_due_posts()
+            except Exception:
+                logging.getLogger("postflow.scheduler").exception("embedded scheduled publish failed")
+            finally:
+                connection.close()
+
+    _publisher = threading.Thread(target=loop, name="scheduled-publish", daemon=True)
+    _publisher.start()
+    return _publisher
+
+
 class Command(StaticRunserver):
     help = StaticRunserver.help + " With no REDIS_URL, also runs the in-process Dramatiq worker."
 
@@ -41,4 +73,7 @@ class Command(StaticRunserver):
                 "Embedded worker: running in this process (set REDIS_URL for separate workers)."
             )
             recover_embedded_work(self.stdout)
+            from django.conf import settings
+
+            start_embedded_publisher(settings.SCHEDULED_PUBLISH_INTERVAL_SECONDS)
         super().inner_run(*args, **options)
