@@ -174,19 +174,24 @@ def retry_delay(attempts: int) -> int:
 
 def deliver(delivery_id: UUID | str) -> str:
     """One attempt at one delivery (the ``deliver_webhook`` actor's body). Returns the delivery's
-    status afterwards. A delivery another attempt holds, or that is no longer pending, is left
-    alone (at most one success per delivery id)."""
+    status afterwards (``busy`` when another attempt holds it, ``missing`` when it is gone). A
+    delivery another attempt holds, or that is no longer pending, is left alone (at most one success
+    per delivery id)."""
     from config import outbound
 
     with transaction.atomic():
         delivery = (
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
+            # of=self: lock the delivery only. Locking the joined webhook row too made concurrent
+            # deliveries to one hook skip each other's (and so drop them).
+            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("webhook")
             .filter(pk=delivery_id)
             .first()
         )
-        if delivery is None or delivery.status != DeliveryStatus.PENDING:
-            return delivery.status if delivery else "missing"
+        if delivery is None:  # another attempt holds it (a redelivered message), or it is gone
+            return "busy" if WebhookDelivery.objects.filter(pk=delivery_id).exists() else "missing"
+        if delivery.status != DeliveryStatus.PENDING:
+            return delivery.status
         hook = delivery.webhook
         now = timezone.now()
         if not hook.is_active or hook.deleted_at:

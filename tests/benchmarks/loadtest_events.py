@@ -325,7 +325,7 @@ def main() -> int:
         )
         stack.env.update(
             LOG_LEVEL="WARNING",
-            DRAMATIQ_LOG_LEVEL="WARNING",
+            # DRAMATIQ_LOG_LEVEL stays INFO: the stack waits for the workers' "ready for action" line.
             REQUEST_LOG_LEVEL="WARNING",
             # Webhooks to a receiver on loopback over http: the bench's receiver, never production.
             DEBUG="true",
