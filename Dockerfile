@@ -5,7 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=config.settings POSTFLOW_VAR_DIR=/app/var DEBUG=false
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ffmpeg libpq5 \
+ && apt-get install -y --no-install-recommends ffmpeg libpq5 libnginx-mod-rtmp \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 postflow
 

@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE := config.settings
 
-.PHONY: run setup deps lock cxx ffmpeg chromium test test-unit lint bench loadtest prod-up prod-down prod-manage clean
+.PHONY: run setup deps lock cxx ffmpeg rtmp chromium test test-unit lint bench loadtest prod-up prod-down prod-manage clean
 
 # requirements/dev.txt pins every package (pip itself too) with its hashes: a fresh machine installs
 # exactly what CI tested, and nothing unpinned or altered.
@@ -46,6 +46,17 @@ ffmpeg:
 	else echo "WARNING: ffmpeg is missing and cannot be installed here (run: sudo apt-get install ffmpeg);"; \
 		echo "         video and audio will fail processing until it is installed."; fi
 
+# nginx with Debian's RTMP module, for the local livestream ingest (media/live/ingest.py supervises it;
+# Debian's own nginx service is not used: without a runlevel its postinst does not start it).
+RTMP_MODULE := /usr/lib/nginx/modules/ngx_rtmp_module.so
+rtmp:
+	@if command -v nginx >/dev/null && [ -e $(RTMP_MODULE) ]; then true; \
+	elif [ "$$(id -u)" = 0 ]; then echo "Installing nginx with libnginx-mod-rtmp (livestream ingest)..."; \
+		(apt-get install -y -qq libnginx-mod-rtmp >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libnginx-mod-rtmp >/dev/null)); \
+	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq libnginx-mod-rtmp >/dev/null; \
+	else echo "NOTE: nginx's RTMP module is missing (sudo apt-get install libnginx-mod-rtmp):"; \
+		echo "      livestream creation answers 503 livestream_unavailable until it is installed."; fi
+
 # pdqhash (PDQ perceptual hashes) is a source package: pip builds it against numpy 2 (its build
 # requirement), which needs a C++ compiler and Python's headers. Installed when missing and we may.
 cxx:
@@ -63,7 +74,7 @@ chromium:
 	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; \
 	else echo "NOTE: chromium is missing; the browser tests will be skipped (sudo apt-get install chromium)."; fi
 
-setup: deps ffmpeg
+setup: deps ffmpeg rtmp
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	@$(PY) manage.py ensure_demo_admin
@@ -77,7 +88,7 @@ PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postflow
 
 # Everything on the embedded default (SQLite), including the system, fault and browser tests; then the
 # unit suite again on PostgreSQL, where row locks and constraints behave as in production.
-test: deps ffmpeg chromium
+test: deps ffmpeg rtmp chromium
 	$(VENV)/bin/pytest
 	@if $(PY) -c "import psycopg; psycopg.connect('$(PG_TEST_URL)'.rsplit('/', 1)[0] + '/postgres', connect_timeout=3)" 2>/dev/null; then \
 		echo "== the unit suite on PostgreSQL"; \
@@ -91,7 +102,7 @@ test-unit: deps
 lint: deps
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: deps ffmpeg
+bench: deps ffmpeg rtmp
 	$(PY) tests/benchmarks/run.py
 
 clean:
@@ -113,7 +124,7 @@ define start_bg
 	else setsid $(2) >> $(PROD_DIR)/$(1).log 2>&1 < /dev/null & echo $$! > $(PROD_DIR)/$(1).pid; echo "$(1): started"; fi
 endef
 
-prod-up: deps ffmpeg
+prod-up: deps ffmpeg rtmp
 	@mkdir -p $(PROD_DIR)/var
 	@env $(PROD_ENV) $(PY) -m config.dbcreate
 	$(call start_bg,s3,$(VENV)/bin/moto_server -H 127.0.0.1 -p 9000)
@@ -126,6 +137,7 @@ prod-up: deps ffmpeg
 	$(call start_bg,worker-video,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 1 --queues media.video)
 	$(call start_bg,worker-default,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 4 --queues media.image media.audio media.urls moderation links notifications webhooks)
 	$(call start_bg,scheduler,env $(PROD_ENV) $(PY) manage.py run_scheduler)
+	$(call start_bg,live-ingest,env $(PROD_ENV) LIVESTREAM_RTMP_PORT=$${LIVESTREAM_RTMP_PORT:-1935} $(PY) manage.py run_live_ingest)
 	@echo "Production topology at http://127.0.0.1:$(PROD_PORT)/ (logs and pids in $(PROD_DIR)/; stop with make prod-down)"
 
 prod-down:

@@ -465,6 +465,34 @@ if OUTBOUND_ALLOW_PRIVATE_NETWORKS and not DEBUG and not TESTING:
 IMAGEKIT_DEFAULT_CACHEFILE_STRATEGY = "imagekit.cachefiles.strategies.Optimistic"
 IMAGEKIT_DEFAULT_CACHEFILE_BACKEND = "imagekit.cachefiles.backends.Simple"
 
+# --- Livestreams (DESIGN.md §13; media/live/) --------------------------------------------------------
+# local: the RTMP ingest on this machine (nginx with Debian's libnginx-mod-rtmp, supervised by
+# `manage.py run_live_ingest`, or by runserver on the embedded default); mux: Mux's live-stream API.
+LIVESTREAM_PROVIDER = (env("LIVESTREAM_PROVIDER", "local") or "local").lower()
+if LIVESTREAM_PROVIDER not in ("local", "mux"):
+    raise ImproperlyConfigured(f"LIVESTREAM_PROVIDER must be local or mux, not {LIVESTREAM_PROVIDER!r}.")
+LIVESTREAM_RTMP_HOST = env("LIVESTREAM_RTMP_HOST", "127.0.0.1")  # the address nginx listens on
+LIVESTREAM_RTMP_PORT = env_int("LIVESTREAM_RTMP_PORT", 1935)
+# What encoders are told (the owner's ingest_url); default rtmp://<host>:<port>/live.
+LIVESTREAM_INGEST_URL = env("LIVESTREAM_INGEST_URL", "")
+LIVESTREAM_NGINX = env("LIVESTREAM_NGINX", "nginx")
+LIVESTREAM_NGINX_MODULE = env("LIVESTREAM_NGINX_MODULE", "/usr/lib/nginx/modules/ngx_rtmp_module.so")
+LIVESTREAM_EMBEDDED_INGEST = env_bool("LIVESTREAM_EMBEDDED_INGEST", True)  # runserver starts the ingest
+LIVESTREAM_SEGMENT_SECONDS = env_float("LIVESTREAM_SEGMENT_SECONDS", 2.0)
+# false: the encoder's H.264/AAC is remuxed into HLS (cheap); true: re-encoded to one 720p rung.
+LIVESTREAM_TRANSCODE = env_bool("LIVESTREAM_TRANSCODE", False)
+LIVESTREAM_AI_INTERVAL_SECONDS = env_float("LIVESTREAM_AI_INTERVAL_SECONDS", 10.0)
+LIVESTREAM_INGEST_STALE_SECONDS = env_int("LIVESTREAM_INGEST_STALE_SECONDS", 30)
+LIVESTREAM_WORK_DIR = Path(env("LIVESTREAM_WORK_DIR", str(VAR_DIR / "live")))
+MUX_TOKEN_ID = env("MUX_TOKEN_ID", "")
+MUX_TOKEN_SECRET = env("MUX_TOKEN_SECRET", "")
+MUX_WEBHOOK_SECRET = env("MUX_WEBHOOK_SECRET", "")
+MUX_API_URL = env("MUX_API_URL", "https://api.mux.com")
+MUX_STREAM_URL = env("MUX_STREAM_URL", "https://stream.mux.com")
+MUX_INGEST_URL = env("MUX_INGEST_URL", "rtmps://global-live.mux.com:443/app")
+MUX_TIMEOUT_SECONDS = env_float("MUX_TIMEOUT_SECONDS", 10.0)
+MUX_WEBHOOK_TOLERANCE_SECONDS = env_int("MUX_WEBHOOK_TOLERANCE_SECONDS", 300)
+
 # --- Security ---------------------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"

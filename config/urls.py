@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz, livez, readyz
 from config.observability import metrics
+from media.api.live import live_tree, watch_page
 from media.api.views import media_file, media_tree
 
 api = [
@@ -18,6 +19,8 @@ urlpatterns = [
     path("api/v1/", include(api)),
     path("m/<str:token>", media_file, name="media-file"),
     path("m/h/<str:token>/<path:path>", media_tree, name="media-tree"),
+    path("m/l/<str:token>/<path:path>", live_tree, name="live-tree"),
+    path("watch/<uuid:post_id>", watch_page, name="watch"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("livez", livez, name="livez"),

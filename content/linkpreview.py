@@ -21,10 +21,13 @@ from urllib.parse import urljoin, urlsplit
 import lxml.etree
 import lxml.html
 from django.db import transaction
+from django.utils import timezone
 
 from config import outbound
 from content.locks import post_lock
-from content.models import Post, PostType
+from content.models import Post, PostRevision, PostStatus, PostType
+from content.services import post_edit, revision_link_preview_done
+from media.models import Media
 from media.services import media_attach_link_preview
 
 logger = logging.getLogger("postflow.linkpreview")
@@ -112,12 +115,8 @@ def _store(post_id: str, link_url: str, **metadata) -> bool:
         return True
 
 
-def link_preview_build(*, post_id: str, link_url: str) -> dict | None:
-    """Fetch, parse and store the card of ``link_url`` for the post; returns the stored preview, or
-    None (stale message, or the fetch failed: ``metadata.link_preview_error`` says why)."""
-    post = Post.objects.filter(pk=post_id, deleted_at__isnull=True).only("type", "link_url").first()
-    if post is None or post.type != PostType.LINK or post.link_url != link_url or not link_url:
-        return None
+def _fetch_card(link_url: str) -> tuple[Card | None, bytes | None, str, dict | None]:
+    """Fetch the page and its image: (card, image bytes or None, image URL, error {code, detail})."""
     try:
         page = outbound.fetch(
             link_url,
@@ -129,13 +128,8 @@ def link_preview_build(*, post_id: str, link_url: str) -> dict | None:
         if page.status != 200:
             raise outbound.OutboundError("http_error", f"The page answered HTTP {page.status}.")
     except outbound.OutboundError as exc:
-        logger.info("link preview of post %s refused: %s (%s)", post_id, exc.code, exc.detail)
-        _store(
-            post_id, link_url, link_preview=None, link_preview_error={"code": exc.code, "detail": exc.detail}
-        )
-        return None
+        return None, None, "", {"code": exc.code, "detail": exc.detail}
     card = parse_card(page.body, page.url)
-    image_id = None
     if card.image_url:
         try:
             image = outbound.fetch(
@@ -146,12 +140,86 @@ def link_preview_build(*, post_id: str, link_url: str) -> dict | None:
                 allowed_content_types=IMAGE_TYPES,
             )
             if image.status == 200:
-                media = media_attach_link_preview(post_id=post_id, data=image.body, source_url=image.url)
-                image_id = str(media.pk) if media is not None else None
+                return card, image.body, image.url, None
         except outbound.OutboundError as exc:
-            logger.info("link preview image of post %s refused: %s", post_id, exc.code)
+            logger.info("link preview image of %s refused: %s", link_url, exc.code)
+    return card, None, "", None
+
+
+def _card_fields(card: Card) -> dict:
     fields = asdict(card)
     fields.pop("image_url")
-    preview = {**fields, "image_media_id": image_id}
-    _store(post_id, link_url, link_preview=preview, link_preview_error=None)
+    return fields
+
+
+def link_preview_build(*, post_id: str, link_url: str, revision: int | None = None) -> dict | None:
+    """Fetch, parse and store the card of ``link_url`` for the post; returns the stored preview, or
+    None (stale message, or the fetch failed: ``metadata.link_preview_error`` says why).
+
+    ``revision``: the number of an edit of a published post that changed ``link_url``; the card and
+    its image go to that revision (content.services.revision_link_preview_done), which waits for
+    them and goes public with them only once cleared. Without it, a draft's card goes into the
+    post's metadata; a card that arrives after the post was published goes public as text at once,
+    and its image only through a new revision (prescreened in ``ai_prescreen``, public as soon as
+    processed in ``reactive_only``)."""
+    if revision is not None:
+        return _build_for_revision(post_id=post_id, link_url=link_url, revision=revision)
+    post = Post.objects.filter(pk=post_id, deleted_at__isnull=True).only("type", "link_url").first()
+    if post is None or post.type != PostType.LINK or post.link_url != link_url or not link_url:
+        return None
+    card, image_bytes, image_url, error = _fetch_card(link_url)
+    if card is None:
+        logger.info("link preview of post %s refused: %s (%s)", post_id, error["code"], error["detail"])
+        _store(post_id, link_url, link_preview=None, link_preview_error=error)
+        return None
+    preview = {**_card_fields(card), "image_media_id": None}
+    with transaction.atomic():
+        media = None
+        if image_bytes is not None:
+            media = media_attach_link_preview(post_id=post_id, data=image_bytes, source_url=image_url)
+        fresh = Post.objects.filter(pk=post_id).select_related("pending_revision").first()
+        if media is not None and fresh is not None and fresh.status == PostStatus.PUBLISHED:
+            # Public already: the text goes up now; the image joins a new revision (prescreened in
+            # ai_prescreen), never the public one directly. Not while an edit to another link waits.
+            _store(post_id, link_url, link_preview=preview, link_preview_error=None)
+            pending = fresh.pending_revision
+            if pending is None or pending.link_url == link_url:
+                post_edit(
+                    post_id=post_id,
+                    actor=media.owner,
+                    attach_media_ids=[media.pk],
+                    link_preview={**preview, "image_media_id": str(media.pk)},
+                )
+            else:
+                Media.objects.filter(pk=media.pk).update(detached_at=timezone.now())
+            return preview
+        if media is not None:
+            preview["image_media_id"] = str(media.pk)
+        _store(post_id, link_url, link_preview=preview, link_preview_error=None)
+    return preview
+
+
+def _build_for_revision(*, post_id: str, link_url: str, revision: int) -> dict | None:
+    rev = PostRevision.objects.filter(post_id=post_id, number=revision).first()
+    if rev is None or rev.link_url != link_url or (rev.link_preview or {}).get("status") != "fetching":
+        return None
+    try:
+        card, image_bytes, image_url, error = _fetch_card(link_url)
+    except Exception as exc:  # noqa: BLE001 - the revision must not wait forever for its card
+        logger.exception("link preview of post %s revision %s failed", post_id, revision)
+        card, image_bytes, error = None, None, {"code": "preview_failed", "detail": type(exc).__name__}
+    preview = {**_card_fields(card), "image_media_id": None} if card is not None else None
+    with transaction.atomic():
+        media = None
+        if image_bytes is not None:
+            media = media_attach_link_preview(
+                post_id=post_id, data=image_bytes, source_url=image_url, revision=revision
+            )
+        revision_link_preview_done(
+            post_id=post_id,
+            revision=revision,
+            card=preview,
+            error=error,
+            image_media_id=media.pk if media is not None else None,
+        )
     return preview

@@ -144,6 +144,13 @@ class PostRevision(models.Model):
     link_url = models.URLField(max_length=2000, blank=True, default="")
     sensitive = models.BooleanField(default=False)
     spoiler_text = models.CharField(max_length=500, blank=True, default="")
+    # A link post's card for this revision when the revision has one of its own (its link_url differs
+    # from the public one, or the card of the first publish arrived late): {"status": "fetching"}
+    # while the ``links`` worker builds it (the revision waits), then {"status": "done", "card":
+    # {url, title, description, site_name, image_media_id} or None, "error": {code, detail} or None}.
+    # Null: the revision shows the public card. The image is an item of the revision, so the
+    # prescreen sees it; the post's ``metadata.link_preview`` takes the card when the revision clears.
+    link_preview = models.JSONField(null=True, blank=True, default=None)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

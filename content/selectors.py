@@ -75,7 +75,7 @@ def can_view_media(media: Media, user: AbstractBaseUser | None) -> bool:
 
 
 def _with_relations(qs: QuerySet[Post]) -> QuerySet[Post]:
-    return qs.select_related("author", "poll").prefetch_related(
+    return qs.select_related("author", "poll", "livestream").prefetch_related(
         Prefetch("media", queryset=public_media()),
         "poll__options",
     )

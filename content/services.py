@@ -79,6 +79,8 @@ SUBMIT_FIELDS = (
     "scheduled_at",
     "updated_at",
 )
+# PostRevision.link_preview while the ``links`` worker builds the revision's card (DESIGN.md §9).
+PREVIEW_FETCHING = {"status": "fetching"}
 # publish_at must be this far ahead (DESIGN.md §9).
 SCHEDULE_MIN_AHEAD = timedelta(minutes=1)
 SCHEDULE_MAX_AHEAD = timedelta(days=365)
@@ -323,7 +325,12 @@ def _revision_items(revision: PostRevision) -> list[tuple[UUID, str]]:
 
 
 def _revision_create(
-    post: Post, *, actor: AbstractBaseUser | None, content: dict[str, Any], items: list[tuple[UUID, str]]
+    post: Post,
+    *,
+    actor: AbstractBaseUser | None,
+    content: dict[str, Any],
+    items: list[tuple[UUID, str]],
+    link_preview: dict[str, Any] | None = None,
 ) -> PostRevision:
     """Record a submission of ``post`` as revision ``post.revision`` (the caller bumped it), supersede
     any open one, and make it the post's ``pending_revision``. The caller saves the post."""
@@ -331,7 +338,12 @@ def _revision_create(
         status=RevisionStatus.SUPERSEDED, decided_at=timezone.now()
     )
     revision = PostRevision.objects.create(
-        post=post, number=post.revision, status=RevisionStatus.PENDING, created_by=actor, **content
+        post=post,
+        number=post.revision,
+        status=RevisionStatus.PENDING,
+        created_by=actor,
+        link_preview=link_preview,
+        **content,
     )
     PostRevisionMedia.objects.bulk_create(
         PostRevisionMedia(revision=revision, media_id=media_id, position=i, description=text)
@@ -405,10 +417,38 @@ def revision_make_public(post: Post, revision: PostRevision) -> list[str]:
     post.public_revision = revision
     if post.pending_revision_id == revision.pk:
         post.pending_revision = None
+    _apply_revision_card(post, revision)
     if detached:
         # Bytes of media that left the post: their bearer URLs must stop working (media.revocation).
         send_on_commit("media_revoke_post_urls", str(post.pk))
-    return [*REVISION_FIELDS, "public_revision", "pending_revision", "edited_at", "updated_at"]
+    return [*REVISION_FIELDS, "public_revision", "pending_revision", "edited_at", "metadata", "updated_at"]
+
+
+def _is_fetching(revision: PostRevision) -> bool:
+    return (revision.link_preview or {}).get("status") == PREVIEW_FETCHING["status"]
+
+
+def _apply_revision_card(post: Post, revision: PostRevision) -> None:
+    """A revision with a card of its own (``PostRevision.link_preview`` done) puts it in the post's
+    ``metadata.link_preview`` (and its error in ``link_preview_error``); others leave the card."""
+    own = revision.link_preview or {}
+    if own.get("status") != "done":
+        return
+    data = {k: v for k, v in (post.metadata or {}).items() if not k.startswith("link_preview")}
+    if own.get("card"):
+        data["link_preview"] = own["card"]
+    if own.get("error"):
+        data["link_preview_error"] = own["error"]
+    post.metadata = data
+
+
+def _preview_ids(media_ids: Iterable[UUID]) -> set[UUID]:
+    """Which of ``media_ids`` are link preview images."""
+    return set(
+        Media.objects.filter(
+            pk__in=list(media_ids), kind=MediaKind.THUMBNAIL, metadata__link_preview=True
+        ).values_list("pk", flat=True)
+    )
 
 
 def revision_hold(post: Post, revision: PostRevision) -> None:
@@ -446,6 +486,8 @@ def _revision_media(revision: PostRevision) -> list[Media]:
 def _revision_submit(post: Post, revision: PostRevision) -> list[str]:
     """Send a published post's new revision on: wait for its media, hold it (blocked bytes), queue the
     AI review (prescreen), or make it public at once (``reactive_only``). Returns fields to save."""
+    if _is_fetching(revision):
+        return []  # revision_link_preview_done submits it when the card is built (or failed)
     media = _revision_media(revision)
     if any(m.processing_status in (ProcessingStatus.PENDING, ProcessingStatus.PROCESSING) for m in media):
         return []  # post_media_settled submits it when the files are processed
@@ -471,12 +513,18 @@ def post_edit(
     media: list[dict[str, Any]] | None = None,
     attach_media_ids: Iterable[UUID] = (),
     detach_media_ids: Iterable[UUID | str] = (),
+    link_preview: dict[str, Any] | None = None,
 ) -> PostRevision:
     """Edit a published post: a new revision from the latest one (the open one if the creator edits
     again, else the public one) with ``changes`` (title, body, link_url, sensitive, spoiler_text),
     alt texts (``media`` [{id, description}]) and media attached/detached. ``reactive_only``: it is
     public at once; ``ai_prescreen``: it waits for the prescreen while the public keeps the last
-    cleared revision (DESIGN.md §9). Allowed from ``published`` only; a poll cannot be changed once
+    cleared revision (DESIGN.md §9). A new ``link_url`` of a link post gives the revision a card of its
+    own: the ``links`` worker builds it (the revision waits, ``revision_link_preview_done``), its image
+    becomes an item of the revision (so the prescreen sees it) and the card replaces the public one
+    only when the revision clears. ``link_preview`` (a built card, {url, title, description,
+    site_name, image_media_id}) is the late card of the first publish (content.linkpreview); its
+    image is among ``attach_media_ids``. Allowed from ``published`` only; a poll cannot be changed once
     it takes votes (``poll_locked``); an image/video/audio post keeps at least one primary medium
     (``media_required``). Returns the new revision (or the latest one when nothing changed)."""
     post = post_lock(post_id=post_id, actor=actor)
@@ -505,16 +553,98 @@ def post_edit(
         items.pop(UUID(str(media_id)))
     for media_id in attach_media_ids:
         items.setdefault(UUID(str(media_id)), "")
-    if content == _revision_content(base) and list(items.items()) == _revision_items(base):
+    card = _edit_card(post, public, base, content["link_url"], items, link_preview)
+    if (
+        content == _revision_content(base)
+        and list(items.items()) == _revision_items(base)
+        and card == base.link_preview
+    ):
         return base
     kind = MEDIA_POST_TYPES.get(post.type)
     if kind and not Media.objects.filter(pk__in=list(items), kind=kind, is_primary=True).exists():
         raise ValidationFailed(f"A {post.type} post keeps at least one {kind}.", code="media_required")
     post.revision += 1
-    revision = _revision_create(post, actor=actor, content=content, items=list(items.items()))
+    revision = _revision_create(
+        post, actor=actor, content=content, items=list(items.items()), link_preview=card
+    )
+    if _is_fetching(revision):
+        send_on_commit("link_preview_fetch", str(post.pk), revision.link_url, revision.number)
     fields = _revision_submit(post, revision)
     post.save(update_fields=list(dict.fromkeys(["revision", "pending_revision", "updated_at", *fields])))
     return revision
+
+
+def _edit_card(
+    post: Post,
+    public: PostRevision,
+    base: PostRevision,
+    link_url: str,
+    items: dict[UUID, str],
+    late_card: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The ``link_preview`` of a new revision of a link post, adjusting ``items`` (its preview image)
+    in place: the public card (None) while ``link_url`` is the public one; the card of the open
+    revision it is based on if that one has the same link and a built card; else a new fetch
+    (``PREVIEW_FETCHING``, no preview image until the worker adds one). ``late_card``: a card built
+    for the public link after the first publish (its image is already in ``items``)."""
+    if post.type != PostType.LINK:
+        return None
+    if late_card is not None:
+        return {"status": "done", "card": late_card, "error": None}
+    if link_url == base.link_url:
+        return dict(PREVIEW_FETCHING) if _is_fetching(base) else base.link_preview
+    for media_id in _preview_ids(items):
+        items.pop(media_id)
+    if link_url == public.link_url:
+        # Back to the public link: the public card and its image again.
+        public_items = dict(_revision_items(public))
+        for media_id in _preview_ids(public_items):
+            items[media_id] = public_items[media_id]
+        return None
+    return dict(PREVIEW_FETCHING)
+
+
+@transaction.atomic
+def revision_link_preview_done(
+    *,
+    post_id: UUID | str,
+    revision: int,
+    card: dict[str, Any] | None,
+    error: dict[str, str] | None = None,
+    image_media_id: UUID | str | None = None,
+) -> bool:
+    """The ``links`` worker built (or failed to build: ``card`` None, ``error`` {code, detail}) the
+    card of revision number ``revision`` of a published link post. The image (a ``thumbnail`` medium
+    attached by media.services.media_attach_link_preview) joins the revision's items, the card is
+    stored on the revision, and the revision goes on to its prescreen (``_revision_submit``; after
+    the image is processed). Stale (the revision was superseded or decided): the image is detached
+    unless some revision has it. Returns whether the revision took the card."""
+    try:
+        post = post_lock(post_id=post_id)
+    except NotFound:
+        return False
+    rev = post.pending_revision
+    if (
+        post.status != PostStatus.PUBLISHED
+        or rev is None
+        or rev.number != revision
+        or rev.status != RevisionStatus.PENDING
+        or not _is_fetching(rev)
+    ):
+        if image_media_id:
+            Media.objects.attached().filter(pk=image_media_id, post=post, revision_items__isnull=True).update(
+                detached_at=timezone.now(), updated_at=timezone.now()
+            )
+        return False
+    if image_media_id:
+        position = rev.items.count()
+        PostRevisionMedia.objects.create(revision=rev, media_id=image_media_id, position=position)
+        card = {**(card or {}), "image_media_id": str(image_media_id)}
+    rev.link_preview = {"status": "done", "card": card, "error": error}
+    rev.save(update_fields=["link_preview"])
+    fields = _revision_submit(post, rev)
+    post.save(update_fields=list(dict.fromkeys(["updated_at", *fields])))
+    return True
 
 
 @transaction.atomic
@@ -655,9 +785,13 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
     post = post_lock(post_id=post_id, actor=actor)
     _require_status(post, [PostStatus.PUBLISHED, PostStatus.SCHEDULED], "unpublish")
     latest = post.pending_revision or post.public_revision
+    card_changed = False
     if post.status == PostStatus.PUBLISHED and latest is not None:
         for field in REVISION_FIELDS:
             setattr(post, field, getattr(latest, field))
+        card_before = post.metadata
+        _apply_revision_card(post, latest)
+        card_changed = post.metadata != card_before
         keep = dict(_revision_items(latest))
         now = timezone.now()
         for m in Media.objects.attached().filter(post=post).select_for_update():
@@ -690,6 +824,7 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
             "pending_revision",
             "revision",
             "updated_at",
+            *(["metadata"] if card_changed else []),
         ]
     )
     send_on_commit("media_revoke_post_urls", str(post.pk))
@@ -850,6 +985,24 @@ def post_media_attached(
         post.save(update_fields=[*fields, "updated_at"])
     if "status" in fields:
         post_transitioned(post)
+    return post
+
+
+@transaction.atomic
+def post_recording_attached(*, post_id: UUID | str, media_id: UUID | str) -> Post | None:
+    """A livestream's recording (a ``livestream_recording`` medium, made by ``media.live``) joins its
+    post: appended to the public revision of a published post, and to a revision waiting for review,
+    so that it is shown exactly where the stream itself was (DESIGN.md §13). The post's status does
+    not change. None when the post is gone."""
+    try:
+        post = post_lock(post_id=post_id, include_deleted=True)
+    except NotFound:
+        return None
+    for revision_id in {post.public_revision_id, post.pending_revision_id} - {None}:
+        position = PostRevisionMedia.objects.filter(revision_id=revision_id).count()
+        PostRevisionMedia.objects.get_or_create(
+            revision_id=revision_id, media_id=media_id, defaults={"position": position}
+        )
     return post
 
 

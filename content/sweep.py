@@ -56,7 +56,14 @@ def sweep_stuck_posts(
         deleted_at__isnull=True,
         submitted_at__lt=cutoff,
     ).filter(~models.Exists(reviewed), ~models.Exists(unfinished))
-    for post in waiting[:limit]:
+    for post in waiting.select_related("pending_revision")[:limit]:
+        pending = post.pending_revision
+        if post.status == PostStatus.PUBLISHED and (pending.link_preview or {}).get("status") == "fetching":
+            # The edit waits for its link card, not for the AI: ask the links worker again.
+            if not dry_run:
+                with transaction.atomic():
+                    send_on_commit("link_preview_fetch", str(post.pk), pending.link_url, pending.number)
+            continue
         report.reviews_queued.append(str(post.pk))
         if not dry_run:
             with transaction.atomic():

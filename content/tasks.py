@@ -16,9 +16,10 @@ from content.linkpreview import link_preview_build
     max_backoff=60_000,
     time_limit=60_000,
 )
-def link_preview_fetch(post_id: str, link_url: str) -> None:
-    """Build a link post's preview card (content.linkpreview); a stale message does nothing."""
-    link_preview_build(post_id=post_id, link_url=link_url)
+def link_preview_fetch(post_id: str, link_url: str, revision: int | None = None) -> None:
+    """Build a link post's preview card (content.linkpreview), or that of revision number
+    ``revision`` (an edit that changed the link); a stale message does nothing."""
+    link_preview_build(post_id=post_id, link_url=link_url, revision=revision)
 
 
 @dramatiq.actor(

@@ -259,3 +259,7 @@ class JobLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder} until {self.expires_at}"
+
+
+# The livestream rows live in their own module (media/live/models.py), registered in this app.
+from media.live.models import LiveIngest, LiveStatus, LiveStream  # noqa: E402, F401

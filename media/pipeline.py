@@ -214,7 +214,7 @@ def _perceptual_blocklist(
     if claim.media.kind == "image":
         name = next((n for n in (*IMAGE_REVIEW_PREFERENCE, *JPEG_REVIEW_FALLBACK) if n in by_name), None)
         pictures = [by_name[name]] if name else []
-    elif claim.media.kind == "video":
+    elif claim.media.kind in ("video", "livestream_recording"):
         pictures = [by_name[POSTER]] if POSTER in by_name else []
         video = next((by_name[n] for n in VIDEO_REVIEW_PREFERENCE if n in by_name), None)
     if not pictures and video is None:
@@ -252,7 +252,15 @@ def _store_outputs(claim: processing.Claim, result: ProcessorResult, steps: Step
     variants = {}
     with steps.step("store", count=len(result.variants)) as s:
         for variant in result.variants:
-            key = storage.media_key(media.owner_id, media.pk, variant.name, variant.path.suffix or ".bin")
+            if variant.files:  # a folder (HLS): media/{u}/{m}/hls/master.m3u8 + its files beside it
+                key = storage.media_key(
+                    media.owner_id, media.pk, f"{variant.name}/{variant.path.stem}", variant.path.suffix
+                )
+                folder = key.rsplit("/", 1)[0]
+                for companion in variant.files:  # first, so the playlist never names a missing file
+                    storage.save(f"{folder}/{companion.path.name}", companion.path, companion.mime_type)
+            else:
+                key = storage.media_key(media.owner_id, media.pk, variant.name, variant.path.suffix or ".bin")
             storage.save(key, variant.path, variant.mime_type)
             variants[variant.name] = {
                 "key": key,

@@ -892,8 +892,16 @@ def media_update(
     description: str | None = _UNSET,
     focus: dict[str, float] | None = _UNSET,
 ) -> Media:
-    """Set a medium's alt text and focal point (owner only, while its post is a draft or processing;
-    a published post's media descriptions change through an edit of the post, which is reviewed)."""
+    """Set a medium's alt text and focal point (owner only; others get NotFound).
+
+    Draft or processing post: both change in place. Published post (DESIGN.md §9): the alt text is
+    content a reviewer must see before the public does, so it becomes a new revision of the post
+    (``content.services.post_edit`` with ``media=[{id, description}]``): ``ai_prescreen`` keeps the
+    old alt text public until that revision clears, ``reactive_only`` shows it at once. The focal
+    point changes in place on a published post too: two numbers in [-1, 1] that only say where to
+    crop a preview; no text, no new bytes, nothing a prescreen judges. Other statuses:
+    ``InvalidTransition`` (409). A medium of the post that no revision lists (a derived one): 400.
+    """
     try:
         media = Media.objects.attached().select_related("post").get(pk=media_id)
     except (Media.DoesNotExist, ValueError, TypeError):
@@ -901,38 +909,59 @@ def media_update(
     if media.post is None or media.post.deleted_at is not None:
         raise NotFound("Media not found.")
     post = post_lock(post_id=media.post_id, actor=actor)  # owner check: others get 404
-    if post.status not in ATTACHABLE_STATUSES:
+    if post.status not in ATTACH_TO_STATUSES:
         raise InvalidTransition(
             f"Media of a {post.status} post cannot be changed here; edit the post instead.",
             extra={"status": post.status},
         )
     fields = []
-    if description is not _UNSET:
-        media.description = _clean_description(description)
-        fields.append("description")
     if focus is not _UNSET:
         media.focus_x, media.focus_y = _clean_focus(focus)
         fields += ["focus_x", "focus_y"]
+    if description is not _UNSET:
+        text = _clean_description(description)
+        if post.status == PostStatus.PUBLISHED:
+            post_edit(post_id=post.pk, actor=actor, media=[{"id": str(media.pk), "description": text}])
+            media.description = Media.objects.values_list("description", flat=True).get(pk=media.pk)
+        else:
+            media.description = text
+            fields.append("description")
     if fields:
         media.save(update_fields=[*fields, "updated_at"])
     return media
 
 
 @transaction.atomic
-def media_attach_link_preview(*, post_id: UUID | str, data: bytes, source_url: str) -> Media | None:
+def media_attach_link_preview(
+    *, post_id: UUID | str, data: bytes, source_url: str, revision: int | None = None
+) -> Media | None:
     """Attach a link preview's image to a link post as a non-primary ``thumbnail`` medium, processed by
     the image pipeline (queue ``media.image``) and prescreened with the post like any medium.
 
-    Only while the post is a draft (or processing): media are never added to a post that was
-    submitted, so the preview image is always among what the review saw. Replaces an earlier preview
-    image of the post. Returns None (nothing stored) when the post moved on, the bytes are not an
+    A draft (or processing) post: it replaces an earlier preview image and is submitted with the
+    post. A published post: the medium is attached outside every revision, so nobody but the owner
+    and staff sees it (content.selectors.public_media) until the caller makes it an item of a
+    revision that is prescreened: ``revision`` (the number of the open revision waiting for its
+    card, content.services.revision_link_preview_done) or, without one, a new revision
+    (content.services.post_edit with ``attach_media_ids``, in the same transaction). A post under its
+    first review (``pending_review``/``scheduled``) takes no image: media are never added to what a
+    review is judging. Returns None (nothing stored) when the post moved on, the bytes are not an
     image we accept, are blocklisted, or would exceed the owner's quota.
     """
     try:
         post = post_lock(post_id=post_id)
     except NotFound:
         return None
-    if post.status not in ATTACHABLE_STATUSES:
+    if revision is not None:
+        pending = post.pending_revision
+        if (
+            post.status != PostStatus.PUBLISHED
+            or pending is None
+            or pending.number != revision
+            or (pending.link_preview or {}).get("status") != "fetching"
+        ):
+            return None
+    elif post.status not in ATTACH_TO_STATUSES:
         return None
     found = sniff(data[:4096])
     if (
@@ -949,9 +978,12 @@ def media_attach_link_preview(*, post_id: UUID | str, data: bytes, source_url: s
     except (FileTooLarge, QuotaExceeded, BlockedMediaError, ValidationFailed):
         return None
     now = timezone.now()
-    Media.objects.attached().filter(post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True).update(
-        detached_at=now, updated_at=now
+    earlier = Media.objects.attached().filter(
+        post=post, kind=MediaKind.THUMBNAIL, metadata__link_preview=True
     )
+    if post.status == PostStatus.PUBLISHED:
+        earlier = earlier.filter(revision_items__isnull=True)  # only orphans: revisions keep theirs
+    earlier.update(detached_at=now, updated_at=now)
     media_id = uuid.uuid4()
     key = storage.media_key(post.author_id, media_id, "original", storage.extension_for(found.mime_type))
     storage.save(key, io.BytesIO(data), found.mime_type)

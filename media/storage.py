@@ -120,6 +120,17 @@ def rotated_tree(folder: str, *, user_id: int, media_id: Any) -> str:
     return f"{media_prefix(user_id, media_id)}{secrets.token_hex(12)}/{posixpath.basename(folder)}"
 
 
+def live_folder(user_id: int, stream_id: Any) -> str:
+    """A new, unguessable folder for the live HLS tree of a stream: ``live/{u}/{stream}/{random}/hls``.
+    A new one is made when the stream's post is hidden, so grants issued before stop working."""
+    return f"{live_prefix(user_id, stream_id)}{secrets.token_hex(12)}/hls"
+
+
+def live_prefix(user_id: int, stream_id: Any) -> str:
+    """The folder holding every object of one stream's live trees (all generations)."""
+    return f"live/{user_id}/{stream_id}/"
+
+
 def extension_for(mime_type: str) -> str:
     special = {
         "image/jpeg": "jpg",
@@ -697,18 +708,27 @@ def signed_url(
 
 
 def signed_prefix_url(
-    folder: str, *, media_id: Any, entry: str, public: bool, request=None, ttl: int | None = None
+    folder: str,
+    *,
+    media_id: Any,
+    entry: str,
+    public: bool,
+    request=None,
+    ttl: int | None = None,
+    route: str = "media-tree",
 ) -> str:
     """A signed URL of ``entry`` (e.g. ``master.m3u8``) inside ``folder`` whose token, in the path,
     grants every object under ``folder``: ``/m/h/<token>/master.m3u8``, and a player resolving the
     playlist's relative URIs asks for ``/m/h/<token>/720p/seg_001.m4s`` under the same grant.
     Stable within a URL window like ``signed_url``. Always served through Django (which checks the
-    viewer at request time for anything not published), on both backends."""
+    viewer at request time for anything not published), on both backends. ``route`` names the view
+    that serves the grant (``live-tree`` for a livestream's live HLS, where ``media_id`` is the
+    stream's id); each view checks that the folder is its object's current one."""
     _, expires = url_window(ttl)
     token = signing.Signer(salt=_PREFIX_SALT).sign_object(
         {"p": clean_key(folder.rstrip("/")), "m": str(media_id), "e": expires}, compress=True
     )
-    path = reverse("media-tree", kwargs={"token": token, "path": entry})
+    path = reverse(route, kwargs={"token": token, "path": entry})
     if public:
         return _absolute(path, request)
     return request.build_absolute_uri(path) if request is not None else path

@@ -14,6 +14,7 @@ from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
+from django.templatetags.static import static
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -23,6 +24,8 @@ from config.admin import ReadOnlyAdmin, review_link
 from config.errors import ServiceError
 from content.models import Post
 from media import storage
+from media.live.models import LiveStream
+from media.live.services import live_streams_now, livestream_end, livestream_json
 from media.models import Media, MediaKind
 from moderation import policy, services
 from moderation.models import (
@@ -265,8 +268,16 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         return ReviewQueueChangeList
 
     def changelist_view(self, request, extra_context=None):
+        live = [
+            {
+                "stream": s,
+                "url": reverse("admin:moderation_reviewqueue_change", args=[s.post_id]),
+            }
+            for s in live_streams_now()
+        ]
         return super().changelist_view(
-            request, {"title": "Review queue", "subtitle": None, **(extra_context or {})}
+            request,
+            {"title": "Review queue", "subtitle": None, "live_streams": live, **(extra_context or {})},
         )
 
     # columns
@@ -403,6 +414,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
             "held_revision": held_revision(post),
             "revision_diff": revision_diff(post),
             "decide_url": reverse("admin:moderation_reviewqueue_decide", args=[post.pk]),
+            "livestream": self._livestream(post, request),
             "post_admin_url": reverse("admin:content_post_change", args=[post.pk]),
             "preserved_filters": self.get_preserved_filters(request),
             "has_view_permission": True,
@@ -411,6 +423,23 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
         context.update(extra_context or {})
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.detail_template, context)
+
+    @staticmethod
+    def _livestream(post: Post, request) -> dict | None:
+        """The stream of a livestream post for the detail page: its state and a player URL issued to
+        this moderator (staff may see the live tree of a hidden post; the grant is checked per request)."""
+        if post.type != "livestream":
+            return None
+        stream = LiveStream.objects.filter(post=post).first()
+        if stream is None:
+            return None
+        data = livestream_json(post, request) or {}
+        return {
+            "stream": stream,
+            "playback_url": data.get("playback_url"),
+            "can_end": stream.status in ("idle", "live"),
+            "hls_js": static("vendor/hls.min.js"),
+        }
 
     @staticmethod
     def _allowed(post: Post) -> dict[str, bool]:
@@ -489,6 +518,14 @@ class ReviewQueueAdmin(ReadOnlyAdmin):  # decisions go through the decide view
                 )
                 messages.success(request, f"{done} “{label}”: it is now {post.get_status_display().lower()}.")
                 return HttpResponseRedirect(reverse("admin:moderation_reviewqueue_changelist"))
+            if op == "end_livestream":
+                livestream_end(
+                    post_id=post.pk,
+                    actor=request.user,
+                    reason=request.POST.get("reason", "").strip() or "ended by a moderator",
+                )
+                messages.success(request, f"Ended the livestream of “{label}”; its recording follows.")
+                return HttpResponseRedirect(detail_url)
             if op in ("claim", "take_over"):
                 claim = services.post_claim(
                     post_id=post.pk, moderator=request.user, take_over=op == "take_over"

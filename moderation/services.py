@@ -197,6 +197,53 @@ def ai_verdict_apply(
 
 
 @transaction.atomic
+def ai_live_frame_flagged(
+    *,
+    post_id: UUID | str,
+    provider: str,
+    model: str,
+    scores: dict[str, float],
+    overall: float,
+    labels: list[str],
+    duration_ms: float,
+    raw: dict | None = None,
+) -> AiReview:
+    """A frame of a live stream scored at or above ``ai_revoke_threshold`` (DESIGN.md §13): a published
+    post → ``quarantined``/``flagged`` with the AI review recorded (its bearer URLs revoked on commit).
+    A post that is no longer published is recorded as ``stale`` and left alone. The caller ends the
+    stream (``media.live.services.livestream_end``)."""
+    post = post_lock(post_id=post_id, include_deleted=True)
+    live = post.deleted_at is None and post.status == PostStatus.PUBLISHED
+    review = AiReview.objects.create(
+        post=post,
+        post_revision=post.revision,
+        provider=provider,
+        model=model,
+        scores=scores,
+        overall_score=overall,
+        labels=labels,
+        decision=Decision.QUARANTINE if live else Decision.STALE,
+        duration_ms=duration_ms,
+        raw={**(raw or {}), "source": "livestream_frame"},
+    )
+    if live:
+        post.status = PostStatus.QUARANTINED
+        post.moderation_state = ModerationState.FLAGGED
+        post.submitted_at = timezone.now()
+        post.save(update_fields=["status", "moderation_state", "submitted_at", "updated_at"])
+        send_on_commit("media_revoke_post_urls", str(post.pk))
+        try:
+            from content import notifications
+        except ImportError:  # notifications (issue "tell and answer") are not in this build
+            pass
+        else:
+            notifications.post_transitioned(
+                post, notification="post_quarantined", reason="The AI flagged a frame of your livestream."
+            )
+    return review
+
+
+@transaction.atomic
 def ai_review_record_failure(
     *,
     post_id: UUID | str,

@@ -21,3 +21,14 @@ AI_MAX_RETRIES = settings.AI_MAX_RETRIES
 def review_post(post_id: str, revision: int) -> None:
     """AI review of one revision of a post; retried with backoff, then left for a human."""
     review_post_revision(post_id=post_id, revision=revision, max_retries=AI_MAX_RETRIES)
+
+
+@dramatiq.actor(actor_name="watch_livestream", queue_name="moderation", max_retries=0, time_limit=120_000)
+def watch_livestream(stream_id: str) -> None:
+    """One AI look at a live stream (``moderation.livewatch.look``), then the next one, delayed, while
+    it is live. A lost link is re-sent by the ingest (``media.live.services.livestream_watch_overdue``)."""
+    from moderation.livewatch import look
+
+    delay = look(stream_id)
+    if delay is not None:
+        watch_livestream.send_with_options(args=(stream_id,), delay=int(delay * 1000))

@@ -66,6 +66,43 @@ class Scene:
     file_url: str = ""  # the signed URL of the media's bytes, as issued to the owner
     hls_url: str = ""  # the signed HLS master playlist URL, as issued to the owner
     segment_url: str = ""  # a segment under the same signed prefix
+    live: Post | None = None  # a livestream post, live, in the same status
+    live_url: str = (
+        ""  # its signed live HLS playlist (Post JSON livestream.playback_url), as issued to the owner
+    )
+    live_segment_url: str = ""  # a segment under the same live grant
+
+
+def make_live(owner, status: str) -> tuple[Post, str]:
+    """A livestream post in ``status`` whose stream is live, with its live HLS tree in storage; returns
+    the post and the playback URL its owner is given."""
+    from django.utils import timezone
+
+    from media.live import keys
+    from media.live.models import LiveStream
+
+    post = PostFactory(author=owner, type=PostType.LIVESTREAM, title="Live now", body="", status=status)
+    stream = LiveStream.objects.create(
+        post=post,
+        owner=owner,
+        provider="local",
+        status="live",
+        key_hash=keys.hash_key(f"key-{post.pk}"),
+        key_encrypted=keys.encrypt(f"key-{post.pk}"),
+        started_at=timezone.now(),
+        last_segment_at=timezone.now(),
+    )
+    stream.hls_folder = storage.live_folder(owner.pk, stream.pk)
+    stream.save(update_fields=["hls_folder"])
+    storage.save(
+        f"{stream.hls_folder}/index.m3u8", io.BytesIO(b"#EXTM3U\n#EXTINF:2.0,\nseg_00000.ts\n"), None
+    )
+    storage.save(f"{stream.hls_folder}/seg_00000.ts", io.BytesIO(b"G" * 188), None)
+    r = client_for(owner).get(f"/api/v1/content/posts/{post.pk}")
+    assert r.status_code == 200, r.content
+    url = urlsplit(r.json()["livestream"]["playback_url"]).path
+    assert url.startswith("/m/l/") and url.endswith("/index.m3u8")
+    return post, url
 
 
 def make_scene(owner, intruder, status: str) -> Scene:
@@ -96,6 +133,8 @@ def make_scene(owner, intruder, status: str) -> Scene:
     scene.hls_url = urlsplit(r.json()["variants"]["hls"]["url"]).path
     assert scene.hls_url.startswith("/m/h/") and scene.hls_url.endswith("/master.m3u8")
     scene.segment_url = scene.hls_url.replace("/master.m3u8", "/360p/seg_001.m4s")
+    scene.live, scene.live_url = make_live(owner, status)
+    scene.live_segment_url = scene.live_url.replace("/index.m3u8", "/seg_00000.ts")
     return scene
 
 
@@ -146,6 +185,14 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
     ],
     "media-retry": [Probe("POST", lambda s: f"/api/v1/content/media/{s.media.pk}/retry")],
     "media-file": [Probe("GET", lambda s: s.file_url, read=True)],
+    "live-tree": [
+        Probe("GET", lambda s: s.live_url, read=True),
+        Probe("GET", lambda s: s.live_segment_url, read=True),
+    ],
+    "livestream-end": [
+        Probe("POST", lambda s: f"/api/v1/content/posts/{s.live.pk}/livestream/end", lambda s: {})
+    ],
+    "livestream-key": [Probe("POST", lambda s: f"/api/v1/content/posts/{s.live.pk}/livestream/key")],
     "media-tree": [
         Probe("GET", lambda s: s.hls_url, read=True),
         Probe("GET", lambda s: s.segment_url, read=True),
@@ -173,6 +220,7 @@ OTHER_PROBES: dict[str, str] = {
     "my-quota": "test_quota_is_the_callers_own",
     "schema": "test_schema_and_docs_are_public",
     "docs": "test_schema_and_docs_are_public",
+    "livestream-mux-webhook": "test_mux_webhook_needs_its_signature",
     "notification-list": "test_notifications_webhooks_and_events_are_the_callers_own",
     "notification-read": "test_notifications_webhooks_and_events_are_the_callers_own",
     "notification-prefs": "test_notifications_webhooks_and_events_are_the_callers_own",
@@ -256,6 +304,9 @@ def _snapshot(scene: Scene) -> tuple:
         PollVote.objects.filter(poll__post=scene.poll).count(),
         Report.objects.filter(post=scene.post).count(),
         Upload.objects.get(pk=scene.intruder_upload.pk).state,
+        scene.live.livestream.__class__.objects.filter(post=scene.live)
+        .values_list("status", "key_hash")
+        .get(),
     )
 
 
@@ -673,9 +724,11 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
     """The owner edits a published post in ai_prescreen mode: new text, content warning, a new image
     with alt text, the old image detached. Until the edit is cleared, nobody but the owner and staff
     sees any of it on any read path: post detail, feed (all, ?author= by name and id), another user's
-    me/posts, media detail, every variant and original URL, the revision history. (Link-preview
-    images join this walk when they exist.)"""
+    me/posts, media detail, every variant and original URL, the revision history. A link post's edit
+    to a new link walks along: its pending card and the card's image (an item of the pending
+    revision) stay with the owner and staff; the public keeps the old card."""
     platform(moderation_mode="ai_prescreen")
+    link, link_old_thumb, link_new_thumb = _link_post_with_pending_card(user)
     post = PostFactory(
         author=user, type=PostType.IMAGE, title="Public title", body="Public body", published=True
     )
@@ -720,8 +773,14 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
             client.get("/api/v1/content/me/posts"),
             client.get(f"/api/v1/content/media/{old.pk}"),
             client.get(f"{_post_path(post)}/revisions"),
+            client.get(_post_path(link)),
+            client.get(f"{_post_path(link)}/revisions"),
+            client.get(f"/api/v1/content/media/{link_old_thumb.pk}"),
         ]
 
+    link_new_urls = _byte_urls(owner, link_new_thumb.pk)
+    link_old_urls = _byte_urls(client_for(other_user), link_old_thumb.pk)
+    assert link_new_urls and link_old_urls
     for who in (other_user, bare_staff, None):
         c = client_for(who)
         for resp in reads(c):
@@ -729,6 +788,15 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
             text = resp.content.decode()
             assert SECRET not in text, (who, resp.request["PATH_INFO"])
             assert str(new.pk) not in text, (who, resp.request["PATH_INFO"])
+            assert str(link_new_thumb.pk) not in text, (who, resp.request["PATH_INFO"])
+            assert "new.example" not in text, (who, resp.request["PATH_INFO"])
+        card = c.get(_post_path(link)).json()["metadata"]["link_preview"]
+        assert (card["title"], card["image"]["id"]) == ("Old card", str(link_old_thumb.pk))
+        assert c.get(f"/api/v1/content/media/{link_new_thumb.pk}").status_code == 404
+        for url in link_new_urls:
+            assert c.get(url).status_code == 404, (who, url)
+        for url in link_old_urls:
+            assert c.get(url).status_code == 200, (who, url)
         detail = c.get(_post_path(post)).json()
         assert (detail["title"], detail["sensitive"], detail["pending_revision"]) == (
             "Public title",
@@ -755,6 +823,10 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
         for url in new_urls:
             assert c.get(url).status_code == 200, (reader, url)
         assert SECRET in c.get(f"{_post_path(post)}/revisions").content.decode()
+        link_pending = c.get(_post_path(link)).json()["pending_revision"]
+        assert link_pending["link_preview"]["card"]["title"] == f"{SECRET} card"
+        assert str(link_new_thumb.pk) in [m["id"] for m in link_pending["media"]]
+        assert c.get(f"/api/v1/content/media/{link_new_thumb.pk}").status_code == 200
 
     # Cleared: the edit replaces the public revision everywhere.
     from moderation.services import ai_verdict_apply
@@ -773,7 +845,94 @@ def test_a_pending_revision_is_invisible_on_every_read_path(
     assert detail["title"] == f"{SECRET} title" and detail["edited_at"]
     assert [m["id"] for m in detail["media"]] == [str(new.pk)]
     assert client_for(other_user).get(f"/api/v1/content/media/{new.pk}").status_code == 200
+    link.refresh_from_db()
+    ai_verdict_apply(
+        post_id=link.pk,
+        revision=link.revision,
+        provider="stub",
+        model="stub",
+        scores={},
+        overall=0.0,
+        labels=[],
+        duration_ms=1.0,
+    )
+    card = client_for(other_user).get(_post_path(link)).json()["metadata"]["link_preview"]
+    assert (card["title"], card["image"]["id"]) == (f"{SECRET} card", str(link_new_thumb.pk))
+    assert client_for(other_user).get(f"/api/v1/content/media/{link_new_thumb.pk}").status_code == 200
+    link_old_thumb.refresh_from_db()
+    assert link_old_thumb.detached_at is not None
+
+
+def _link_post_with_pending_card(owner) -> tuple[Post, Media, Media]:
+    """A published link post with a public card and image, then an edit to a new link whose card and
+    image the ``links`` worker built (as content.linkpreview does), both waiting for the prescreen."""
+    from content import services as content_services
+
+    link = PostFactory(author=owner, type=PostType.LINK, link_url="https://old.example/", published=True)
+    old_thumb = _stored_image(
+        owner, link, kind="thumbnail", is_primary=False, metadata={"link_preview": True}
+    )
+    Post.objects.filter(pk=link.pk).update(
+        metadata={
+            "link_preview": {
+                "url": "https://old.example/",
+                "title": "Old card",
+                "description": "",
+                "site_name": "old.example",
+                "image_media_id": str(old_thumb.pk),
+            }
+        }
+    )
+    revision = content_services.post_edit(
+        post_id=link.pk, actor=owner, changes={"link_url": "https://new.example/"}
+    )
+    assert revision.link_preview == {"status": "fetching"}
+    new_thumb = media_services.media_attach_link_preview(
+        post_id=link.pk, data=jpeg_bytes(), source_url="https://new.example/i.jpg", revision=revision.number
+    )
+    key = f"media/{owner.pk}/{new_thumb.pk}/large.jpg"
+    storage.save(key, io.BytesIO(jpeg_bytes()), "image/jpeg")
+    Media.objects.filter(pk=new_thumb.pk).update(
+        processing_status=ProcessingStatus.READY, variants={"large": {"key": key, "mime_type": "image/jpeg"}}
+    )
+    card = {"url": "https://new.example/", "title": f"{SECRET} card", "description": "", "site_name": "n"}
+    assert content_services.revision_link_preview_done(
+        post_id=link.pk, revision=revision.number, card=card, image_media_id=new_thumb.pk
+    )
+    link.refresh_from_db()
+    assert link.pending_revision.status == "pending" and link.link_url == "https://old.example/"
+    new_thumb.refresh_from_db()
+    return link, old_thumb, new_thumb
 
 
 def _post_path(post) -> str:
     return f"/api/v1/content/posts/{post.pk}"
+
+
+def test_mux_webhook_needs_its_signature(settings, user):
+    """The Mux webhook is open (Mux calls it) but does nothing without a valid ``Mux-Signature``: an
+    unsigned, wrongly signed or replayed event is 400 ``invalid_signature`` and changes no stream."""
+    import json
+    import time
+
+    from media.live.models import LiveStream
+    from media.live.providers.mux import sign_webhook
+
+    settings.MUX_WEBHOOK_SECRET = "whsec-test"
+    post, _ = make_live(user, PostStatus.PUBLISHED)
+    LiveStream.objects.filter(post=post).update(provider="mux", provider_stream_id="mux-1")
+    body = json.dumps({"type": "video.live_stream.idle", "data": {"id": "mux-1"}}).encode()
+    url = "/api/v1/live/mux/webhook"
+    for header in (
+        "",
+        sign_webhook(body, secret="wrong"),
+        sign_webhook(body, secret="whsec-test", stamp=int(time.time()) - 3600),
+    ):
+        r = Client().post(url, body, content_type="application/json", HTTP_MUX_SIGNATURE=header)
+        assert r.status_code == 400 and r.json()["code"] == "invalid_signature", r.content
+        assert LiveStream.objects.get(post=post).status == "live"
+    r = Client().post(
+        url, body, content_type="application/json", HTTP_MUX_SIGNATURE=sign_webhook(body, secret="whsec-test")
+    )
+    assert r.status_code == 204, r.content
+    assert LiveStream.objects.get(post=post).status == "ended"

@@ -11,6 +11,7 @@ from content.models import Poll, Post, PostRevision, PostStatus, PostType, Repor
 from content.selectors import public_media
 from content.services import is_owner_or_staff
 from media.api.serializers import MediaSerializer
+from media.live.services import livestream_json
 
 User = get_user_model()
 
@@ -159,11 +160,41 @@ class PendingRevisionMediaSerializer(MediaSerializer):
         read_only_fields = fields
 
 
+class RevisionCardSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    site_name = serializers.CharField()
+    image_media_id = serializers.UUIDField(
+        allow_null=True, help_text="The card's image: one of this revision's `media`."
+    )
+
+
+class RevisionLinkPreviewSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["fetching", "done"], help_text="`fetching`: the revision waits for the `links` worker."
+    )
+    card = RevisionCardSerializer(allow_null=True, required=False)
+    error = serializers.DictField(
+        allow_null=True, required=False, help_text="{code, detail} of a failed fetch."
+    )
+
+
 class PendingRevisionSerializer(RevisionSerializer):
     """The pending revision as its owner and staff see it: media JSON (signed, private URLs) with
-    ``description``."""
+    ``description``, and the link card of its own when its ``link_url`` is new."""
 
     media = PendingRevisionMediaSerializer(many=True, read_only=True)
+    link_preview = RevisionLinkPreviewSerializer(
+        allow_null=True,
+        read_only=True,
+        help_text="Link posts whose edit changes `link_url`: the new card, public only when this "
+        "revision clears. Null: the revision keeps the public card.",
+    )
+
+    class Meta(RevisionSerializer.Meta):
+        fields = [*RevisionSerializer.Meta.fields, "link_preview"]
+        read_only_fields = fields
 
 
 def _is_preview(media) -> bool:
@@ -198,6 +229,11 @@ class PostSerializer(serializers.ModelSerializer):
     media = serializers.SerializerMethodField()
     poll = serializers.SerializerMethodField()
     metadata = serializers.SerializerMethodField()
+    livestream = serializers.SerializerMethodField(
+        help_text="Livestream posts (null otherwise): {status idle|live|ended|failed, playback_url (signed "
+        "HLS), started_at, ended_at, end_reason, recording_media_id}; the author also gets ingest_url, "
+        "stream_key, obs (encoder settings) and error."
+    )
     pending_revision = serializers.SerializerMethodField(
         help_text="Owner and staff only (null for anyone else): the edit waiting for the prescreen or a "
         "moderator. Everything else in this object is what the public sees."
@@ -225,10 +261,15 @@ class PostSerializer(serializers.ModelSerializer):
             "edited_at",
             "scheduled_at",
             "pending_revision",
+            "livestream",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_livestream(self, post: Post) -> dict | None:
+        return livestream_json(post, self.context.get("request"))
 
     @extend_schema_field(PendingRevisionSerializer(allow_null=True))
     def get_pending_revision(self, post: Post) -> dict | None:
@@ -251,6 +292,7 @@ class PostSerializer(serializers.ModelSerializer):
         for row, item in zip(rendered, items, strict=True):
             row["description"] = item.description
         out["media"] = rendered
+        out["link_preview"] = revision.link_preview
         return out
 
     def _attached(self, post: Post) -> list:

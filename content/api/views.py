@@ -38,6 +38,7 @@ from content.api.serializers import (
     poll_data,
 )
 from content.models import Post, PostStatus, PostType
+from media.live.services import livestream_provision
 
 User = get_user_model()
 
@@ -151,14 +152,26 @@ class PostListCreateView(generics.GenericAPIView):
 
     @extend_schema(
         request=PostCreateSerializer,
-        responses={201: PostSerializer, **error_responses(400, 401)},
+        responses={
+            201: PostSerializer,
+            **error_responses(
+                400,
+                401,
+                503,
+                e503="A livestream post cannot be provisioned now (`livestream_unavailable`, with the "
+                "reason: the local ingest is down, the provider refused).",
+            ),
+        },
         tags=["posts"],
-        summary="Create a draft",
+        summary="Create a draft (a livestream post also provisions its stream)",
     )
     def post(self, request):
         data = PostCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        post = services.post_create(author=request.user, **data.validated_data)
+        with transaction.atomic():
+            post = services.post_create(author=request.user, **data.validated_data)
+            if post.type == PostType.LIVESTREAM:
+                livestream_provision(post)  # 503 livestream_unavailable rolls the post back
         return Response(_post_out(post.pk, request), status=201)
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from media.api import views
+from media.api import live, views
 
 urlpatterns = [
     path("content/uploads", views.UploadCreateView.as_view(), name="upload-create"),
@@ -24,4 +24,11 @@ urlpatterns = [
     path("content/media/<uuid:media_id>", views.MediaDetailView.as_view(), name="media-detail"),
     path("content/me/quota", views.QuotaView.as_view(), name="my-quota"),
     path("content/media/<uuid:media_id>/retry", views.MediaRetryView.as_view(), name="media-retry"),
+    path(
+        "content/posts/<uuid:post_id>/livestream/end", live.LivestreamEndView.as_view(), name="livestream-end"
+    ),
+    path(
+        "content/posts/<uuid:post_id>/livestream/key", live.LivestreamKeyView.as_view(), name="livestream-key"
+    ),
+    path("live/mux/webhook", live.MuxWebhookView.as_view(), name="livestream-mux-webhook"),
 ]

@@ -22,7 +22,7 @@ from django.http import (
 )
 from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.parsers import MultiPartParser
@@ -340,16 +340,36 @@ class MediaDetailView(APIView):
 
     @extend_schema(
         request=MediaUpdateSerializer,
-        responses={200: MediaSerializer, **error_responses(400, 401, 403, 404, 409)},
+        responses={
+            200: MediaSerializer,
+            202: OpenApiResponse(
+                MediaSerializer,
+                description="Published post, `ai_prescreen`: the new alt text is a revision of the post "
+                "waiting for the prescreen (see the post's `pending_revision.media[].description`); "
+                "this JSON still shows the public alt text.",
+            ),
+            **error_responses(400, 401, 403, 404, 409),
+        },
         tags=["media"],
-        summary="Set alt text and focal point (owner; draft or processing post)",
+        summary="Set alt text and focal point (owner)",
+        description="Draft or processing post: both change in place. Published post: the alt text "
+        "becomes a new revision of the post (public at once in `reactive_only`; in `ai_prescreen` the "
+        "public keeps the old alt text until the revision clears: 202); the focal point changes in "
+        "place (it is not content the prescreen judges). Other statuses: 409.",
     )
     def patch(self, request, media_id):
         data = MediaUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         services.media_update(media_id=media_id, actor=request.user, **data.validated_data)
-        media = Media.objects.select_related("post").get(pk=media_id)
-        return Response(MediaSerializer(media, context={"request": request}).data)
+        media = Media.objects.select_related("post", "post__pending_revision").get(pk=media_id)
+        pending = media.post.pending_revision
+        waiting = (
+            "description" in data.validated_data
+            and pending is not None
+            and pending.items.filter(media=media).exclude(description=media.description).exists()
+        )
+        body = MediaSerializer(media, context={"request": request}).data
+        return Response(body, status=202 if waiting else 200)
 
 
 class QuotaView(APIView):
@@ -669,4 +689,16 @@ def media_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
         filename=posixpath.basename(key),
         public=_publicly_served(media, private_object=False),
         expires=signed.expires,
+        sha256=_hls_file_sha256(media, key[len(folder) + 1 :]),
     )
+
+
+def _hls_file_sha256(media: Media, name: str) -> str:
+    """The sha256 the video runner recorded for one file of the HLS tree (``variants.hls.files``
+    {name: {size_bytes, sha256}}, the master in ``variants.hls.sha256``), so a segment's ETag never
+    costs a read of the whole object; "" when not recorded (``serve_object`` then hashes once)."""
+    hls = media.variants.get("hls") or {}
+    if name == posixpath.basename(hls.get("key", "")):
+        return hls.get("sha256", "")
+    entry = (hls.get("files") or {}).get(name)
+    return entry.get("sha256", "") if isinstance(entry, dict) else ""

@@ -1,5 +1,5 @@
-"""Processors by media kind. Kinds without one (thumbnail, transcript, livestream_recording) are
-never queued: the sweep skips them."""
+"""Processors by media kind. Kinds without one (thumbnail, transcript) are never queued: the sweep
+skips them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ PROCESSOR_PATHS = {
     "image": "media.processors.image.ImageProcessor",
     "video": "media.processors.video.VideoProcessor",
     "audio": "media.processors.audio.AudioProcessor",
+    # A livestream's recording is a video like any other: ladder + HLS (DESIGN.md §13).
+    "livestream_recording": "media.processors.video.VideoProcessor",
 }
 
 

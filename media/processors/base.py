@@ -62,7 +62,12 @@ class ProcessingTimeout(ProcessingError):
 
 @dataclass
 class VariantFile:
-    """One derived file; ``name`` is its key in Media.variants (``small``, ``720p``, ``poster``…)."""
+    """One derived file; ``name`` is its key in Media.variants (``small``, ``720p``, ``poster``…).
+
+    ``files``: companions stored in the same storage folder as ``path``, under their own file names
+    (an HLS master playlist's media playlists, init segments and segments, which it names by relative
+    URIs). The runner stores them before ``path`` and records only ``path``'s key in Media.variants.
+    """
 
     name: str
     path: Path
@@ -71,6 +76,7 @@ class VariantFile:
     height: int | None = None
     size_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    files: list[VariantFile] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.size_bytes is None and self.path.exists():

@@ -114,6 +114,39 @@ def ffprobe(source: Path, *, demuxers: Iterable[str], kind: str = "media") -> di
     return probe
 
 
+def probe_keyframes(source: Path, *, demuxer: str, stream_index: int) -> tuple[list[float], float]:
+    """Presentation times (seconds) of the keyframe packets of one stream, sorted, and the file's
+    start time; read by demuxing only (no decode). ``UnsupportedMedia`` if ffprobe cannot say."""
+    if demuxer not in ALL_DEMUXERS:
+        raise UnsupportedMedia("This file's container is not one we accept.")
+    out = bytearray()
+
+    def collect(chunk: bytes) -> None:
+        if len(out) + len(chunk) > _STDOUT_MAX:
+            raise UnsupportedMedia("This file has too many packets to inspect.")
+        out.extend(chunk)
+
+    cmd = [
+        settings.FFPROBE_BINARY,
+        *("-hide_banner", "-v", "error", "-protocol_whitelist", "file", "-f", demuxer),
+        *("-select_streams", str(int(stream_index)), "-show_entries", "packet=pts_time,flags"),
+        *("-show_entries", "format=start_time", "-of", "csv", "-i", _file_url(source)),
+    ]
+    times: list[float] = []
+    start = 0.0
+    try:  # csv, ~20 bytes a packet: "packet,1.001000,K__" … then "format,0.000000"
+        _run(cmd, timeout=getattr(settings, "FFPROBE_TIMEOUT_SECONDS", 30), on_stdout=collect)
+        for line in out.decode("ascii", "replace").splitlines():
+            section, *values = line.strip().split(",")
+            if section == "packet" and len(values) == 2 and "K" in values[1]:
+                times.append(float(values[0]))
+            elif section == "format" and values and values[0] not in ("", "N/A"):
+                start = float(values[0])
+    except (FFmpegFailed, ValueError) as exc:
+        raise UnsupportedMedia("This video's keyframes could not be read.") from exc
+    return sorted(times), start
+
+
 def demuxer_of(probe: dict[str, Any], allowed: Iterable[str]) -> str:
     """The demuxer name to force with ``-f``: the first of the probed names that is whitelisted."""
     for name in probe["format"]["format_name"].split(","):

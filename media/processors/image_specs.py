@@ -28,11 +28,13 @@ MP4 = "mp4"  # an animated image as H.264
 R360P, R720P, R1080P = "360p", "720p", "1080p"  # video ladder rungs (media.processors.video.LADDER)
 VIDEO_RENDITIONS = (R360P, R720P, R1080P)
 POSTER, POSTER_THUMB = "poster", "poster_thumb"  # a video's still and its square thumbnail
+HLS = "hls"  # a video's HLS master playlist; its playlists and segments live in the same folder
+VIDEO_FALLBACK = R720P  # the one progressive MP4 (a source smaller than 720p: "360p" at its own size)
 M4A = "m4a"  # audio, loudness-normalised AAC
 
 # Which variant each consumer takes first (the first one a Media has wins).
 IMAGE_REVIEW_PREFERENCE = (MEDIUM, SMALL, LARGE, THUMB)  # what the AI scores: detail at a modest size
-VIDEO_REVIEW_PREFERENCE = (R360P, R720P, R1080P)  # sampled frames need no more than 360p
+VIDEO_REVIEW_PREFERENCE = (R360P, R720P, R1080P)  # MP4s only (HLS is many files): usually the 720p fallback
 IMAGE_DISPLAY_PREFERENCE = (MEDIUM, LARGE, SMALL, THUMB)  # a moderator's full view
 VIDEO_DISPLAY_PREFERENCE = (R720P, R360P, R1080P)
 IMAGE_PREVIEW_PREFERENCE = (THUMB, SMALL)  # list thumbnails

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('content', '0005_notifications_webhooks'),
+        ('content', '0006_notifications_webhooks'),
         ('moderation', '0006_moderation_action_scheduled_publish'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

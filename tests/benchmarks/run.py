@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-SUITES = ["image", "video", "audio", "ai", "delivery", "pdq", "feed"]
+SUITES = ["image", "video", "audio", "ai", "delivery", "pdq", "feed", "live"]
 TARGETS = {  # name: (comparison, target) from the issues; printed next to the figure
     "image_12mp_vs_naive_ratio": ("<=", 0.6),
     "image_24mp_vs_naive_ratio": ("<=", 0.3),
@@ -24,6 +24,7 @@ TARGETS = {  # name: (comparison, target) from the issues; printed next to the f
     "video_realtime_factor": (">=", 2.5),
     "video_overhead_vs_bare_ffmpeg_ratio": ("<=", 1.05),
     "video_remux_speedup": (">=", 2.0),
+    "video_hls_vs_mp4_ladder_ratio": ("<=", 1.1),
     "audio_realtime_factor": (">=", 30),
     "delivery_feed_reload_bytes_ratio": ("<=", 0.01),
     "delivery_range_vs_storage_ratio": ("<=", 1.2),
@@ -35,6 +36,7 @@ TARGETS = {  # name: (comparison, target) from the issues; printed next to the f
     "pdq_false_matches_of_1000_unrelated": ("<=", 0),
     "feed_revisions_query_ratio": ("<=", 1.1),
     "feed_revisions_time_ratio": ("<=", 1.1),
+    "live_latency_vs_segment_ratio": ("<=", 2.0),
 }
 
 

@@ -220,3 +220,92 @@ def test_create_and_link_edit_queue_the_links_actor(user, broker, django_capture
         (post_id, "https://a.example/"),
         (post_id, "https://b.example/"),
     ]
+
+
+OTHER = ARTICLE.replace(b"The   Real Title", b"The Other Page").replace(b"/img/cover.jpg", b"/img/other.png")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_link_edit_waits_for_its_own_card_which_goes_public_only_when_cleared(
+    site, broker, worker, settings, stub_ai, tmp_path, platform
+):
+    from content.models import PostRevision
+    from moderation.review import build_input
+    from moderation.services import post_revision_approve
+    from tests.media.helpers import png_bytes
+
+    settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS = True
+    site.route("/other", body=OTHER)
+    site.route("/img/other.png", body=png_bytes(320, 200), content_type="image/png")
+    settings.AI_STUB_SCORE = 0.01
+    user = UserFactory()
+    c = client_for(user)
+    post_id = c.post(
+        "/api/v1/content/posts", {"type": "link", "link_url": site.url("/article")}, format="json"
+    ).json()["id"]
+    _run_links(broker, worker)
+    assert c.post(f"/api/v1/content/posts/{post_id}/publish").status_code == 202
+    broker.join("moderation", timeout=60_000)
+    worker.join()
+    old_card = client_for().get(f"/api/v1/content/posts/{post_id}").json()["metadata"]["link_preview"]
+    assert old_card["title"] == "The Real Title" and old_card["image"]["width"] == 400
+
+    settings.AI_STUB_SCORE = 0.5  # the edit is held for a human
+    r = c.patch(f"/api/v1/content/posts/{post_id}", {"link_url": site.url("/other")}, format="json")
+    assert r.status_code == 200 and r.json()["pending_revision"]["link_preview"] == {"status": "fetching"}
+    _run_links(broker, worker)
+    broker.join("moderation", timeout=60_000)
+    worker.join()
+    rev = PostRevision.objects.get(post_id=post_id, status="held")
+    card = rev.link_preview["card"]
+    assert card["title"] == "The Other Page"
+    thumb = Media.objects.get(pk=card["image_media_id"])
+    assert (thumb.kind, thumb.processing_status, thumb.width) == ("thumbnail", "ready", 320)
+    assert rev.items.filter(media=thumb).exists()
+    item = build_input(Post.objects.get(pk=post_id), tmp_path, rev.number)
+    assert str(thumb.pk) in [p.name.split("-img")[0] for p in item.image_paths], "the AI saw the new image"
+    for who in (None, UserFactory()):
+        public = client_for(who).get(f"/api/v1/content/posts/{post_id}").json()
+        assert public["metadata"]["link_preview"]["title"] == "The Real Title"
+        assert public["metadata"]["link_preview"]["image"]["id"] == old_card["image"]["id"]
+        assert public["link_url"] == site.url("/article")
+        assert client_for(who).get(f"/api/v1/content/media/{thumb.pk}").status_code == 404
+    owner = c.get(f"/api/v1/content/posts/{post_id}").json()["pending_revision"]
+    assert owner["link_preview"]["card"]["title"] == "The Other Page"
+
+    post_revision_approve(post_id=post_id, revision_id=rev.pk, moderator=UserFactory(is_staff=True))
+    public = client_for().get(f"/api/v1/content/posts/{post_id}").json()
+    assert public["link_url"] == site.url("/other")
+    assert public["metadata"]["link_preview"]["title"] == "The Other Page"
+    assert public["metadata"]["link_preview"]["image"]["id"] == str(thumb.pk)
+    assert Media.objects.get(pk=old_card["image"]["id"]).detached_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", ["ai_prescreen", "reactive_only"])
+def test_a_card_image_that_arrives_after_publish_joins_through_a_revision(
+    mode, site, broker, worker, settings, stub_ai, platform
+):
+    from content.linkpreview import link_preview_build
+
+    settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS = True
+    settings.AI_STUB_SCORE = 0.5  # ai_prescreen: held for a human
+    platform(moderation_mode=mode)
+    from tests.factories import PostFactory
+
+    # Published straight away, before the links worker ran: its message is handled now.
+    post_id = str(PostFactory(type="link", link_url=site.url("/article"), published=True).pk)
+    link_preview_build(post_id=post_id, link_url=site.url("/article"))
+    broker.join("media.image", timeout=60_000)
+    worker.join()
+    post = Post.objects.get(pk=post_id)
+    thumb = Media.objects.get(post_id=post_id, kind="thumbnail", detached_at__isnull=True)
+    public = client_for().get(f"/api/v1/content/posts/{post_id}").json()["metadata"]["link_preview"]
+    assert public["title"] == "The Real Title"
+    if mode == "ai_prescreen":
+        assert post.pending_revision.items.filter(media=thumb).exists()
+        assert public["image"] is None
+        assert client_for().get(f"/api/v1/content/media/{thumb.pk}").status_code == 404
+    else:
+        assert post.pending_revision_id is None
+        assert public["image"]["id"] == str(thumb.pk)

@@ -51,3 +51,23 @@ def test_sweep_settles_a_post_left_processing(user, platform):
     Post.objects.filter(pk=post.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
     assert sweep_stuck_posts().settled == [str(post.pk)]
     assert Post.objects.get(pk=post.pk).status == "published"
+
+
+@pytest.mark.django_db
+def test_an_edit_waiting_for_its_link_card_gets_the_fetch_again_not_a_review(
+    user, broker, platform, django_capture_on_commit_callbacks
+):
+    from content import services
+
+    platform(moderation_mode="ai_prescreen")
+    post = PostFactory(author=user, type="link", link_url="https://old.example/", published=True)
+    revision = services.post_edit(post_id=post.pk, actor=user, changes={"link_url": "https://new.example/"})
+    assert revision.link_preview == {"status": "fetching"}
+    Post.objects.filter(pk=post.pk).update(submitted_at=timezone.now() - timedelta(minutes=30))
+    with django_capture_on_commit_callbacks(execute=True):
+        report = sweep_stuck_posts()
+    assert report.reviews_queued == []
+    assert [m.args for m in queued(broker, "links")] == [
+        (str(post.pk), "https://new.example/", revision.number)
+    ]
+    assert queued(broker, "moderation") == []

@@ -74,8 +74,11 @@ def test_worker_killed_mid_transcode_heals_through_the_sweep(stack, tmp_path, s3
     owner = s.user_id
     keys = media_keys(s3_client, bucket, owner, media_id)
     variants = stack.sql("SELECT variants FROM media_media WHERE id = %s", media_id)[0][0]
-    expected = sorted(["original.avi"] + [v["key"].rsplit("/", 1)[1] for v in variants.values()])
-    assert keys == expected  # one set of variants, nothing partial
+    expected = ["original.avi"]
+    for variant in variants.values():
+        expected.append(variant["key"].rsplit("/", 1)[1])
+        expected += list(variant.get("files", {}))  # an HLS tree's playlists, init and media segments
+    assert keys == sorted(expected)  # one set of variants, nothing partial
     body = s3_client.get_object(Bucket=bucket, Key=f"media/{owner}/{media_id}/original.avi")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == original_sha  # the original is intact
     leftovers = [

@@ -93,18 +93,88 @@ def test_patch_media_sets_and_clears_alt_text_and_focus(user, other_user):
     assert m.description == "Now with alt"
 
 
-def test_patch_media_of_a_published_post_is_refused(user, other_user):
-    m = MediaFactory(post=PostFactory(author=user, type="image", body="", status="published"))
-    r = client_for(user).patch(f"/api/v1/content/media/{m.pk}", {"description": "late"}, format="json")
-    assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
+def _published_with_image(user, description="Old alt"):
+    post = PostFactory(author=user, type="image", body="b", published=True)
+    m = MediaFactory(post=post, processing_status=ProcessingStatus.READY, description=description)
+    return post, m
+
+
+def test_patch_alt_text_of_a_published_post_waits_for_the_prescreen(user, other_user, platform):
+    from content.models import PostRevision
+    from moderation.services import ai_verdict_apply
+
+    platform(moderation_mode="ai_prescreen")
+    post, m = _published_with_image(user)
+    r = client_for(user).patch(f"/api/v1/content/media/{m.pk}", {"description": "New alt"}, format="json")
+    assert r.status_code == 202, r.content
+    assert r.json()["description"] == "Old alt", "the medium's JSON shows what the public sees"
+    m.refresh_from_db()
+    assert m.description == "Old alt"
+    post.refresh_from_db()
+    pending = post.pending_revision
+    assert pending.status == "pending" and list(pending.items.values_list("description", flat=True)) == [
+        "New alt"
+    ]
+    public = client_for(other_user).get(f"/api/v1/content/posts/{post.pk}").json()
+    assert public["media"][0]["description"] == "Old alt" and public["pending_revision"] is None
+    assert client_for(other_user).get(f"/api/v1/content/media/{m.pk}").json()["description"] == "Old alt"
+    owner = client_for(user).get(f"/api/v1/content/posts/{post.pk}").json()
+    assert owner["pending_revision"]["media"][0]["description"] == "New alt"
+    ai_verdict_apply(
+        post_id=post.pk,
+        revision=pending.number,
+        provider="stub",
+        model="stub",
+        scores={},
+        overall=0.01,
+        labels=[],
+        duration_ms=1.0,
+    )
+    m.refresh_from_db()
+    assert m.description == "New alt"
+    assert client_for(other_user).get(f"/api/v1/content/media/{m.pk}").json()["description"] == "New alt"
+    assert PostRevision.objects.filter(post=post, status="cleared").get().pk == pending.pk
+
+
+def test_patch_alt_text_of_a_published_post_is_public_at_once_in_reactive_only(user, other_user, platform):
+    platform(moderation_mode="reactive_only")
+    post, m = _published_with_image(user)
+    r = client_for(user).patch(f"/api/v1/content/media/{m.pk}", {"description": "New alt"}, format="json")
+    assert r.status_code == 200 and r.json()["description"] == "New alt"
+    assert client_for(other_user).get(f"/api/v1/content/media/{m.pk}").json()["description"] == "New alt"
+    post.refresh_from_db()
+    assert post.pending_revision_id is None and post.edited_at is not None
+
+
+def test_patch_focus_of_a_published_post_changes_in_place(user, other_user, platform):
+    platform(moderation_mode="ai_prescreen")
+    post, m = _published_with_image(user)
+    r = client_for(user).patch(
+        f"/api/v1/content/media/{m.pk}", {"focus": {"x": 0.5, "y": -0.5}}, format="json"
+    )
+    assert r.status_code == 200 and r.json()["focus"] == {"x": 0.5, "y": -0.5}
+    assert client_for(other_user).get(f"/api/v1/content/media/{m.pk}").json()["focus"] == {
+        "x": 0.5,
+        "y": -0.5,
+    }
+    post.refresh_from_db()
+    assert post.pending_revision_id is None and not post.revisions.exclude(status="cleared").exists()
+
+
+def test_patch_media_of_others_or_of_a_quarantined_post_is_refused(user, other_user):
+    post, m = _published_with_image(user)
     assert (
         client_for(other_user)
         .patch(f"/api/v1/content/media/{m.pk}", {"description": "x"}, format="json")
         .status_code
         == 403
     )
+    post.status = "quarantined"
+    post.save(update_fields=["status"])
+    r = client_for(user).patch(f"/api/v1/content/media/{m.pk}", {"description": "late"}, format="json")
+    assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
     m.refresh_from_db()
-    assert m.description == ""
+    assert m.description == "Old alt"
 
 
 def test_focus_is_constrained_in_the_database(user):

@@ -322,6 +322,30 @@ def test_hls_urls_of_published_media_are_public_and_stable(user, other_user, hls
     assert r.status_code == 200 and r["Cache-Control"].startswith("public, max-age=")
 
 
+def test_hls_files_get_the_recorded_sha256_as_etag_without_reading_them_whole(user, hls_tree, monkeypatch):
+    # the video runner records every file's sha256 in variants.hls.files (the master's in .sha256):
+    # a ranged segment request must not download the whole object to make its ETag
+    media = _video(user, published=True)
+    store_hls(media, hls_tree)
+    sha = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in hls_tree.rglob("*") if p.is_file()}
+    master = hls_tree / "master.m3u8"
+    media.variants["hls"]["sha256"] = sha[master]
+    media.variants["hls"]["files"] = {
+        p.relative_to(hls_tree).as_posix(): {"size_bytes": p.stat().st_size, "sha256": h}
+        for p, h in sha.items()
+        if p != master
+    }
+    media.save(update_fields=["variants"])
+    monkeypatch.setattr(storage, "sha256_of", lambda key: pytest.fail(f"{key} was read whole for its ETag"))
+    url = _path(_variant_url(media, None, "hls"))
+    base = url.rsplit("/", 1)[0]
+    r = client_for().get(f"{base}/v0/seg_001.m4s", HTTP_RANGE="bytes=0-3")
+    assert r.status_code == 206 and r["ETag"] == f'"{sha[hls_tree / "v0" / "seg_001.m4s"]}"'
+    assert client_for().head(url)["ETag"] == f'"{sha[master]}"'
+    r = client_for().get(f"{base}/v0/init.mp4", HTTP_IF_NONE_MATCH=f'"{sha[hls_tree / "v0" / "init.mp4"]}"')
+    assert r.status_code == 304
+
+
 def test_s3_rotation_moves_the_hls_tree(s3, user, staff, hls_tree):
     from media import revocation
     from moderation import services as moderation_services
@@ -356,6 +380,29 @@ window.pfErrors = [];
 </script></body></html>"""
 
 
+def _play_and_seek(browser, base: str, src: str, *, seek_to: float):
+    """Open a same-origin page with the vendored hls.js, play ``src`` (muted), wait until it
+    plays, seek to ``seek_to`` seconds and wait until playback runs on past it. Returns the page;
+    its ``window.pfErrors`` lists hls.js's fatal errors."""
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    page.route(f"{base}/player", lambda route: route.fulfill(body=PLAYER, content_type="text/html"))
+    page.goto(f"{base}/player")
+    page.add_script_tag(path=str(HLS_JS))
+    page.evaluate(
+        """(src) => { const v = document.getElementById('v');
+           const hls = new Hls(); window.hls = hls;
+           hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.pfErrors.push(d.details); });
+           hls.loadSource(src); hls.attachMedia(v);
+           hls.on(Hls.Events.MANIFEST_PARSED, () => v.play()); }""",
+        src,
+    )
+    page.wait_for_function("() => document.getElementById('v').currentTime > 0.5")
+    page.evaluate("(t) => { document.getElementById('v').currentTime = t; }", seek_to)
+    page.wait_for_function("(t) => document.getElementById('v').currentTime > t + 0.3", arg=seek_to)
+    return page
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium at {CHROMIUM}")
 @pytest.mark.django_db(transaction=True)
@@ -376,22 +423,7 @@ def test_hls_js_plays_and_seeks_in_chromium(live_server, hls_tree):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.route(f"{base}/player", lambda route: route.fulfill(body=PLAYER, content_type="text/html"))
-            page.goto(f"{base}/player")
-            page.add_script_tag(path=str(HLS_JS))
-            page.evaluate(
-                """(src) => { const v = document.getElementById('v');
-                   const hls = new Hls(); window.hls = hls;
-                   hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.pfErrors.push(d.details); });
-                   hls.loadSource(src); hls.attachMedia(v);
-                   hls.on(Hls.Events.MANIFEST_PARSED, () => v.play()); }""",
-                f"{base}{_path(hls_url)}",
-            )
-            page.wait_for_function("() => document.getElementById('v').currentTime > 0.5")
-            page.evaluate("() => { document.getElementById('v').currentTime = 8; }")
-            page.wait_for_function("() => document.getElementById('v').currentTime > 8.3")
+            page = _play_and_seek(browser, base, f"{base}{_path(hls_url)}", seek_to=8)
             assert page.evaluate("() => window.pfErrors") == []
             assert Hls_supported(page)
             # another user's browser cannot fetch a segment of a draft
@@ -407,3 +439,61 @@ def test_hls_js_plays_and_seeks_in_chromium(live_server, hls_tree):
 
 def Hls_supported(page) -> bool:  # noqa: N802
     return bool(page.evaluate("() => Hls.isSupported()"))
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@needs_ffmpeg
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium at {CHROMIUM}")
+@pytest.mark.django_db(transaction=True)
+def test_hls_js_plays_and_seeks_the_video_processors_own_output(live_server, broker, tmp_path):
+    """Not a hand-made tree: a clip attached through the API and processed by the video pipeline
+    (the runner stores the HLS ladder under media/{u}/{m}/hls/), then played and seeked across a
+    segment boundary by hls.js through the signed folder URL, and every file the row lists served."""
+    from django.utils import timezone
+    from playwright.sync_api import sync_playwright
+
+    from content.models import Post
+    from media import pipeline
+    from tests.media.helpers import upload_file
+    from tests.moderation.test_admin_browser import CHROMIUM_ARGS
+
+    owner = UserFactory()
+    post = PostFactory(author=owner, type=PostType.VIDEO, body="")
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(  # noqa: S603
+        [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=14",
+            "-f", "lavfi", "-i", "sine=duration=14",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            "-shortest", "-movflags", "+faststart", str(clip),
+        ],
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    r = client_for(owner).post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file("clip.mp4", clip.read_bytes())},
+        format="multipart",
+    )
+    assert r.status_code == 201, r.content
+    broker.flush_all()
+    pipeline.run(r.json()["id"], kind="video")
+    media = Media.objects.get(pk=r.json()["id"])
+    assert media.processing_status == "ready", media.processing_error
+    Post.objects.filter(pk=post.pk).update(status="published", published_at=timezone.now())
+
+    hls_url = _variant_url(media, None, "hls")
+    folder = _path(hls_url).rsplit("/", 1)[0]
+    base = live_server.url
+    for name in media.variants["hls"]["files"]:
+        assert requests.head(f"{base}{folder}/{name}", timeout=10).status_code == 200, name
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = _play_and_seek(browser, base, f"{base}{_path(hls_url)}", seek_to=9)
+            assert page.evaluate("() => window.pfErrors") == []
+            assert page.evaluate("() => document.getElementById('v').duration") == pytest.approx(14, abs=0.5)
+        finally:
+            browser.close()

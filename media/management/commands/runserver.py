@@ -62,6 +62,30 @@ def start_embedded_publisher(interval: float) -> threading.Thread:
     return _publisher
 
 
+def start_local_ingest(out) -> None:
+    """The embedded default also runs the local livestream ingest (nginx-rtmp, supervised here), as
+    it runs the worker: no extra command. When it cannot start, everything else still does, and
+    creating a livestream answers 503 ``livestream_unavailable`` with the reason."""
+    from django.conf import settings
+
+    if settings.LIVESTREAM_PROVIDER != "local" or not settings.LIVESTREAM_EMBEDDED_INGEST:
+        return
+    try:
+        from media.live.ingest import start_embedded_ingest
+
+        ingest = start_embedded_ingest()
+    except Exception as exc:  # e.g. a database not migrated yet
+        out.write(f"Livestream ingest: not started ({exc}).")
+        return
+    if ingest is None:
+        from media.live.models import LiveIngest
+
+        row = LiveIngest.objects.filter(name="local").first()
+        out.write(f"Livestream ingest: not started ({row.error if row else 'unknown reason'}).")
+    else:
+        out.write(f"Livestream ingest: rtmp://{ingest.rtmp_host}:{ingest.rtmp_port}/live (nginx-rtmp).")
+
+
 class Command(StaticRunserver):
     help = StaticRunserver.help + " With no REDIS_URL, also runs the in-process Dramatiq worker."
 
@@ -76,4 +100,5 @@ class Command(StaticRunserver):
             from django.conf import settings
 
             start_embedded_publisher(settings.SCHEDULED_PUBLISH_INTERVAL_SECONDS)
+            start_local_ingest(self.stdout)
         super().inner_run(*args, **options)

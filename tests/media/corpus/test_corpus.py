@@ -5,8 +5,8 @@ the StubBroker, the kind's processor, storage — and checked for what a user se
 duration, outputs ffprobe reads, no GPS or other metadata in any output, no traceback in the logs.
 
 Video cases are marked ``slow``: they run in the README's test command; ``-m "not slow"`` leaves
-them out locally. Cases that need the video work of another branch (HDR tone-mapping, deinterlacing,
-alpha compositing: w/vid) are strict xfails until it merges.
+them out locally. ``xfail`` marks a case whose expected outcome the pipeline does not meet yet
+(strict: it fails the suite the moment it starts passing); none today.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from tests.media.corpus import generate as g
 
 Point = tuple[float, float]
 Colour = tuple[int, int, int]
-VIDEO_ROWS = "video rows land with w/vid"
 
 
 @dataclass
@@ -208,7 +207,6 @@ CASES: list[Case] = [
         size=(320, 180),
         duration=1.0,
         check=_sdr_bt709_renditions,
-        xfail=VIDEO_ROWS,
     ),
     Case(
         "hevc-main10-pq-mov",
@@ -217,7 +215,6 @@ CASES: list[Case] = [
         size=(320, 180),
         duration=1.0,
         check=_sdr_bt709_renditions,
-        xfail=VIDEO_ROWS,
     ),
     Case(
         "h264-1080i-tff-ac3-m2ts",
@@ -226,7 +223,6 @@ CASES: list[Case] = [
         size=(1920, 1080),
         duration=1.0,
         check=_progressive_renditions,
-        xfail=VIDEO_ROWS,
     ),
     Case(
         "mpeg2-480i-bff-program-stream",
@@ -234,7 +230,6 @@ CASES: list[Case] = [
         "video",
         duration=1.0,
         check=_progressive_renditions,
-        xfail=VIDEO_ROWS,
     ),
     Case(
         "vp9-alpha-webm",
@@ -242,7 +237,6 @@ CASES: list[Case] = [
         "video",
         size=(320, 180),
         check=_alpha_on_neutral_background,
-        xfail=VIDEO_ROWS,
     ),
     Case(
         # MPEG-PS durations are estimates: ffprobe gives 0.8 s for the video stream, 1.008 s for the file.

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('content', '0004_idempotency_key'),
+        ('content', '0005_revision_link_preview'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
