@@ -23,5 +23,6 @@ RUN SECRET_KEY=build-only python manage.py collectstatic --noinput -v0 \
 USER postflow
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/livez', timeout=4)" || exit 1
-CMD ["gunicorn", "-c", "config/gunicorn_conf.py", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", \
-     "--timeout", "60", "--access-logfile", "-"]
+# The web runs under gunicorn's ASGI worker: held /api/v1/events (SSE) connections cost a socket, not a thread.
+CMD ["gunicorn", "-c", "config/gunicorn_conf.py", "config.asgi:application", "-k", "asgi", "--bind", "0.0.0.0:8000", \
+     "--workers", "3", "--worker-connections", "4000", "--timeout", "60", "--access-logfile", "-"]

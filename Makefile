@@ -141,10 +141,10 @@ prod-up: deps ffmpeg rtmp
 		s3.create_bucket(Bucket='postflow') if 'postflow' not in [b['Name'] for b in s3.list_buckets()['Buckets']] else None"
 	@env $(PROD_ENV) $(PY) manage.py migrate --noinput -v0
 	@env $(PROD_ENV) $(PY) manage.py ensure_demo_admin
-	$(call start_bg,web,env $(PROD_ENV) $(VENV)/bin/gunicorn -c config/gunicorn_conf.py config.wsgi:application -b 127.0.0.1:$(PROD_PORT) -w 2 --threads 4)
+	$(call start_bg,web,env $(PROD_ENV) $(VENV)/bin/gunicorn -c config/gunicorn_conf.py config.asgi:application -k asgi --worker-connections 4000 -b 127.0.0.1:$(PROD_PORT) -w 2)
 	$(call start_bg,worker-video,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 1 --queues media.video)
 	$(call start_bg,worker-speech,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 1 --queues media.speech)
-	$(call start_bg,worker-default,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 4 --queues media.image media.audio media.urls moderation links)
+	$(call start_bg,worker-default,env $(PROD_ENV) $(PY) manage.py rundramatiq --processes 1 --threads 4 --queues media.image media.audio media.urls moderation links notifications webhooks)
 	$(call start_bg,scheduler,env $(PROD_ENV) $(PY) manage.py run_scheduler)
 	$(call start_bg,live-ingest,env $(PROD_ENV) LIVESTREAM_RTMP_PORT=$${LIVESTREAM_RTMP_PORT:-1935} $(PY) manage.py run_live_ingest)
 	@echo "Production topology at http://127.0.0.1:$(PROD_PORT)/ (logs and pids in $(PROD_DIR)/; stop with make prod-down)"
@@ -158,3 +158,4 @@ prod-manage:
 
 loadtest: deps ffmpeg
 	$(PY) tests/benchmarks/loadtest.py
+	$(PY) tests/benchmarks/loadtest_events.py

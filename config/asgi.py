@@ -1,11 +1,6 @@
-"""
-ASGI config for config project.
-
-It exposes the ASGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
-"""
+"""The ASGI entry point: production serves the web with ``gunicorn -k asgi config.asgi:application``
+(see ``make prod-up``), so that held ``/api/v1/events`` connections (SSE) cost a socket each, not a
+thread. Everything else runs as under WSGI (``config.wsgi`` stays for runserver and WSGI servers)."""
 
 import os
 

@@ -47,3 +47,32 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 
 util.write_error = write_json_error
+
+
+# The ASGI worker (``-k asgi``, the production web: held SSE connections cost no thread) answers the
+# same malformed requests through its own writer: JSON there too.
+try:
+    from gunicorn.asgi import protocol as _asgi_protocol
+except ImportError:  # a gunicorn without the ASGI worker
+    _asgi_protocol = None
+
+
+def _asgi_json_error(self, status, message, extra_headers=()) -> None:
+    """Drop-in for ``ASGIProtocol._send_error_response``: the JSON body of ``write_json_error``."""
+    reason = _asgi_protocol._REASON_PHRASES.get(status, "Error")
+    body = json.dumps(
+        {
+            "code": _CODES.get(status, "bad_request" if 400 <= status < 500 else "server_error"),
+            "detail": _DETAILS.get(status, f"{reason}."),
+        }
+    ).encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in extra_headers)
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{extra}Connection: close\r\n\r\n"
+    ).encode("latin-1")
+    self._safe_write(head + body)
+
+
+if _asgi_protocol is not None:
+    _asgi_protocol.ASGIProtocol._send_error_response = _asgi_json_error

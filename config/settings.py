@@ -573,3 +573,65 @@ LOGGING = {
         "postflow.request": {"level": env("REQUEST_LOG_LEVEL", "INFO" if not TESTING else "WARNING")},
     },
 }
+
+# --- Telling creators: notifications, live events, webhooks, appeals (DESIGN.md §10) ---------------
+ASGI_APPLICATION = "config.asgi.application"
+# The event log: a Redis Stream per user when Redis is configured, in-process otherwise.
+EVENTS_REDIS_URL = env("EVENTS_REDIS_URL", REDIS_URL)
+EVENTS_REDIS_PREFIX = env("EVENTS_REDIS_PREFIX", "pf:events:")
+EVENTS_STREAM_MAXLEN = env_int("EVENTS_STREAM_MAXLEN", 10_000)
+# Redis connections one web process may hold for SSE streams (one per held stream).
+EVENTS_REDIS_MAX_CONNECTIONS = env_int("EVENTS_REDIS_MAX_CONNECTIONS", 10_000)
+EVENTS_RETENTION_SECONDS = env_int("EVENTS_RETENTION_SECONDS", 24 * 3600)
+EVENTS_HEARTBEAT_SECONDS = env_float("EVENTS_HEARTBEAT_SECONDS", 15.0)
+EVENTS_TICKET_SECONDS = env_int("EVENTS_TICKET_SECONDS", 60)
+# An SSE connection is closed after this long (the client reconnects with Last-Event-ID), so that
+# connections spread over web processes again after a deploy.
+EVENTS_MAX_CONNECTION_SECONDS = env_int("EVENTS_MAX_CONNECTION_SECONDS", 3600)
+# Media progress events: at most one per this many seconds per running medium.
+EVENTS_PROGRESS_INTERVAL_SECONDS = env_float("EVENTS_PROGRESS_INTERVAL_SECONDS", 0.25)
+
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0)
+WEBHOOK_RETRY_HOURS = env_int("WEBHOOK_RETRY_HOURS", 24)
+WEBHOOK_MAX_FAILURES = env_int("WEBHOOK_MAX_FAILURES", 20)
+WEBHOOK_FAILURE_SPACING_SECONDS = env_int("WEBHOOK_FAILURE_SPACING_SECONDS", 60)
+
+APPEAL_WINDOW_DAYS = env_int("APPEAL_WINDOW_DAYS", 30)
+
+
+def _email_settings(url: str) -> dict:
+    """``EMAIL_URL`` → Django's email settings: ``console://`` (default), ``locmem://``,
+    ``file:///path``, ``smtp://user:pass@host:587`` (STARTTLS with ``?tls=1`` or ``smtp+tls://``),
+    ``smtps://…`` (implicit TLS)."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("console", "consolemail"):
+        return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    if scheme == "locmem":
+        return {"EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend"}
+    if scheme == "file":
+        return {
+            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "EMAIL_FILE_PATH": parts.path,
+        }
+    if scheme in ("smtp", "smtp+tls", "smtps"):
+        query = parse_qs(parts.query)
+        return {
+            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "EMAIL_HOST": parts.hostname or "localhost",
+            "EMAIL_PORT": parts.port or (465 if scheme == "smtps" else 587 if scheme == "smtp+tls" else 25),
+            "EMAIL_HOST_USER": unquote(parts.username or ""),
+            "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+            "EMAIL_USE_TLS": scheme == "smtp+tls" or query.get("tls", ["0"])[0] in ("1", "true"),
+            "EMAIL_USE_SSL": scheme == "smtps",
+            "EMAIL_TIMEOUT": 10,
+        }
+    raise ImproperlyConfigured(
+        f"EMAIL_URL: unsupported scheme {scheme!r} (console, locmem, file, smtp, smtps)."
+    )
+
+
+globals().update(_email_settings(env("EMAIL_URL", "console://") or "console://"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Postflow <noreply@localhost>")

@@ -10,6 +10,7 @@ from media.api.views import media_file, media_tree
 api = [
     path("", include("content.api.urls")),
     path("", include("media.api.urls")),
+    path("", include("moderation.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -300,3 +300,121 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency key {self.key!r} of user {self.user_id} ({self.state})"
+
+
+# --- telling creators (DESIGN.md §10) ----------------------------------------------------------------
+
+
+# What the event log and webhooks carry (content.events).
+EVENT_TYPES = ("media.updated", "post.updated", "notification")
+
+
+class NotificationType(models.TextChoices):
+    MEDIA_FAILED = "media_failed", "Media failed processing"
+    POST_PUBLISHED = "post_published", "Post published"
+    POST_HELD = "post_held", "Post held for a human"
+    POST_QUARANTINED = "post_quarantined", "Post quarantined"
+    POST_REJECTED = "post_rejected", "Post rejected"
+    POST_APPROVED = "post_approved", "Post approved"
+    POST_MARKED_SENSITIVE = "post_marked_sensitive", "Post marked sensitive"
+    APPEAL_DECIDED = "appeal_decided", "Appeal decided"
+    ACCOUNT_WARNED = "account_warned", "Account warned"
+    ACCOUNT_LIMITED = "account_limited", "Account limited"
+    ACCOUNT_SUSPENDED = "account_suspended", "Account suspended"
+    ACCOUNT_RESTORED = "account_restored", "Account restored"
+
+
+class Notification(models.Model):
+    """Something that happened to a creator's post, media, appeal or account. Written only by
+    ``content.notifications.notify`` (called from the transition functions)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    type = models.CharField(max_length=32, choices=NotificationType.choices)
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    # moderation.Appeal's id (content's models never import moderation's).
+    appeal_id = models.BigIntegerField(null=True, blank=True)
+    reason = models.TextField(blank=True, default="", help_text="The moderator's reason, for decisions.")
+    data = models.JSONField(default=dict, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "-id"], name="notification_user_idx"),
+            models.Index(
+                fields=["user", "-id"], name="notification_unread_idx", condition=Q(read_at__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} for {self.user_id}"
+
+
+class CreatorPreferences(models.Model):
+    """Per-user switches (``GET/PATCH content/notifications/preferences``). A missing row means the
+    defaults."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    email_notifications = models.BooleanField(
+        default=True, help_text="Email moderation decisions, appeal answers and account actions."
+    )
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user_id}"
+
+
+class Webhook(models.Model):
+    """A creator's endpoint for their own events. The signing secret is stored encrypted with a key
+    derived from SECRET_KEY (``content.webhooks``); it is shown once, at creation, and never again."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list)
+    secret_encrypted = models.TextField(editable=False)
+    is_active = models.BooleanField(default=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=300, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.id} → {self.url}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed (gave up)"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook: its exact body (signed the same on every attempt) and the log of
+    its attempts."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event_type = models.CharField(max_length=40)
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    log = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["webhook", "-created_at"], name="delivery_webhook_idx")]
+
+    def __str__(self) -> str:
+        return f"delivery {self.id} ({self.status})"

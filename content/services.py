@@ -32,6 +32,7 @@ from content.locks import post_lock
 from content.models import (
     REVISION_OPEN,
     ModerationState,
+    NotificationType,
     Poll,
     PollOption,
     PollVote,
@@ -43,6 +44,7 @@ from content.models import (
     Report,
     RevisionStatus,
 )
+from content.notifications import post_transitioned
 from content.selectors import (  # noqa: F401 (media's interface)
     STAFF_VIEW_PERMISSION,
     can_view_post,
@@ -710,6 +712,7 @@ def post_publish(*, post_id: UUID | str, actor: AbstractBaseUser, publish_at: da
         post.status = PostStatus.PROCESSING
         post.publish_requested = True
         post.save(update_fields=["status", "publish_requested", "updated_at"])
+        post_transitioned(post)
         return post
     _check_publishable(post, media)
     return _submit(post)
@@ -738,6 +741,7 @@ def _submit(post: Post) -> Post:
     now = timezone.now()
     post.publish_requested = False
     post.revision += 1
+    notification, reason = None, ""
     revision = _revision_create(
         post, actor=post.author, content=_revision_content(post), items=_draft_items(post)
     )
@@ -751,8 +755,9 @@ def _submit(post: Post) -> Post:
         post.moderation_state = ModerationState.FLAGGED
         post.submitted_at = now
         post.save(update_fields=SUBMIT_FIELDS)
-        return post
-    if policy.needs_prescreen(post):
+        notification = NotificationType.POST_QUARANTINED
+        reason = "A file of this post matches one the moderators blocked; a moderator will look at it."
+    elif policy.needs_prescreen(post):
         post.status = PostStatus.SCHEDULED if scheduled else PostStatus.PENDING_REVIEW
         post.moderation_state = ModerationState.UNDER_REVIEW
         post.submitted_at = now
@@ -771,6 +776,8 @@ def _submit(post: Post) -> Post:
         post.status = PostStatus.PUBLISHED
         post.published_at = now
         post.save(update_fields=SUBMIT_FIELDS)
+        notification = NotificationType.POST_PUBLISHED
+    post_transitioned(post, notification=notification, reason=reason)
     return post
 
 
@@ -825,6 +832,7 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
         ]
     )
     send_on_commit("media_revoke_post_urls", str(post.pk))
+    post_transitioned(post)
     return post
 
 
@@ -875,6 +883,7 @@ def post_publish_scheduled(*, post_id: UUID | str, now: datetime | None = None) 
     fields = scheduled_go_public(post, now=now)
     if fields:
         post.save(update_fields=list(dict.fromkeys(fields)))
+        post_transitioned(post, notification=NotificationType.POST_PUBLISHED)
     return bool(fields)
 
 
@@ -938,6 +947,7 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
         post.publish_requested = False
         post.metadata = {**post.metadata, "publish_error": "A media file failed processing."}
     post.save(update_fields=["status", "publish_requested", "metadata", "updated_at"])
+    post_transitioned(post)
     return post
 
 
@@ -990,6 +1000,8 @@ def post_media_attached(
         fields.append("status")
     if fields:
         post.save(update_fields=[*fields, "updated_at"])
+    if "status" in fields:
+        post_transitioned(post)
     return post
 
 
@@ -1036,6 +1048,7 @@ def post_processing_started(*, post_id: UUID | str) -> Post:
     if post.status == PostStatus.DRAFT:
         post.status = PostStatus.PROCESSING
         post.save(update_fields=["status", "updated_at"])
+        post_transitioned(post)
     return post
 
 
@@ -1163,4 +1176,9 @@ def post_hold_for_reports(*, post_id: UUID | str) -> Post:
         details={"weights": {str(k): v for k, v in weights.items()}, "threshold": threshold},
     )
     send_on_commit("media_revoke_post_urls", str(post.pk))
+    post_transitioned(
+        post,
+        notification=NotificationType.POST_HELD,
+        reason="Several people reported this post; it is hidden until a moderator looks at it.",
+    )
     return post

@@ -60,7 +60,11 @@ def run(media_id: str, *, kind: str) -> None:
         return
     if claim is None:
         return
-    steps = StepLog(on_change=processing.progress_writer(claim))
+    # Progress reaches the runner (and the creator's live events) a few times a second.
+    steps = StepLog(
+        on_change=processing.progress_writer(claim),
+        heartbeat_seconds=min(1.0, settings.EVENTS_PROGRESS_INTERVAL_SECONDS),
+    )
     workdir = scratch.make_scratch_folder(kind)
     try:
         source_key, source_mime = processing.source_of(claim.media)

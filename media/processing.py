@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from config import queueing
 from config.errors import InvalidTransition, NotFound
+from content.notifications import media_progress, media_transitioned
 from content.services import (
     MEDIA_EDITABLE_STATUSES,
     post_media_blocked,
@@ -65,6 +66,7 @@ def dispatch(media: Media) -> None:
         media.processed_at = timezone.now()
         media.metadata = {**media.metadata, "bypass": True, "bypass_reason": "post_processing_enabled is off"}
         media.save(update_fields=["processing_status", "processed_at", "metadata", "updated_at"])
+        media_transitioned(media)
         _settle_on_commit(media)
         return
     if not ps.processor_event_trigger_media_enabled:
@@ -109,6 +111,7 @@ def retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
             "updated_at",
         ]
     )
+    media_transitioned(media)
     if media.post_id and media.is_primary:
         post_processing_started(post_id=media.post_id)
     dispatch(media)
@@ -156,6 +159,7 @@ def requeue(
                 "updated_at",
             ]
         )
+        media_transitioned(media)
         send_on_commit(media)
     return found
 
@@ -263,6 +267,7 @@ def claim(media_id: UUID | str, kind: str) -> Claim | None:
             )
             media.attempt_token = None
             media.save(update_fields=["processing_status", "processing_error", "attempt_token", "updated_at"])
+            media_transitioned(media)
             ProcessorRun.objects.create(
                 **base,
                 attempt=media.attempts,
@@ -306,6 +311,7 @@ def claim(media_id: UUID | str, kind: str) -> Claim | None:
                 "updated_at",
             ]
         )
+        media_transitioned(media, progress=0.0)
         processor = get_processor(kind)
         run = ProcessorRun.objects.create(
             **base,
@@ -322,11 +328,22 @@ def progress_writer(claim: Claim):
     steps, so a fresh heartbeat means the attempt is alive, however long it runs."""
     last_steps = [0.0]
     last_beat = [timezone.now()]
+    last_event = [0.0, None]
 
     def write(steps: list[dict]) -> None:
         import time
 
         now = time.monotonic()
+        running_step = steps[-1] if steps and steps[-1].get("status") == "running" else {}
+        percent = (running_step.get("output") or {}).get("percent")
+        if (
+            percent is not None
+            and percent != last_event[1]
+            and now - last_event[0] >= settings.EVENTS_PROGRESS_INTERVAL_SECONDS
+        ):
+            # The processor's own progress (ffmpeg's out_time over the duration), as a live event.
+            last_event[:] = [now, percent]
+            media_progress(claim.media, percent)
         running = bool(steps) and steps[-1]["status"] == "running"
         if not running or now - last_steps[0] >= PROGRESS_EVERY_SECONDS:
             last_steps[0] = now
@@ -444,6 +461,7 @@ def complete(claim: Claim, result: ProcessorResult, variants: dict[str, dict], s
         for extra in result.extra_media:
             _create_derived(media, extra)
         _start_transcript(media)
+        media_transitioned(media)
         finish_run(claim, steps, RunResult.SUCCEEDED, media.processing_status)
         _settle_on_commit(media)
         for key in old_keys:
@@ -579,6 +597,7 @@ def fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, m
                 "updated_at",
             ]
         )
+        media_transitioned(media)
         finish_run(
             claim,
             steps,

@@ -35,6 +35,9 @@ from moderation.models import (
     AccountStanding,
     AccountStatus,
     AiReview,
+    Appeal,
+    AppealQueue,
+    AppealStatus,
     BlockedMedia,
     ModeratedAccount,
     ModerationAction,
@@ -1171,3 +1174,104 @@ def _site_urls():
 
 
 admin.site.get_urls = _site_urls
+
+
+# --- the Appeals queue (DESIGN.md §10) ---------------------------------------------------------------------
+
+
+@admin.register(AppealQueue)
+class AppealQueueAdmin(ReadOnlyAdmin):
+    """Open appeals, oldest first: the original decision (action, reason, moderator or the AI's
+    scores), the appeal's text, and grant / deny with a reason (``services.appeal_decide``)."""
+
+    list_display = ("created_at", "post_link", "author", "original", "original_reason", "original_by", "text")
+    list_select_related = ("author", "decision", "decision__moderator", "ai_review")
+    ordering = ("created_at", "pk")
+    decide_template = "admin/moderation/appealqueue/decide.html"
+    show_full_result_count = False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.has_perm(REVIEW_PERMISSION)
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status=AppealStatus.OPEN)
+
+    @admin.display(description="post")
+    def post_link(self, appeal):
+        return review_link(appeal.post_id, "review page")
+
+    @admin.display(description="original decision")
+    def original(self, appeal):
+        if appeal.decision_id:
+            return f"{appeal.decision.get_action_display()} (human)"
+        return f"Quarantine (AI, score {appeal.ai_review.overall_score})"
+
+    @admin.display(description="its reason")
+    def original_reason(self, appeal):
+        if appeal.decision_id:
+            return appeal.decision.reason
+        return ", ".join(appeal.ai_review.labels or []) or "—"
+
+    @admin.display(description="decided by")
+    def original_by(self, appeal):
+        if appeal.decision_id:
+            return appeal.decision.moderator or "—"
+        return f"AI ({appeal.ai_review.provider})"
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:appeal_id>/decide/",
+                self.admin_site.admin_view(self.decide_view),
+                name="moderation_appealqueue_decide",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:moderation_appealqueue_decide", args=[object_id]))
+
+    def decide_view(self, request: HttpRequest, appeal_id: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        appeal = get_object_or_404(
+            Appeal.objects.select_related("post", "author", "decision__moderator", "ai_review", "decided_by"),
+            pk=appeal_id,
+        )
+        if request.method == "POST":
+            op = request.POST.get("op")
+            if op not in ("grant", "deny"):
+                messages.error(request, "Choose grant or deny.")
+            else:
+                try:
+                    services.appeal_decide(
+                        appeal_id=appeal.pk,
+                        moderator=request.user,
+                        grant=op == "grant",
+                        reason=request.POST.get("reason", ""),
+                    )
+                except ServiceError as exc:
+                    messages.error(request, exc.detail)
+                else:
+                    messages.success(request, f"Appeal {'granted' if op == 'grant' else 'denied'}.")
+                    return HttpResponseRedirect(reverse("admin:moderation_appealqueue_changelist"))
+        ai = appeal.ai_review or AiReview.objects.filter(post=appeal.post).order_by("-created_at").first()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Appeal {appeal.pk}",
+            "appeal": appeal,
+            "original": self.original(appeal),
+            "original_reason": self.original_reason(appeal),
+            "original_by": self.original_by(appeal),
+            "original_at": appeal.decision.created_at if appeal.decision_id else appeal.ai_review.created_at,
+            "ai": ai,
+            "ai_scores": sorted((ai.scores or {}).items(), key=lambda kv: -kv[1]) if ai else [],
+            "own_decision": appeal.decision_id
+            and appeal.decision.moderator_id == request.user.pk
+            and not request.user.is_superuser,
+        }
+        return TemplateResponse(request, self.decide_template, context)

@@ -130,6 +130,8 @@ class ModerationAction(models.TextChoices):
     RELEASE = "release", "Release claim"
     SETTINGS = "settings", "Platform settings changed"
     SCHEDULED_PUBLISH = "scheduled", "Scheduled post went public"
+    APPEAL_GRANT = "appeal_grant", "Appeal granted"
+    APPEAL_DENY = "appeal_deny", "Appeal denied"
 
 
 class ModerationDecision(models.Model):
@@ -306,3 +308,53 @@ class ModeratedAccount(User):
         proxy = True
         verbose_name = "account"
         verbose_name_plural = "accounts"
+
+
+class AppealStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    GRANTED = "granted", "Granted"
+    DENIED = "denied", "Denied"
+
+
+class Appeal(models.Model):
+    """A creator asks again about a reject or quarantine (DESIGN.md §10). One per decision: the
+    decision is a ``ModerationDecision`` (human) or an ``AiReview`` (the AI quarantined it)."""
+
+    post = models.ForeignKey("content.Post", on_delete=models.CASCADE, related_name="appeals")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    decision = models.OneToOneField(
+        ModerationDecision, on_delete=models.PROTECT, null=True, blank=True, related_name="appeal"
+    )
+    ai_review = models.OneToOneField(
+        AiReview, on_delete=models.PROTECT, null=True, blank=True, related_name="appeal"
+    )
+    text = models.TextField(max_length=2000)
+    status = models.CharField(max_length=16, choices=AppealStatus.choices, default=AppealStatus.OPEN)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decision_reason = models.TextField(blank=True, default="")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["status", "created_at"], name="appeal_queue_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(decision__isnull=False) | models.Q(ai_review__isnull=False),
+                name="appeal_has_a_decision",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"appeal {self.pk} on {self.post_id} ({self.status})"
+
+
+class AppealQueue(Appeal):
+    """The moderators' Appeals queue: open appeals, oldest first (its own admin entry)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "open appeal"
+        verbose_name_plural = "appeals queue"

@@ -25,6 +25,7 @@ from content.locks import post_lock
 from content.models import (
     REVISION_OPEN,
     ModerationState,
+    NotificationType,
     Post,
     PostRevision,
     PostStatus,
@@ -32,6 +33,7 @@ from content.models import (
     ReportStatus,
     RevisionStatus,
 )
+from content.notifications import notify, post_transitioned
 from content.services import revision_hold, revision_make_public, revision_reject, scheduled_go_public
 from media.models import Media
 from moderation import policy
@@ -42,6 +44,8 @@ from moderation.models import (
     AccountStanding,
     AccountStatus,
     AiReview,
+    Appeal,
+    AppealStatus,
     BlockedMedia,
     Decision,
     ModerationAction,
@@ -159,22 +163,28 @@ def ai_verdict_apply(
         post.metadata = {**post.metadata, "held_for": "account_limited"}
         post.save(update_fields=["metadata", "updated_at"])
     pending = _waiting_revision(post, revision)
+    flagged = "The automatic check flagged it" + (f" ({', '.join(labels)})." if labels else ".")
+    held = "The automatic check was unsure; a moderator will look at it."
+    notification, reason = None, ""
     if post.status == PostStatus.PUBLISHED:  # an edit
         if decision == Decision.PUBLISH and pending is not None:
             post.save(update_fields=revision_make_public(post, pending))
         elif pending is not None:
             revision_hold(post, pending)
             post.save(update_fields=["submitted_at", "updated_at"])
-        return review
-    if post.status == PostStatus.SCHEDULED and decision == Decision.PUBLISH:
+            notification = NotificationType.POST_HELD
+            reason = (
+                flagged if decision == Decision.QUARANTINE else held
+            ) + " The edit waits; the post stays."
+    elif post.status == PostStatus.SCHEDULED and decision == Decision.PUBLISH:
         pending.status = RevisionStatus.CLEARED
         pending.decided_at = timezone.now()
         pending.save(update_fields=["status", "decided_at"])
         post.moderation_state = ModerationState.CLEAN
         fields = scheduled_go_public(post)
         post.save(update_fields=list(dict.fromkeys(["moderation_state", "updated_at", *fields])))
-        return review
-    if decision == Decision.PUBLISH:
+        notification = NotificationType.POST_PUBLISHED if fields else None
+    elif decision == Decision.PUBLISH:
         post.status = PostStatus.PUBLISHED
         post.moderation_state = ModerationState.CLEAN
         post.published_at = post.published_at or timezone.now()
@@ -184,15 +194,20 @@ def ai_verdict_apply(
                 dict.fromkeys(["status", "moderation_state", "published_at", "updated_at", *fields])
             )
         )
+        notification = NotificationType.POST_PUBLISHED
     elif decision == Decision.QUARANTINE:
         if pending is not None:
             revision_hold(post, pending)
         post.status = PostStatus.QUARANTINED
         post.moderation_state = ModerationState.FLAGGED
         post.save(update_fields=["status", "moderation_state", "submitted_at", "updated_at"])
-    elif pending is not None:  # held for a human
-        revision_hold(post, pending)
-        post.save(update_fields=["submitted_at", "updated_at"])
+        notification, reason = NotificationType.POST_QUARANTINED, flagged
+    else:  # held for a human
+        if pending is not None:
+            revision_hold(post, pending)
+            post.save(update_fields=["submitted_at", "updated_at"])
+        notification, reason = NotificationType.POST_HELD, held
+    post_transitioned(post, notification=notification, reason=reason, data={"ai_review_id": review.pk})
     return review
 
 
@@ -232,14 +247,11 @@ def ai_live_frame_flagged(
         post.submitted_at = timezone.now()
         post.save(update_fields=["status", "moderation_state", "submitted_at", "updated_at"])
         send_on_commit("media_revoke_post_urls", str(post.pk))
-        try:
-            from content import notifications
-        except ImportError:  # notifications (issue "tell and answer") are not in this build
-            pass
-        else:
-            notifications.post_transitioned(
-                post, notification="post_quarantined", reason="The AI flagged a frame of your livestream."
-            )
+        post_transitioned(
+            post,
+            notification=NotificationType.POST_QUARANTINED,
+            reason="The AI flagged a frame of your livestream.",
+        )
     return review
 
 
@@ -405,6 +417,7 @@ def post_approve(
             )
         )
     _record(post, moderator, ModerationAction.APPROVE, reason, before)
+    post_transitioned(post, notification=NotificationType.POST_APPROVED, reason=reason)
     return post
 
 
@@ -452,6 +465,7 @@ def post_reject(
     _record(post, moderator, ModerationAction.REJECT, reason, before)
     _strike(post, moderator, ModerationAction.REJECT, reason)
     send_on_commit("media_revoke_post_urls", str(post.pk))
+    post_transitioned(post, notification=NotificationType.POST_REJECTED, reason=reason)
     return post
 
 
@@ -505,6 +519,7 @@ def post_quarantine(
     _record(post, moderator, ModerationAction.QUARANTINE, reason, before)
     _strike(post, moderator, ModerationAction.QUARANTINE, reason)
     send_on_commit("media_revoke_post_urls", str(post.pk))
+    post_transitioned(post, notification=NotificationType.POST_QUARANTINED, reason=reason)
     return post
 
 
@@ -553,6 +568,9 @@ def post_revision_approve(
     decision = _record(post, moderator, ModerationAction.APPROVE, reason, before)
     decision.details = {"revision": revision.number}
     decision.save(update_fields=["details"])
+    post_transitioned(
+        post, notification=NotificationType.POST_APPROVED, reason=reason, data={"revision": revision.number}
+    )
     return revision
 
 
@@ -587,6 +605,13 @@ def post_revision_reject(
     decision.details = {"revision": revision.number}
     decision.save(update_fields=["details"])
     send_on_commit("media_revoke_post_urls", str(post.pk))
+    # The edit was rejected, not the post (it stays published): the creator may edit again.
+    post_transitioned(
+        post,
+        notification=NotificationType.POST_REJECTED,
+        reason=reason,
+        data={"revision": revision.number, "edit_only": True},
+    )
     return revision
 
 
@@ -692,16 +717,6 @@ def ai_transcript_rescore_apply(
 # --- mark sensitive, reports ------------------------------------------------------------------------------
 
 
-def _notify(*, user_id: int, type: str, post: Post | None = None, reason: str = "") -> None:
-    """Tell the user (DESIGN.md §10) through ``content.notifications.notify`` once that module is in
-    the build (issue "tell and answer"); until then nothing is sent. Not a notification system."""
-    try:
-        from content import notifications
-    except ImportError:  # notifications are not in this build yet
-        return
-    notifications.notify(user=user_id, type=type, post=post, reason=reason)
-
-
 ACCOUNT_NOTIFICATIONS = {
     AccountActionKind.WARN: "account_warned",
     AccountActionKind.LIMIT: "account_limited",
@@ -762,7 +777,7 @@ def post_mark_sensitive(
     post.published_at = post.published_at or timezone.now()
     post.save(update_fields=list(dict.fromkeys(fields)))
     _record(post, moderator, ModerationAction.MARK_SENSITIVE, reason, before)
-    _notify(user_id=post.author_id, type="post_marked_sensitive", post=post, reason=reason)
+    post_transitioned(post, notification=NotificationType.POST_MARKED_SENSITIVE, reason=reason)
     return post
 
 
@@ -900,7 +915,7 @@ def account_act(
         post_id=post_id,
     )
     source = Post.objects.filter(pk=post_id).first() if post_id else None
-    _notify(user_id=user.pk, type=ACCOUNT_NOTIFICATIONS[action], post=source, reason=reason)
+    notify(user=user.pk, type=ACCOUNT_NOTIFICATIONS[action], post=source, reason=reason)
     if action == AccountActionKind.SUSPEND:
         published = Post.objects.filter(author=user, status=PostStatus.PUBLISHED, deleted_at__isnull=True)
         for pk in published.values_list("pk", flat=True):
@@ -931,3 +946,168 @@ def note_add(
     if user_id is not None and not get_user_model().objects.filter(pk=user_id).exists():
         raise NotFound("No such account.")
     return ModeratorNote.objects.create(author=author, text=text, post_id=post_id, user_id=user_id)
+
+
+# --- appeals (DESIGN.md §10) ---------------------------------------------------------------------------
+
+
+class AppealNotAllowed(InvalidTransition):
+    code = "appeal_not_allowed"
+    default_detail = "This post has no reject or quarantine decision to appeal."
+
+
+class AppealWindowClosed(InvalidTransition):
+    code = "appeal_window_closed"
+    default_detail = "The time to appeal this decision has passed."
+
+
+class AlreadyAppealed(Conflict):
+    code = "already_appealed"
+    default_detail = "You already appealed this decision."
+
+
+class OwnDecision(PermissionDenied):
+    code = "own_decision"
+    default_detail = "You made the decision under appeal; another moderator must decide it."
+
+
+APPEALABLE_STATUSES = (PostStatus.REJECTED, PostStatus.QUARANTINED)
+APPEAL_MAX_CHARS = 2000
+
+
+def latest_decision(post: Post) -> ModerationDecision | AiReview | None:
+    """The decision that put the post where it is now, if it is appealable: the newest human reject
+    or quarantine, or the AI verdict that quarantined it, whichever is newer. None when the post is
+    not rejected or quarantined, or got there another way (blocked media at publish)."""
+    if post.status not in APPEALABLE_STATUSES:
+        return None
+    human = (
+        ModerationDecision.objects.filter(
+            post=post,
+            action__in=(ModerationAction.REJECT, ModerationAction.QUARANTINE),
+            to_status=post.status,
+        )
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    ai = None
+    if post.status == PostStatus.QUARANTINED:
+        ai = (
+            AiReview.objects.filter(post=post, decision=Decision.QUARANTINE)
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+    candidates = [d for d in (human, ai) if d is not None]
+    return max(candidates, key=lambda d: d.created_at) if candidates else None
+
+
+@transaction.atomic
+def appeal_create(*, post_id: UUID | str, author: AbstractBaseUser, text: str) -> Appeal:
+    """The creator appeals the post's latest reject or quarantine (AI or human), once per decision,
+    within ``APPEAL_WINDOW_DAYS`` of it. ``text``: 1–2000 characters. Errors: ``NotFound`` (not the
+    caller's post), ``ValidationFailed`` (text), ``AppealNotAllowed`` (409, nothing to appeal),
+    ``AppealWindowClosed`` (409), ``AlreadyAppealed`` (409)."""
+    from django.conf import settings
+
+    text = (text or "").strip()
+    if not text or len(text) > APPEAL_MAX_CHARS:
+        raise ValidationFailed(
+            f"Say why in 1 to {APPEAL_MAX_CHARS} characters.",
+            extra={"errors": {"text": [f"1 to {APPEAL_MAX_CHARS} characters."]}},
+        )
+    post = post_lock(post_id=post_id, actor=author)
+    decision = latest_decision(post)
+    if decision is None:
+        raise AppealNotAllowed()
+    if timezone.now() - decision.created_at > timedelta(days=settings.APPEAL_WINDOW_DAYS):
+        raise AppealWindowClosed(
+            f"Appeals are taken within {settings.APPEAL_WINDOW_DAYS} days of the decision.",
+        )
+    field = "decision" if isinstance(decision, ModerationDecision) else "ai_review"
+    if Appeal.objects.filter(**{field: decision}).exists():
+        raise AlreadyAppealed()
+    return Appeal.objects.create(post=post, author=author, text=text, **{field: decision})
+
+
+def _decided_by(appeal: Appeal) -> int | None:
+    return appeal.decision.moderator_id if appeal.decision_id else None
+
+
+@transaction.atomic
+def appeal_decide(*, appeal_id: int, moderator: AbstractBaseUser, grant: bool, reason: str) -> Appeal:
+    """Grant (the post goes back to ``published``/``approved``) or deny (final) an open appeal, with
+    a ``reason`` the creator is told (required). Writes an ``appeal_grant``/``appeal_deny`` audit row
+    and notifies the creator (notification, event, email). A moderator cannot decide an appeal
+    against their own decision unless superuser (``OwnDecision``, 403), nor one on their own post.
+    Errors: ``NotFound``, ``ReasonRequired`` (400), ``AlreadyDecided`` (409: decided meanwhile, or
+    the post moved on)."""
+    from config.errors import NotFound
+
+    if not (reason or "").strip():
+        raise ReasonRequired("Tell the creator why.", extra={"errors": {"reason": ["Required."]}})
+    appeal = (
+        Appeal.objects.select_for_update(of=("self",)).select_related("decision").filter(pk=appeal_id).first()
+    )
+    if appeal is None:
+        raise NotFound("Appeal not found.")
+    if appeal.status != AppealStatus.OPEN:
+        raise AlreadyDecided(f"This appeal was already {appeal.status}.", extra={"status": appeal.status})
+    if _decided_by(appeal) == moderator.pk and not moderator.is_superuser:
+        raise OwnDecision()
+    post = post_lock(post_id=appeal.post_id, include_deleted=True)
+    if post.author_id == moderator.pk:
+        raise PermissionDenied("Moderators cannot decide appeals on their own posts.")
+    if post.deleted_at or post.status not in APPEALABLE_STATUSES:
+        raise AlreadyDecided(
+            f"The post is now {post.status}; the appeal is moot.", extra={"status": post.status}
+        )
+    before = (post.status, post.moderation_state)
+    if grant:
+        # What goes public: the revision waiting (a quarantine holds it), else the public one the post
+        # had, else the one the rejection dropped.
+        revision = post.pending_revision if post.pending_revision_id else None
+        if revision is None and post.public_revision_id is None:
+            revision = (
+                PostRevision.objects.filter(post=post, status=RevisionStatus.REJECTED)
+                .order_by("-number")
+                .first()
+            )
+        fields = revision_make_public(post, revision) if revision is not None else []
+        post.status = PostStatus.PUBLISHED
+        post.moderation_state = ModerationState.APPROVED
+        post.published_at = post.published_at or timezone.now()
+        post.rejection_reason = ""
+        post.save(
+            update_fields=list(
+                dict.fromkeys(
+                    ["status", "moderation_state", "published_at", "rejection_reason", "updated_at", *fields]
+                )
+            )
+        )
+        # The reject put the post's bytes on the blocklist; the appeal takes them off again.
+        BlockedMedia.objects.filter(source_post=post).delete()
+    appeal.status = AppealStatus.GRANTED if grant else AppealStatus.DENIED
+    appeal.decided_by = moderator
+    appeal.decision_reason = reason
+    appeal.decided_at = timezone.now()
+    appeal.save(update_fields=["status", "decided_by", "decision_reason", "decided_at"])
+    audit = _record(
+        post,
+        moderator,
+        ModerationAction.APPEAL_GRANT if grant else ModerationAction.APPEAL_DENY,
+        reason,
+        before,
+    )
+    audit.details = {"appeal_id": appeal.pk}
+    audit.save(update_fields=["details"])
+    if grant:
+        post_transitioned(post)
+    notify(
+        user=post.author_id,
+        type=NotificationType.APPEAL_DECIDED,
+        post=post,
+        appeal=appeal,
+        reason=reason,
+        data={"outcome": appeal.status, "status": post.status},
+    )
+    return appeal

@@ -228,6 +228,11 @@ OBJECT_PROBES: dict[str, list[Probe]] = {
         ),
     ],
     "post-revisions": [Probe("GET", lambda s: f"{_post(s)}/revisions", read=True)],
+    # Only the author appeals or reads an appeal (a 401 for anonymous callers: it is never public).
+    "post-appeal": [
+        Probe("POST", lambda s: f"{_post(s)}/appeal", lambda s: {"text": "Please look again."}),
+        Probe("GET", lambda s: f"{_post(s)}/appeal"),
+    ],
 }
 
 # Endpoints that take no post or media id; each has its own test here, named below.
@@ -246,6 +251,14 @@ OTHER_PROBES: dict[str, str] = {
     "schema": "test_schema_and_docs_are_public",
     "docs": "test_schema_and_docs_are_public",
     "livestream-mux-webhook": "test_mux_webhook_needs_its_signature",
+    "notification-list": "test_notifications_webhooks_and_events_are_the_callers_own",
+    "notification-read": "test_notifications_webhooks_and_events_are_the_callers_own",
+    "notification-prefs": "test_notifications_webhooks_and_events_are_the_callers_own",
+    "webhook-list": "test_notifications_webhooks_and_events_are_the_callers_own",
+    "webhook-detail": "test_notifications_webhooks_and_events_are_the_callers_own",
+    "webhook-deliveries": "test_notifications_webhooks_and_events_are_the_callers_own",
+    "events": "test_notifications_webhooks_and_events_are_the_callers_own",
+    "events-ticket": "test_notifications_webhooks_and_events_are_the_callers_own",
 }
 
 
@@ -277,7 +290,9 @@ def test_every_endpoint_has_a_probe():
     schema = SchemaGenerator().get_schema(request=None, public=True)
     uuid = "00000000-0000-0000-0000-000000000000"
     for path, operations in schema["paths"].items():
-        concrete = path.replace("{post_id}", uuid).replace("{media_id}", uuid).replace("{upload_id}", uuid)
+        concrete = path
+        for param in ("{post_id}", "{media_id}", "{upload_id}", "{webhook_id}"):
+            concrete = concrete.replace(param, uuid)
         name = resolve(concrete).url_name
         assert name in names
         if name in OBJECT_PROBES:
@@ -579,6 +594,70 @@ def test_quota_is_the_callers_own(user, other_user):
 def test_schema_and_docs_are_public():
     assert client_for().get("/api/v1/schema/").status_code == 200
     assert client_for().get("/api/v1/docs/").status_code == 200
+
+
+@pytest.mark.parametrize("status", HIDDEN)
+def test_notifications_webhooks_and_events_are_the_callers_own(status, user, other_user, staff, settings):
+    """What is said about a hidden post (its notifications, events and webhook deliveries) reaches its
+    owner only: another user, staff and anonymous callers get nothing of it."""
+    from content import events, notifications, webhooks
+    from content.models import WebhookDelivery
+
+    settings.EVENTS_REDIS_URL = None
+    settings.DEBUG = True  # http webhook URLs
+    settings.EVENTS_HEARTBEAT_SECONDS = 0.05
+    events.reset_log()
+    post = PostFactory(author=user, status=status)
+    hook, _ = webhooks.webhook_create(user=user, url="http://hooks.example.test/in", events=["notification"])
+    notifications.notify(user=user, type="post_held", post=post, reason="secret reason")
+    events.append_now(user.pk, "post.updated", events.post_data(post), webhooks=False)
+    delivery = WebhookDelivery.objects.create(webhook=hook, event_type="notification", body="{}")
+    leaked = str(post.pk)
+
+    for who in (other_user, staff):
+        c = client_for(who)
+        r = c.get("/api/v1/content/notifications")
+        assert r.status_code == 200 and r.json()["results"] == []
+        assert c.post("/api/v1/content/notifications/read", {"up_to": 10**9}, format="json").json() == {
+            "marked": 0
+        }
+        assert c.get("/api/v1/content/webhooks").json() == []
+        assert c.delete(f"/api/v1/content/webhooks/{hook.pk}").status_code == 404
+        assert c.get(f"/api/v1/content/webhooks/{hook.pk}/deliveries").status_code == 404
+        r = c.get("/api/v1/events", HTTP_LAST_EVENT_ID="0-0")
+        assert r.status_code == 200
+        first = b"".join(next(iter(r.streaming_content)) for _ in range(2))
+        r._iterator.close()
+        assert leaked.encode() not in first and b"secret reason" not in first
+        ticket = c.post("/api/v1/events/ticket").json()["ticket"]
+        r = client_for().get("/api/v1/events", {"ticket": ticket, "last_event_id": "0-0"})
+        chunk = b"".join(next(iter(r.streaming_content)) for _ in range(2))
+        r._iterator.close()
+        assert leaked.encode() not in chunk
+
+    anon = client_for()
+    for method, path in [
+        ("get", "/api/v1/content/notifications"),
+        ("post", "/api/v1/content/notifications/read"),
+        ("get", "/api/v1/content/notifications/preferences"),
+        ("patch", "/api/v1/content/notifications/preferences"),
+        ("get", "/api/v1/content/webhooks"),
+        ("post", "/api/v1/content/webhooks"),
+        ("delete", f"/api/v1/content/webhooks/{hook.pk}"),
+        ("get", f"/api/v1/content/webhooks/{hook.pk}/deliveries"),
+        ("get", "/api/v1/events"),
+        ("post", "/api/v1/events/ticket"),
+    ]:
+        r = getattr(anon, method)(path, {}, format="json") if method != "get" else anon.get(path)
+        assert r.status_code == 401, (path, r.status_code)
+        assert r.json()["code"] == "not_authenticated", path
+
+    # The owner has all of it.
+    c = client_for(user)
+    assert [n["post_id"] for n in c.get("/api/v1/content/notifications").json()["results"]] == [leaked]
+    ids = [d["id"] for d in c.get(f"/api/v1/content/webhooks/{hook.pk}/deliveries").json()["results"]]
+    assert str(delivery.pk) in ids
+    events.reset_log()
 
 
 # --- CSRF: sessions need the token for unsafe requests; API tokens do not ---------------------------------

@@ -317,7 +317,13 @@ def test_gunicorn_error_writer_answers_json():
 
 
 @pytest.mark.integration
-def test_gunicorn_with_our_config_answers_a_long_request_line_with_json(tmp_path):
+@pytest.mark.parametrize(
+    "app, worker",
+    [("config.wsgi:application", []), ("config.asgi:application", ["-k", "asgi"])],
+    ids=["wsgi", "asgi"],
+)
+def test_gunicorn_with_our_config_answers_a_long_request_line_with_json(tmp_path, app, worker):
+    """Both the WSGI workers and the production ASGI worker (issue 14) answer with our JSON."""
     port = _free_port()
     env = {
         k: v
@@ -332,7 +338,8 @@ def test_gunicorn_with_our_config_answers_a_long_request_line_with_json(tmp_path
             "gunicorn",
             "-c",
             "config/gunicorn_conf.py",
-            "config.wsgi:application",
+            app,
+            *worker,
             "-b",
             f"127.0.0.1:{port}",
             "-w",

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from config import queueing
 from config.errors import InvalidTransition, NotFound, PermissionDenied, ServiceError
+from content import events
 from content.locks import post_lock
 from content.models import Post, PostStatus, PostType
 from content.services import is_owner_or_staff, post_recording_attached
@@ -306,7 +307,7 @@ def livestream_watch_overdue(stream_id: UUID | str) -> bool:
 def _announce(stream: LiveStream, before: str) -> None:
     """A status change of the stream: logged, and told to its author as a ``post.updated`` event
     carrying ``livestream`` {status, started_at, ended_at, end_reason} (DESIGN.md §10's event log,
-    ``content.events``, where that module exists in this build)."""
+    ``content.events``)."""
     logger.info(
         "livestream %s: %s -> %s",
         stream.pk,
@@ -314,10 +315,6 @@ def _announce(stream: LiveStream, before: str) -> None:
         stream.status,
         extra={"event": "livestream_status", "livestream_id": str(stream.pk), "post_id": str(stream.post_id)},
     )
-    try:
-        from content import events
-    except ImportError:  # the SSE event log (issue "tell and answer") is not in this build
-        return
     post = Post.objects.filter(pk=stream.post_id).first()
     if post is None:
         return
