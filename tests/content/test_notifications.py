@@ -13,7 +13,7 @@ from media import processing
 from media.models import ProcessingStatus
 from moderation import services as mod_services
 from tests.conftest import client_for, queued
-from tests.factories import MediaFactory, PostFactory, UserFactory
+from tests.factories import EstablishedUserFactory, MediaFactory, PostFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -120,7 +120,7 @@ def test_reports_hold_notifies(platform, django_capture_on_commit_callbacks):
     platform(report_threshold=1)
     post = PostFactory(published=True)
     with django_capture_on_commit_callbacks(execute=True):
-        content_services.report_create(post_id=post.pk, reporter=UserFactory(), reason="spam")
+        content_services.report_create(post_id=post.pk, reporter=EstablishedUserFactory(), reason="spam")
     assert Notification.objects.get(user=post.author).type == "post_held"
 
 
