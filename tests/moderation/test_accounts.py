@@ -274,3 +274,25 @@ def test_suspension_breaks_presigned_urls_on_s3(
 def test_account_actions_are_not_moderation_decisions_on_posts(user, moderator):
     suspend(user, moderator)
     assert ModerationDecision.objects.count() == 0
+
+
+def test_account_actions_and_mark_sensitive_notify_the_creator(db, django_capture_on_commit_callbacks):
+    """DESIGN.md §10/§11: every account action and the mark-sensitive decision reach the creator as a
+    notification carrying the moderator's reason."""
+    from content.models import Notification
+
+    moderator = make_moderator()
+    troll = UserFactory()
+    post = PostFactory(author=troll, status=PostStatus.PENDING_REVIEW, moderation_state="under_review")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.post_mark_sensitive(post_id=post.pk, moderator=moderator, reason="graphic")
+        for action in ("warn", "limit", "suspend", "restore"):
+            act(troll, moderator, action, reason=f"because {action}")
+    got = list(Notification.objects.filter(user=troll).order_by("created_at").values_list("type", "reason"))
+    assert got == [
+        ("post_marked_sensitive", "graphic"),
+        ("account_warned", "because warn"),
+        ("account_limited", "because limit"),
+        ("account_suspended", "because suspend"),
+        ("account_restored", "because restore"),
+    ]
