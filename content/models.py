@@ -322,6 +322,9 @@ class NotificationType(models.TextChoices):
     ACCOUNT_LIMITED = "account_limited", "Account limited"
     ACCOUNT_SUSPENDED = "account_suspended", "Account suspended"
     ACCOUNT_RESTORED = "account_restored", "Account restored"
+    LIVESTREAM_LIVE = "livestream_live", "Livestream is live"
+    LIVESTREAM_ENDED = "livestream_ended", "Livestream ended"
+    LIVESTREAM_FAILED = "livestream_failed", "Livestream failed"
 
 
 class Notification(models.Model):

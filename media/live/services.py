@@ -25,7 +25,8 @@ from config import queueing
 from config.errors import InvalidTransition, NotFound, PermissionDenied, ServiceError
 from content import events
 from content.locks import post_lock
-from content.models import Post, PostStatus, PostType
+from content.models import NotificationType, Post, PostStatus, PostType
+from content.notifications import notify
 from content.services import is_owner_or_staff, post_recording_attached
 from media import processing
 from media.live import keys
@@ -304,10 +305,19 @@ def livestream_watch_overdue(stream_id: UUID | str) -> bool:
 # --- telling the creator ------------------------------------------------------------------------------
 
 
+# A status change the author is told about as a notification, besides the ``post.updated`` event.
+STATUS_NOTIFICATIONS = {
+    LiveStatus.LIVE: NotificationType.LIVESTREAM_LIVE,
+    LiveStatus.ENDED: NotificationType.LIVESTREAM_ENDED,
+    LiveStatus.FAILED: NotificationType.LIVESTREAM_FAILED,
+}
+
+
 def _announce(stream: LiveStream, before: str) -> None:
     """A status change of the stream: logged, and told to its author as a ``post.updated`` event
     carrying ``livestream`` {status, started_at, ended_at, end_reason} (DESIGN.md §10's event log,
-    ``content.events``)."""
+    ``content.events``), and a ``livestream_live``/``livestream_ended``/``livestream_failed``
+    notification with the reason it ended or failed."""
     logger.info(
         "livestream %s: %s -> %s",
         stream.pk,
@@ -328,6 +338,16 @@ def _announce(stream: LiveStream, before: str) -> None:
         },
     }
     events.publish(post.author_id, "post.updated", data)
+    told = STATUS_NOTIFICATIONS.get(stream.status)
+    if told and stream.status != before:
+        reason = stream.error if stream.status == LiveStatus.FAILED else stream.end_reason
+        notify(
+            user=post.author_id,
+            type=told,
+            post=post,
+            reason=reason or "",
+            data={"livestream": data["livestream"]},
+        )
 
 
 # --- reading -----------------------------------------------------------------------------------------

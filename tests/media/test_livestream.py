@@ -309,3 +309,23 @@ def test_mux_signature_verification(settings):
     assert not verify_webhook(body, "garbage", now=now) and not verify_webhook(body, "", now=now)
     # Several v1 signatures (a secret being rolled): one valid is enough.
     assert verify_webhook(body, f"t={now},v1=00ff,{good.split(',')[1]}", now=now)
+
+
+def test_status_changes_reach_the_author_as_events_and_notifications(
+    user, ingest_up, platform, django_capture_on_commit_callbacks
+):
+    """DESIGN.md §10/§13: going live and ending are ``post.updated`` events with a ``livestream``
+    object, and notifications (``livestream_live``, ``livestream_ended`` with the reason)."""
+    from content import events
+    from content.models import Notification
+
+    data, stream = published_stream(user, platform)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.livestream_went_live(stream_id=stream.pk, hls_folder=storage.live_folder(user.pk, stream.pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.livestream_end(post_id=data["id"], actor=user)
+    told = list(Notification.objects.filter(user=user).order_by("created_at").values_list("type", "reason"))
+    assert told[-2:] == [("livestream_live", ""), ("livestream_ended", "ended by its author")]
+    log = events.get_log().read(user.pk, "0-0", 0)
+    live = [e.data["livestream"]["status"] for e in log if "livestream" in e.data]
+    assert live[-2:] == ["live", "ended"]
