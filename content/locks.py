@@ -2,8 +2,9 @@
 
 Every Post transition (content's creator actions, moderation's decisions and AI verdicts, media-driven
 moves) re-reads its row through ``post_lock`` inside ``transaction.atomic()``, so the lock is taken the
-same way everywhere: ``SELECT … FOR UPDATE OF content_post`` on PostgreSQL (never the joined author's
-row), a no-op on SQLite, whose writers are serialised by the database lock.
+same way everywhere: ``SELECT … FOR NO KEY UPDATE OF content_post`` on PostgreSQL (never the joined
+author's row; ``config.locking.lock_rows`` says why NO KEY), a no-op on SQLite, whose writers are
+serialised by the database lock.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from config.errors import NotFound, PermissionDenied
+from config.locking import lock_rows
 from content.models import Post
 from content.selectors import can_view_post
 
 
 def post_qs_select_for_update() -> QuerySet[Post]:
-    """Posts, locked ``FOR UPDATE`` of the post row only. Call it inside ``transaction.atomic()``."""
-    return Post.objects.select_for_update(of=("self",))
+    """Posts, locked ``FOR NO KEY UPDATE`` of the post row only (``config.locking.lock_rows``). Call it
+    inside ``transaction.atomic()``."""
+    return lock_rows(Post.objects.all(), of=("self",))
 
 
 def post_lock(

@@ -27,6 +27,7 @@ from config.errors import (
     NotFound,
     ValidationFailed,
 )
+from config.locking import lock_rows
 from config.queueing import send_on_commit
 from content.locks import post_lock
 from content.models import (
@@ -407,7 +408,7 @@ def revision_make_public(post: Post, revision: PostRevision) -> list[str]:
         setattr(post, field, getattr(revision, field))
     items = dict(_revision_items(revision))
     detached = []
-    for m in Media.objects.attached().filter(post=post).select_for_update():
+    for m in lock_rows(Media.objects.attached().filter(post=post)):
         if (m.parent_id or m.pk) not in items:  # derived media follow their parent
             m.detached_at = now
             m.save(update_fields=["detached_at", "updated_at"])
@@ -798,7 +799,7 @@ def post_unpublish(*, post_id: UUID | str, actor: AbstractBaseUser) -> Post:
         card_changed = post.metadata != card_before
         keep = dict(_revision_items(latest))
         now = timezone.now()
-        for m in Media.objects.attached().filter(post=post).select_for_update():
+        for m in lock_rows(Media.objects.attached().filter(post=post)):
             if (m.parent_id or m.pk) not in keep:
                 m.detached_at = now
                 m.save(update_fields=["detached_at", "updated_at"])
@@ -1083,7 +1084,7 @@ def poll_vote(*, post_id: UUID | str, user: AbstractBaseUser, option_ids: list[i
         raise NotFound("This post has no poll.")
     if post.status != PostStatus.PUBLISHED:
         raise InvalidTransition("Votes are only taken on published polls.")
-    poll = Poll.objects.select_for_update().get(post=post)
+    poll = lock_rows(Poll.objects.all()).get(post=post)
     ids = list(dict.fromkeys(option_ids))
     if not ids:
         raise ValidationFailed("Choose at least one option.", extra={"errors": {"option_ids": ["Required."]}})

@@ -34,6 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.errors import NotFound, ValidationFailed
+from config.locking import lock_rows
 from content.models import EVENT_TYPES, DeliveryStatus, Webhook, WebhookDelivery
 
 logger = logging.getLogger("postflow.webhooks")
@@ -183,7 +184,7 @@ def deliver(delivery_id: UUID | str) -> str:
         delivery = (
             # of=self: lock the delivery only. Locking the joined webhook row too made concurrent
             # deliveries to one hook skip each other's (and so drop them).
-            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+            lock_rows(WebhookDelivery.objects.all(), skip_locked=True, of=("self",))
             .select_related("webhook")
             .filter(pk=delivery_id)
             .first()
@@ -267,7 +268,7 @@ def deliver(delivery_id: UUID | str) -> str:
 def _count_failure(hook: Webhook, now) -> None:
     """One more straight failure, counted at most once per WEBHOOK_FAILURE_SPACING_SECONDS; the
     hook is disabled at WEBHOOK_MAX_FAILURES."""
-    hook = Webhook.objects.select_for_update().get(pk=hook.pk)
+    hook = lock_rows(Webhook.objects.all()).get(pk=hook.pk)
     spacing = timedelta(seconds=settings.WEBHOOK_FAILURE_SPACING_SECONDS)
     last = hook.last_failure_at
     if last is not None and now - last < spacing:

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from config import queueing
 from config.errors import InvalidTransition, NotFound
+from config.locking import lock_rows, retry_lock_conflicts
 from content.notifications import media_progress, media_transitioned
 from content.services import (
     MEDIA_EDITABLE_STATUSES,
@@ -87,7 +88,7 @@ def retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
     draft post back in ``processing``. NotFound for media the actor may not see; InvalidTransition
     unless the media is ``failed`` and its post a draft (or processing)."""
     try:
-        media = Media.objects.live().select_for_update(of=("self",)).select_related("post").get(pk=media_id)
+        media = lock_rows(Media.objects.live(), of=("self",)).select_related("post").get(pk=media_id)
     except (Media.DoesNotExist, ValueError):
         raise NotFound("Media not found.") from None
     if media.owner_id != actor.pk and not actor.is_staff:
@@ -136,7 +137,7 @@ def requeue(
     attempt that still runs loses its token and is dropped when it finishes. ``reset_attempts``
     (failed media only) restarts its attempts. ``dry_run`` reports without writing."""
     with transaction.atomic():
-        media = Media.objects.select_for_update().filter(pk=media_id).first()
+        media = lock_rows(Media.objects.filter(pk=media_id)).first()
         if media is None or not candidates.filter(pk=media_id).exists():
             return None
         found = Requeued(media, media.processing_status, media.attempts, media.updated_at)
@@ -199,7 +200,7 @@ def _owner_active(media: Media) -> int:
     """How many other media of this owner and kind a live attempt is processing. The owner's row
     is locked first so that two workers never both see a free slot (PostgreSQL; SQLite serialises
     write transactions anyway)."""
-    list(get_user_model().objects.select_for_update().filter(pk=media.owner_id).values_list("pk"))
+    list(lock_rows(get_user_model().objects.filter(pk=media.owner_id)).values_list("pk"))
     return (
         Media.objects.filter(
             owner_id=media.owner_id,
@@ -220,9 +221,7 @@ def claim(media_id: UUID | str, kind: str) -> Claim | None:
     job = current_job()
     message_id = job.message_id
     with transaction.atomic():
-        media = (
-            Media.objects.select_for_update(of=("self",)).filter(pk=media_id).select_related("post").first()
-        )
+        media = lock_rows(Media.objects.filter(pk=media_id), of=("self",)).select_related("post").first()
         if media is None or media.detached_at or media.purged_at:
             logger.info("media %s is gone or detached; nothing to do", media_id)
             return None
@@ -414,7 +413,7 @@ def record_blocked(claim: Claim, *, match: dict | None = None) -> None:
 
 
 def _lock_owned(claim: Claim) -> Media | None:
-    media = Media.objects.select_for_update().filter(pk=claim.media.pk).first()
+    media = lock_rows(Media.objects.filter(pk=claim.media.pk)).first()
     if media is None or media.attempt_token != claim.token:
         return None
     return media
@@ -665,11 +664,17 @@ def _since_claim_ms(claim: Claim) -> float:
 
 
 def _settle_on_commit(media: Media) -> None:
-    """After commit, let the post leave ``processing``. Robust: a failure here (a lock timeout) is
-    logged, never mistaken for a processing failure; the post sweep settles such posts later."""
+    """After commit, let the post leave ``processing``. A lost lock race is tried again
+    (``retry_lock_conflicts``); any other failure is logged, never mistaken for a processing failure,
+    and the post sweep settles such posts later."""
     if media.post_id:
         post_id = media.post_id
         if media.kind == MediaKind.TRANSCRIPT:  # the prescreen may be waiting for it
             transaction.on_commit(lambda: post_transcript_settled(post_id=post_id), robust=True)
             return
-        transaction.on_commit(lambda: post_media_settled(post_id=post_id), robust=True)
+        transaction.on_commit(
+            lambda: retry_lock_conflicts(
+                lambda: post_media_settled(post_id=post_id), what=f"settling post {post_id}"
+            ),
+            robust=True,
+        )

@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.locking import lock_rows
 from content.models import PostStatus
 from content.selectors import author_suspended_q
 from media import storage
@@ -103,7 +104,7 @@ def media_rotate_keys(*, media_id: UUID | str) -> int:
     """
     with transaction.atomic():
         media = (
-            Media.objects.select_for_update(of=("self",)).select_related("post").filter(pk=media_id).first()
+            lock_rows(Media.objects.all(), of=("self",)).select_related("post").filter(pk=media_id).first()
         )
         if media is None or media.urls_exposed_at is None or _is_public(media):
             return 0
@@ -129,7 +130,7 @@ def media_rotate_keys(*, media_id: UUID | str) -> int:
     for key in media.stale_keys:
         storage.delete(key)
     with transaction.atomic():
-        current = Media.objects.select_for_update(of=("self",)).select_related("post").get(pk=media_id)
+        current = lock_rows(Media.objects.all(), of=("self",)).select_related("post").get(pk=media_id)
         fields: dict[str, Any] = {"stale_keys": [], "keys_rotated_at": timezone.now()}
         if not _is_public(current) and current.original_key == media.original_key:
             fields["urls_exposed_at"] = None  # else: public again and maybe exposed anew; keep the mark

@@ -39,6 +39,7 @@ from config.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from config.locking import lock_rows
 from content.models import Post, PostStatus, PostType
 from content.services import post_edit, post_lock, post_media_attached, post_media_detached
 from media import processing, storage
@@ -155,7 +156,7 @@ def _check_quota(user: AbstractBaseUser, extra: int) -> None:
     user check and reserve one after the other (on PostgreSQL; SQLite serialises writers anyway)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("_check_quota must run inside the transaction that reserves the bytes")
-    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+    list(lock_rows(get_user_model().objects.filter(pk=user.pk)).values_list("pk", flat=True))
     used = user_storage_used(user)
     quota = settings.MEDIA_USER_QUOTA_BYTES
     if used + extra > quota:
@@ -301,7 +302,7 @@ def _expected_part_size(upload: Upload, part_number: int) -> int:
 
 
 def _open_resumable(upload_id, owner, *, lock: bool) -> Upload:
-    qs = Upload.objects.select_for_update() if lock else Upload.objects
+    qs = lock_rows(Upload.objects.all()) if lock else Upload.objects
     try:
         upload = qs.get(pk=upload_id, owner=owner, resumable=True)
     except (Upload.DoesNotExist, ValueError, TypeError):
@@ -392,7 +393,7 @@ def upload_part_receive(
         )
     part = {"part_number": part_number, "size": body.total, "etag": body.md5.hexdigest()}
     with transaction.atomic():
-        upload = Upload.objects.select_for_update().get(pk=upload.pk)
+        upload = lock_rows(Upload.objects.all()).get(pk=upload.pk)
         _require_open(upload)
         upload.parts = {**upload.parts, str(part_number): {"size": part["size"], "etag": part["etag"]}}
         upload.save(update_fields=["parts", "updated_at"])
@@ -480,7 +481,7 @@ def upload_complete(*, upload_id: UUID | str, owner: AbstractBaseUser, parts: li
             transaction.on_commit(lambda: storage.delete(upload.storage_key))
             Upload.objects.filter(pk=upload.pk).update(state=UploadState.ABORTED, updated_at=timezone.now())
             raise
-        upload = Upload.objects.select_for_update().get(pk=upload.pk)
+        upload = lock_rows(Upload.objects.all()).get(pk=upload.pk)
         if upload.state != UploadState.PENDING:
             raise Conflict("This upload was already completed or aborted.", code="upload_closed")
         upload.state = UploadState.RECEIVED
@@ -501,7 +502,7 @@ def upload_abort(*, upload_id: UUID | str, owner: AbstractBaseUser) -> None:
     staged object, and release its quota. Idempotent. Errors: NotFound, Conflict ``upload_used``."""
     with transaction.atomic():
         try:
-            upload = Upload.objects.select_for_update().get(pk=upload_id, owner=owner)
+            upload = lock_rows(Upload.objects.all()).get(pk=upload_id, owner=owner)
         except (Upload.DoesNotExist, ValueError, TypeError):
             raise NotFound("Upload not found.") from None
         if upload.state == UploadState.ATTACHED:
@@ -526,7 +527,7 @@ def upload_receive(*, upload_id: UUID | str, stream: IO[bytes], content_length: 
     """The local backend's PUT target: stream the body to storage, never more than declared."""
     with transaction.atomic():
         try:
-            upload = Upload.objects.select_for_update().get(pk=upload_id)
+            upload = lock_rows(Upload.objects.all()).get(pk=upload_id)
         except (Upload.DoesNotExist, ValueError):
             raise NotFound("Upload not found.") from None
         if upload.resumable:
@@ -557,7 +558,7 @@ def upload_receive(*, upload_id: UUID | str, stream: IO[bytes], content_length: 
         if total == 0:
             raise ValidationFailed("The body is empty.", code="empty_file")
         with transaction.atomic():
-            upload = Upload.objects.select_for_update().get(pk=upload_id)
+            upload = lock_rows(Upload.objects.all()).get(pk=upload_id)
             if upload.state != UploadState.PENDING:
                 raise Conflict("This upload URL was already used.", code="upload_used")
             storage.save(upload.storage_key, tmp, upload.content_type)
@@ -695,7 +696,7 @@ def media_attach_upload(
 ) -> Media:
     post = post_lock(post_id=post_id, actor=actor)
     try:
-        upload = Upload.objects.select_for_update().get(pk=upload_id, owner=actor)
+        upload = lock_rows(Upload.objects.all()).get(pk=upload_id, owner=actor)
     except (Upload.DoesNotExist, ValueError, TypeError):
         raise NotFound("Upload not found.") from None
     sha, size = _finish_upload(upload)
@@ -836,7 +837,7 @@ def media_detach(*, post_id: UUID | str, media_id: UUID | str, actor: AbstractBa
     if post.status not in ATTACHABLE_STATUSES:
         raise InvalidTransition(f"Media can only be removed from a draft; this post is {post.status}.")
     try:
-        media = Media.objects.attached().select_for_update().get(pk=media_id, post=post)
+        media = lock_rows(Media.objects.attached()).get(pk=media_id, post=post)
     except (Media.DoesNotExist, ValueError):
         raise NotFound("Media not found.") from None
     media.detached_at = timezone.now()
@@ -1067,7 +1068,7 @@ def transcript_edit(*, media_id: UUID | str, actor: AbstractBaseUser, text: str)
     from moderation import policy
 
     found = transcript_for(media_id=media_id, actor=actor)
-    media = Media.objects.select_for_update(of=("self",)).select_related("post").get(pk=found.pk)
+    media = lock_rows(Media.objects.all(), of=("self",)).select_related("post").get(pk=found.pk)
     text = (text or "").strip()
     if not text:
         raise ValidationFailed("Send the transcript text, one caption per line.", code="invalid")

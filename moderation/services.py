@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
+from config.locking import lock_rows
 from config.queueing import send_on_commit
 from content.locks import post_lock
 from content.models import (
@@ -833,7 +834,7 @@ STRIKING = frozenset({AccountActionKind.WARN})
 
 def _standing_lock(user_id: int) -> AccountStanding:
     AccountStanding.objects.get_or_create(user_id=user_id)
-    return AccountStanding.objects.select_for_update().get(user_id=user_id)
+    return lock_rows(AccountStanding.objects.all()).get(user_id=user_id)
 
 
 def _strike(post: Post, moderator: AbstractBaseUser | None, action: str, reason: str) -> None:
@@ -1046,7 +1047,7 @@ def appeal_decide(*, appeal_id: int, moderator: AbstractBaseUser, grant: bool, r
     if not (reason or "").strip():
         raise ReasonRequired("Tell the creator why.", extra={"errors": {"reason": ["Required."]}})
     appeal = (
-        Appeal.objects.select_for_update(of=("self",)).select_related("decision").filter(pk=appeal_id).first()
+        lock_rows(Appeal.objects.all(), of=("self",)).select_related("decision").filter(pk=appeal_id).first()
     )
     if appeal is None:
         raise NotFound("Appeal not found.")

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from config import queueing
 from config.errors import InvalidTransition, NotFound, PermissionDenied, ServiceError
+from config.locking import lock_rows
 from content import events
 from content.locks import post_lock
 from content.models import NotificationType, Post, PostStatus, PostType
@@ -82,7 +83,7 @@ def livestream_provision(post: Post) -> LiveStream:
 
 
 def _locked_stream(post: Post) -> LiveStream:
-    stream = LiveStream.objects.select_for_update().filter(post=post).first()
+    stream = lock_rows(LiveStream.objects.all()).filter(post=post).first()
     if stream is None:
         raise NotFound("This post has no livestream.", code="livestream_not_found")
     return stream
@@ -171,7 +172,7 @@ def livestream_publish_check(key: str, *, provider: str = "local") -> LiveStream
 def livestream_went_live(*, stream_id: UUID | str, hls_folder: str) -> LiveStream | None:
     """The encoder's stream was accepted: ``idle`` → ``live``, its live HLS tree in ``hls_folder``.
     Sends the frame watcher (in ``ai_prescreen``). None when the stream is no longer idle."""
-    stream = LiveStream.objects.select_for_update().filter(pk=stream_id).first()
+    stream = lock_rows(LiveStream.objects.all()).filter(pk=stream_id).first()
     if stream is None or stream.status != LiveStatus.IDLE:
         return None
     stream.status = LiveStatus.LIVE
@@ -211,7 +212,7 @@ def livestream_finished(
     ``recording``: {media_id, key, size_bytes, sha256, mime_type} (the key made with
     ``storage.media_key(owner, media_id, "original", ext)``), or None when nothing was recorded.
     Idempotent: a second call for a stream that has its recording returns that medium."""
-    stream = LiveStream.objects.select_for_update().select_related("post").filter(pk=stream_id).first()
+    stream = lock_rows(LiveStream.objects.all()).select_related("post").filter(pk=stream_id).first()
     if stream is None:
         return None
     if stream.recording_media_id:
@@ -253,7 +254,7 @@ def livestream_finished(
 def livestream_failed(*, stream_id: UUID | str, error: str) -> None:
     """The ingest could not run the stream (the remuxer would not start): ``idle``/``live`` →
     ``failed`` with the reason, shown to the owner."""
-    stream = LiveStream.objects.select_for_update().filter(pk=stream_id).first()
+    stream = lock_rows(LiveStream.objects.all()).filter(pk=stream_id).first()
     if stream is None or stream.status not in OPEN:
         return
     before = stream.status

@@ -3,7 +3,6 @@ by PocketSphinx, through the processor and end to end through the real worker an
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -238,12 +237,6 @@ def test_abusive_voice_note_is_held_and_clean_one_published(broker, worker, spee
 
 
 @needs_espeak
-@pytest.mark.xfail(
-    os.environ.get("DATABASE_URL", "").startswith("postgres"),
-    reason="open bug (issue 17 stays open): on PostgreSQL the post stays `processing` (not public, but not "
-    "sent to a human) when its transcript fails for good",
-    strict=False,
-)
 @pytest.mark.django_db(transaction=True)
 def test_failed_transcript_sends_the_post_to_a_human(broker, worker, speech_e2e, settings, tmp_path):
     settings.SPEECH_PROVIDER = "faster-whisper"  # no SPEECH_MODEL_PATH: the transcript fails for good

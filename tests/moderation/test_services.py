@@ -372,11 +372,14 @@ def test_no_moderation_import_cycle_and_content_uses_only_the_policy_leaf():
         assert "moderation.services" not in _reachable(module), module
 
 
-def test_post_rows_are_locked_only_through_post_lock():
+def test_rows_are_locked_only_through_lock_rows_and_posts_only_through_post_lock():
     offenders = []
-    for app in ("content", "moderation"):
+    for app in ("config", "content", "media", "moderation"):
         for path in (ROOT / app).rglob("*.py"):
-            if path.name != "locks.py" and "Post.objects.select_for_update" in path.read_text():
+            text = path.read_text()
+            if path.name != "locking.py" and ".select_for_update(" in text:
+                offenders.append(str(path.relative_to(ROOT)))
+            if path.name != "locks.py" and "lock_rows(Post." in text:
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
 
