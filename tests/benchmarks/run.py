@@ -54,11 +54,13 @@ def main() -> int:
         figures.append((name, value, unit))
         print(f"BENCH {name} {value} {unit}", flush=True)
 
+    cpus = os.cpu_count()
     for suite in [s.strip() for s in args.only.split(",") if s.strip()]:
-        print(f"== {suite}", flush=True)
+        print(f"== {suite} (load average before: {_load()}, {cpus} CPUs)", flush=True)
         started = time.perf_counter()
         importlib.import_module(f"tests.benchmarks.bench_{suite}").run(report)
-        print(f"   ({suite} took {time.perf_counter() - started:.0f} s)", flush=True)
+        took = time.perf_counter() - started
+        print(f"   ({suite} took {took:.0f} s; load average after: {_load()})", flush=True)
 
     print("\n{:<42} {:>12} {:<10} {}".format("figure", "value", "unit", "target"))
     missed = []
@@ -74,6 +76,11 @@ def main() -> int:
     if missed:
         print(f"\nmissed targets: {', '.join(missed)} (timings are noisy on a busy machine: see `uptime`)")
     return 0
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages: every figure is reported with the machine's load."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":
