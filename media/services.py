@@ -1033,6 +1033,9 @@ def media_retry(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
 
 TRANSCRIPT_MAX_CHARS = 20_000
 TRANSCRIPT_LOCKED_STATUSES = (PostStatus.QUARANTINED, PostStatus.REJECTED)
+# Under prescreen, a post on its way to the public (being reviewed, or cleared for a later time) takes
+# no transcript edit: it would reach the public unscreened (the review may already have read the text).
+TRANSCRIPT_WAIT_STATUSES = (PostStatus.PENDING_REVIEW, PostStatus.SCHEDULED)
 
 
 def transcript_for(*, media_id: UUID | str, actor: AbstractBaseUser) -> Media:
@@ -1059,11 +1062,19 @@ def transcript_edit(*, media_id: UUID | str, actor: AbstractBaseUser, text: str)
     """The owner corrects a transcript (accessibility): ``text`` has one caption per line; the same
     number of lines as cues keeps each cue's timing, anything else is spread over the cues
     (``media.speech.captions.retime``). The captions and text are stored under new keys (public URLs
-    are cached as immutable). A published post's edited transcript is scored again by the AI when the
-    author's posts are prescreened (``moderation.policy.needs_prescreen``): held or quarantined by the
-    same bands as a new post (``rescore_transcript``). Errors: ``NotFound``; ``InvalidTransition``
-    (``transcript_not_ready``) before the speech step finished or without speech, and for a
-    quarantined or rejected post; ``ValidationFailed`` for empty or too long text."""
+    are cached as immutable).
+
+    Nothing public before it is cleared: when the post is ``published`` and its author's posts are
+    prescreened (``moderation.policy.needs_prescreen``), the edit is held in the transcript's
+    ``metadata.pending_edit`` ({edit, segments, variants, submitted_at, word_count}) while the public
+    keeps the cleared captions; the AI scores it (``rescore_transcript``), and it replaces them only
+    when cleared (``transcript_edit_cleared``) or approved by a moderator
+    (``transcript_edits_approved``). Otherwise (drafts: the prescreen at publish reads it; authors
+    not prescreened) it replaces them at once. ``media.pending_edit_held`` tells the caller which.
+
+    Errors: ``NotFound``; ``InvalidTransition`` (``transcript_not_ready``) before the speech step
+    finished or without speech, for a quarantined or rejected post, and under prescreen for a post
+    waiting for review or scheduled; ``ValidationFailed`` for empty or too long text."""
     from media.speech import captions
     from moderation import policy
 
@@ -1079,12 +1090,18 @@ def transcript_edit(*, media_id: UUID | str, actor: AbstractBaseUser, text: str)
         raise InvalidTransition(
             "This transcript is not ready, or no speech was found to caption.", code="transcript_not_ready"
         )
-    if media.post and media.post.status in TRANSCRIPT_LOCKED_STATUSES:
-        raise InvalidTransition(f"The transcript of a {media.post.status} post cannot be edited.")
+    post = media.post
+    if post and post.status in TRANSCRIPT_LOCKED_STATUSES:
+        raise InvalidTransition(f"The transcript of a {post.status} post cannot be edited.")
+    screened = post is not None and policy.needs_prescreen(post)
+    if screened and post.status in TRANSCRIPT_WAIT_STATUSES:
+        raise InvalidTransition(
+            f"This post is {post.status.replace('_', ' ')}; edit its transcript once it is published."
+        )
     cues = captions.retime(segments, text)
     language = media.metadata.get("language") or "en"
-    edits = int(media.metadata.get("edits") or 0) + 1
-    old_keys = {v["key"] for v in media.variants.values() if isinstance(v, dict) and v.get("key")}
+    pending = media.metadata.get("pending_edit") or {}
+    edits = max(int(media.metadata.get("edits") or 0), int(pending.get("edit") or 0)) + 1
     variants = {}
     with tempfile.TemporaryDirectory(prefix="postflow-transcript-") as tmp:
         for name, ext, mime, body in (
@@ -1105,19 +1122,84 @@ def transcript_edit(*, media_id: UUID | str, actor: AbstractBaseUser, text: str)
                 "sha256": storage.file_sha256(Path(path)),
                 **({"language": language} if name == "captions" else {}),
             }
-    media.variants = {**media.variants, **variants}
-    media.original_key = variants["text"]["key"]
-    media.metadata = {
-        **media.metadata,
+    edit = {
+        "edit": edits,
         "segments": [list(c.as_tuple()) for c in cues],
-        "edits": edits,
-        "edited_at": timezone.now().isoformat(),
+        "variants": variants,
+        "submitted_at": timezone.now().isoformat(),
         "word_count": sum(len(c.text.split()) for c in cues),
     }
-    media.save(update_fields=["variants", "original_key", "metadata", "updated_at"])
-    for key in old_keys - {v["key"] for v in media.variants.values()}:
-        transaction.on_commit(lambda k=key: storage.delete(k))
-    post = media.post
-    if post is not None and post.status == PostStatus.PUBLISHED and policy.needs_prescreen(post):
-        queueing.send_on_commit("rescore_transcript", str(post.pk), str(media.pk), post.revision)
+    held = screened and post.status == PostStatus.PUBLISHED
+    if held:
+        before = _transcript_keys(media, live=False)
+        media.metadata = {**media.metadata, "pending_edit": edit}
+        media.save(update_fields=["metadata", "updated_at"])
+        _delete_unused_transcript_files(media, before)
+        queueing.send_on_commit("rescore_transcript", str(post.pk), str(media.pk), post.revision, edits)
+    else:
+        _apply_transcript_edit(media, edit)
+    media.pending_edit_held = held
     return media
+
+
+def _apply_transcript_edit(media: Media, edit: dict) -> None:
+    """Make ``edit`` (a ``pending_edit`` dict) the transcript's captions and text; drop any held
+    edit; delete the files nothing points at any more after commit. The caller holds the row lock."""
+    before = _transcript_keys(media)
+    media.variants = {**media.variants, **edit["variants"]}
+    media.original_key = edit["variants"]["text"]["key"]
+    metadata = {k: v for k, v in media.metadata.items() if k != "pending_edit"}
+    media.metadata = {
+        **metadata,
+        "segments": edit["segments"],
+        "edits": edit["edit"],
+        "edited_at": timezone.now().isoformat(),
+        "word_count": edit["word_count"],
+    }
+    media.save(update_fields=["variants", "original_key", "metadata", "updated_at"])
+    _delete_unused_transcript_files(media, before)
+
+
+def _transcript_keys(media: Media, *, live: bool = True, held: bool = True) -> set[str]:
+    """The storage keys of the transcript's public variants and/or its held edit's."""
+    variants = list(media.variants.values()) if live else []
+    if held:
+        variants += list(((media.metadata.get("pending_edit") or {}).get("variants") or {}).values())
+    return {v["key"] for v in variants if isinstance(v, dict) and v.get("key")}
+
+
+def _delete_unused_transcript_files(media: Media, old_keys: set[str]) -> None:
+    """After commit, delete those of ``old_keys`` that neither the transcript's variants nor its held
+    edit use now."""
+    for key in old_keys - _transcript_keys(media):
+        transaction.on_commit(lambda k=key: storage.delete(k))
+
+
+@transaction.atomic
+def transcript_edit_cleared(*, media_id: UUID | str, edit: int) -> bool:
+    """The AI cleared the held edit number ``edit`` of the transcript ``media_id``: it replaces the
+    public captions and text. False (nothing changes) when that edit is no longer the held one (a
+    newer edit replaced it, or it was applied) or the transcript is gone."""
+    media = (
+        lock_rows(Media.objects.live(), of=("self",)).filter(pk=media_id, kind=MediaKind.TRANSCRIPT).first()
+    )
+    pending = (media.metadata.get("pending_edit") or {}) if media else {}
+    if not pending or int(pending.get("edit") or 0) != int(edit):
+        return False
+    _apply_transcript_edit(media, pending)
+    return True
+
+
+@transaction.atomic
+def transcript_edits_approved(*, post_id: UUID | str) -> list[str]:
+    """A moderator approved the post: every held transcript edit of it (the text the review page
+    showed them) replaces its public captions and text. Returns the transcript ids changed."""
+    changed = []
+    for media in lock_rows(Media.objects.attached(), of=("self",)).filter(
+        post_id=post_id, kind=MediaKind.TRANSCRIPT
+    ):
+        pending = media.metadata.get("pending_edit")
+        if pending:
+            _apply_transcript_edit(media, pending)
+            changed.append(str(media.pk))
+    return changed

@@ -186,10 +186,14 @@ def transcript_cue_scores(post: Post) -> dict[tuple[str, int], float]:
 
 def transcript_item(transcript: Media, cue_scores: dict, request) -> dict:
     """What the review page shows of a transcript: its captions URL (a ``<track>`` for the player)
-    and its cues, each with its score and flagged at or above ``ai_review_threshold``."""
+    and its cues, each with its score and flagged at or above ``ai_review_threshold``. A creator's
+    edit held for review (``metadata.pending_edit``) is what is shown and decided on: approving the
+    post publishes it (``moderation.services.post_approve``)."""
     threshold = get_platform_settings().ai_review_threshold
+    pending = transcript.metadata.get("pending_edit") or {}
+    segments = pending.get("segments") if pending else transcript.metadata.get("segments")
     cues = []
-    for index, (start, end, text, *_) in enumerate(transcript.metadata.get("segments") or []):
+    for index, (start, end, text, *_) in enumerate(segments or []):
         score = cue_scores.get((str(transcript.pk), index))
         minutes, seconds = divmod(int(start), 60)
         cues.append(
@@ -208,6 +212,7 @@ def transcript_item(transcript: Media, cue_scores: dict, request) -> dict:
         "captions_language": transcript.metadata.get("language") or "en",
         "cues": cues,
         "flagged_cues": sum(1 for cue in cues if cue["flagged"]),
+        "pending_edit": bool(pending),
     }
 
 

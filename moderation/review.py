@@ -193,18 +193,27 @@ def _wait_for_transcript(post: Post, revision: int) -> bool:
     return True
 
 
-def transcript_rescore(*, post_id: str, media_id: str, revision: int, max_retries: int) -> None:
-    """Score the edited transcript ``media_id`` of a published post (text only, cue by cue) and let
-    ``moderation.services.ai_transcript_rescore_apply`` hold or quarantine the post by the usual bands.
-    Provider errors are retried; when retries are spent the post goes to a human (fail closed: an
-    edit that could not be screened does not stay public unreviewed)."""
+def transcript_rescore(
+    *, post_id: str, media_id: str, revision: int, max_retries: int, edit: int | None = None
+) -> None:
+    """Score the held edit ``edit`` of the transcript ``media_id`` of a published post (text only,
+    cue by cue; ``media.services.transcript_edit`` holds it) and let
+    ``moderation.services.ai_transcript_rescore_apply`` publish it or hold the post by the usual bands.
+    An edit that is no longer held (replaced by a newer one, or applied) is not scored. Provider
+    errors are retried; when retries are spent the post goes to a human (fail closed: an edit that
+    could not be screened never reaches the public unreviewed)."""
     post = Post.objects.filter(pk=post_id).first()
     transcript = Media.objects.attached().filter(pk=media_id, kind=MediaKind.TRANSCRIPT).first()
     if post is None or transcript is None:
         return
+    pending = transcript.metadata.get("pending_edit") or {}
+    if not pending or (edit is not None and int(pending.get("edit") or 0) != int(edit)):
+        logger.info("transcript %s: edit %s is no longer held; not scored", media_id, edit)
+        return
+    edit = int(pending["edit"])
     message = CurrentMessage.get_current_message()
     attempt = (message.options.get("retries", 0) if message else 0) + 1
-    cues = [(float(c[0]), float(c[1]), str(c[2])) for c in transcript.metadata.get("segments") or []]
+    cues = [(float(c[0]), float(c[1]), str(c[2])) for c in pending.get("segments") or []]
     spoken = TranscriptInput(media_id=str(transcript.pk), cues=cues)
     item = ReviewInput(text="", transcripts=[spoken], hints={"post_id": post_id})
     provider = get_provider()
@@ -218,6 +227,8 @@ def transcript_rescore(*, post_id: str, media_id: str, revision: int, max_retrie
         ai_transcript_rescore_apply(
             post_id=post_id,
             revision=revision,
+            media_id=media_id,
+            edit=edit,
             provider=provider.name,
             error=f"{type(exc).__name__}: {exc}",
             final=final,
@@ -230,6 +241,8 @@ def transcript_rescore(*, post_id: str, media_id: str, revision: int, max_retrie
     ai_transcript_rescore_apply(
         post_id=post_id,
         revision=revision,
+        media_id=media_id,
+        edit=edit,
         provider=result.provider,
         model=result.model,
         scores=result.scores,

@@ -37,6 +37,7 @@ from content.models import (
 from content.notifications import notify, post_transitioned
 from content.services import revision_hold, revision_make_public, revision_reject, scheduled_go_public
 from media.models import Media
+from media.services import transcript_edit_cleared, transcript_edits_approved
 from moderation import policy
 from moderation.blocklist import matchable
 from moderation.models import (
@@ -412,6 +413,7 @@ def post_approve(
         post.status = PostStatus.PUBLISHED
         post.published_at = post.published_at or timezone.now()
         fields = revision_make_public(post, pending) if pending is not None else []
+        transcript_edits_approved(post_id=post.pk)  # the held transcript edits the page showed
         post.save(
             update_fields=list(
                 dict.fromkeys(["status", "moderation_state", "published_at", "updated_at", *fields])
@@ -664,6 +666,8 @@ def ai_transcript_rescore_apply(
     revision: int,
     provider: str,
     duration_ms: float,
+    media_id: UUID | str | None = None,
+    edit: int | None = None,
     attempt: int = 1,
     model: str = "",
     scores: dict[str, float] | None = None,
@@ -673,12 +677,15 @@ def ai_transcript_rescore_apply(
     error: str = "",
     final: bool = True,
 ) -> AiReview:
-    """Apply the AI's score of a published post's edited transcript (policy decided in issue 17):
-    below ``ai_review_threshold`` nothing changes; the review band sends the post back to
-    ``pending_review`` for a human; the revoke band quarantines it (``flagged``). Either way its
-    media URLs are revoked. A provider ``error`` is recorded; when ``final`` the post goes to a human
-    (fail closed). A post no longer published at ``revision`` records a ``stale`` row and changes
-    nothing. Raises ``NotFound`` only when the post row is gone."""
+    """Apply the AI's score of the held edit ``edit`` of a published post's transcript ``media_id``
+    (issue 17; ``media.services.transcript_edit`` holds it, the public keeps the cleared captions):
+    below ``ai_review_threshold`` the edit replaces the public captions
+    (``media.services.transcript_edit_cleared``); the review band sends the post back to
+    ``pending_review`` for a human, the revoke band quarantines it (``flagged``), and either way its
+    media URLs are revoked and the edit stays held until a moderator approves the post
+    (``post_approve`` applies it). A provider ``error`` is recorded; when ``final`` the post goes to a
+    human (fail closed). A post no longer published at ``revision`` records a ``stale`` row and
+    changes nothing. Raises ``NotFound`` only when the post row is gone."""
     post = post_lock(post_id=post_id, include_deleted=True)
     current = post.deleted_at is None and post.revision == revision and post.status == PostStatus.PUBLISHED
     if error:
@@ -702,6 +709,8 @@ def ai_transcript_rescore_apply(
         raw={**(raw or {}), "final": final} if error else (raw or {}),
     )
     hold = decision in (Decision.REVIEW, Decision.QUARANTINE) or (error and final)
+    if current and decision == Decision.PUBLISH and media_id is not None and edit is not None:
+        transcript_edit_cleared(media_id=media_id, edit=edit)
     if current and hold:
         post.status = PostStatus.QUARANTINED if decision == Decision.QUARANTINE else PostStatus.PENDING_REVIEW
         post.moderation_state = (

@@ -42,6 +42,9 @@ def watch_livestream(stream_id: str) -> None:
     max_backoff=60_000,
     time_limit=5 * 60_000,
 )
-def rescore_transcript(post_id: str, media_id: str, revision: int) -> None:
-    """Score a published post's edited transcript again (issue 17); retried, then a human decides."""
-    transcript_rescore(post_id=post_id, media_id=media_id, revision=revision, max_retries=AI_MAX_RETRIES)
+def rescore_transcript(post_id: str, media_id: str, revision: int, edit: int | None = None) -> None:
+    """Score the held edit ``edit`` of a published post's transcript (issue 17); retried, then a human
+    decides. ``edit`` None (a message from before edits were held) scores the transcript's held edit."""
+    transcript_rescore(
+        post_id=post_id, media_id=media_id, revision=revision, edit=edit, max_retries=AI_MAX_RETRIES
+    )

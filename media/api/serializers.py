@@ -339,6 +339,12 @@ class TranscriptCueSerializer(serializers.Serializer):
     text = serializers.CharField()
 
 
+class TranscriptPendingEditSerializer(serializers.Serializer):
+    text = serializers.CharField(allow_blank=True)
+    cues = TranscriptCueSerializer(many=True)
+    submitted_at = serializers.CharField(allow_null=True)
+
+
 class TranscriptSerializer(serializers.Serializer):
     """A transcript (issue 17): what is said in an audio or video, as caption cues."""
 
@@ -351,6 +357,10 @@ class TranscriptSerializer(serializers.Serializer):
     captions = serializers.URLField(allow_null=True, help_text="The WebVTT file, signed like a variant.")
     skipped = serializers.CharField(allow_blank=True, help_text="Why there is no text (no speech…).")
     edited_at = serializers.CharField(allow_null=True)
+    pending_edit = TranscriptPendingEditSerializer(
+        allow_null=True,
+        help_text="The owner's edit waiting for the prescreen (owner only; null for everyone else).",
+    )
 
 
 class TranscriptEditSerializer(serializers.Serializer):

@@ -401,6 +401,21 @@ def _transcript_data(request, transcript: Media, post) -> dict:
         "captions": MediaSerializer(context={"request": request}).get_captions(transcript),
         "skipped": transcript.metadata.get("skipped") or "",
         "edited_at": transcript.metadata.get("edited_at"),
+        "pending_edit": _pending_edit(request, transcript),
+    }
+
+
+def _pending_edit(request, transcript: Media) -> dict | None:
+    """The owner's edit held for the prescreen (``media.services.transcript_edit``), or None. Only the
+    owner sees it: until it is cleared the public gets the previous captions."""
+    pending = transcript.metadata.get("pending_edit")
+    if not pending or not request.user.is_authenticated or request.user.pk != transcript.owner_id:
+        return None
+    cues = [{"start": c[0], "end": c[1], "text": c[2]} for c in pending.get("segments") or []]
+    return {
+        "text": "\n".join(c["text"] for c in cues),
+        "cues": cues,
+        "submitted_at": pending.get("submitted_at"),
     }
 
 
@@ -432,9 +447,17 @@ class TranscriptView(APIView):
 
     @extend_schema(
         request=TranscriptEditSerializer,
-        responses={200: TranscriptSerializer, **error_responses(400, 401, 404, 409)},
+        responses={
+            200: TranscriptSerializer,
+            202: OpenApiResponse(
+                TranscriptSerializer,
+                description="Held for the prescreen: `pending_edit` is the new text; the public keeps "
+                "the previous captions until it is cleared.",
+            ),
+            **error_responses(400, 401, 404, 409),
+        },
         tags=["media"],
-        summary="Correct a transcript (owner); a published post's edit is scored again",
+        summary="Correct a transcript (owner); a published post's edit waits for the prescreen",
     )
     def patch(self, request, media_id):
         body = TranscriptEditSerializer(data=request.data)
@@ -442,7 +465,8 @@ class TranscriptView(APIView):
         transcript = services.transcript_edit(
             media_id=media_id, actor=request.user, text=body.validated_data["text"]
         )
-        return Response(TranscriptSerializer(_transcript_data(request, transcript, transcript.post)).data)
+        data = TranscriptSerializer(_transcript_data(request, transcript, transcript.post)).data
+        return Response(data, status=202 if transcript.pending_edit_held else 200)
 
 
 class MediaRetryView(APIView):

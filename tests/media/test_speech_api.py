@@ -153,8 +153,11 @@ CUES = [(0.5, 2.0, "the wether is sonny", 0.4), (3.0, 5.5, "we are going to the 
 
 @pytest.mark.django_db
 def test_owner_corrects_the_transcript_and_keeps_the_timings(
-    user, other_user, django_capture_on_commit_callbacks
+    user, other_user, platform, django_capture_on_commit_callbacks
 ):
+    """An author whose posts are not prescreened (trusted, ``reactive_only``): the edit is public at
+    once (the prescreened case is ``test_an_edited_transcript_of_a_published_post_waits_…``)."""
+    platform(moderation_mode="reactive_only", trust_min_account_age_days=0, trust_min_approved_posts=0)
     post = PostFactory(author=user, type="audio", body="", published=True)
     parent, transcript = _ready_transcript(post, cues=CUES)
     old_key = transcript.variants["captions"]["key"]
@@ -204,6 +207,15 @@ def test_bad_transcript_edits_are_4xx(user):
     assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
 
 
+def _public_captions(post) -> str:
+    """The captions text the public gets for the post's audio (media JSON -> signed WebVTT URL)."""
+    body = client_for(None).get(f"/api/v1/content/posts/{post.pk}")
+    if body.status_code != 200:
+        return f"post {body.status_code}"
+    audio = next(m for m in body.json()["media"] if m["kind"] == "audio")
+    return _body(client_for(None).get(urlsplit(audio["captions"]).path)).decode()
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("text", "status"),
@@ -212,31 +224,95 @@ def test_bad_transcript_edits_are_4xx(user):
         ("The weather is sunny.\nYou are so dumb and stupid.", "held"),
     ],
 )
-def test_an_edited_transcript_of_a_published_post_is_scored_again(
+def test_an_edited_transcript_of_a_published_post_waits_for_the_prescreen(
     broker, worker, settings, platform, text, status
 ):
+    """Nothing public before it is cleared: the edit is held (202, the owner sees it as
+    ``pending_edit``) while everyone else keeps the cleared captions; a clean edit replaces them once
+    scored, an abusive one holds the post and stays unpublished until a moderator approves it."""
+    from moderation.services import post_approve
+    from tests.moderation.test_admin import make_moderator
+
     settings.AI_PROVIDER = "local"
     platform(moderation_mode="ai_prescreen")
     owner = UserFactory()
     post = PostFactory(author=owner, type="audio", body="", published=True)
     parent, transcript = _ready_transcript(post, cues=CUES)
-    r = client_for(owner).patch(
-        f"/api/v1/content/media/{parent.pk}/transcript", {"text": text}, format="json"
-    )
-    assert r.status_code == 200, r.content
+    url = f"/api/v1/content/media/{parent.pk}/transcript"
+    old_text = "the wether is sonny\nwe are going to the park"
+    r = client_for(owner).patch(url, {"text": text}, format="json")
+    assert r.status_code == 202, r.content
+    assert r.json()["pending_edit"]["text"] == text and r.json()["text"] == old_text
+
     broker.join("moderation", fail_fast=False)
     worker.join()
     post.refresh_from_db()
+    transcript.refresh_from_db()
     review = AiReview.objects.get(post=post)
     assert review.raw["rescore"] == "transcript_edit" and review.raw["transcript_cues"]
     if status == "published":
         assert post.status == "published" and review.decision == "publish"
-    else:
-        assert post.status in ("pending_review", "quarantined") and review.decision in (
-            "review",
-            "quarantine",
-        )
-        assert review.scores["profanity"] >= 0.3
+        assert "pending_edit" not in transcript.metadata and transcript.metadata["edits"] == 1
+        assert client_for(None).get(url).json()["text"] == text
+        assert "The weather is sunny." in _public_captions(post)
+        return
+    assert post.status in ("pending_review", "quarantined") and review.decision in ("review", "quarantine")
+    assert review.scores["profanity"] >= 0.3
+    assert transcript.metadata["pending_edit"]["edit"] == 1  # still held, never applied
+    assert [c[2] for c in transcript.metadata["segments"]] == [c[2] for c in CUES]
+    assert client_for(None).get(url).status_code == 404
+    # The review page shows the held text with the abusive cue flagged; approving publishes it.
+    from django.urls import reverse
+
+    from tests.moderation.test_admin import login
+
+    moderator = make_moderator()
+    html = (
+        login(moderator).get(reverse("admin:moderation_reviewqueue_change", args=[post.pk])).content.decode()
+    )
+    assert "the creator&#x27;s edit, waiting" in html or "the creator's edit, waiting" in html
+    assert "stupid" in html.split('class="pf-cue pf-flagged"')[1].split("</li>")[0]
+    post_approve(post_id=post.pk, moderator=moderator, reason="Rude but allowed")
+    transcript.refresh_from_db()
+    assert "pending_edit" not in transcript.metadata
+    assert "You are so dumb and stupid." in _public_captions(post)
+
+
+@pytest.mark.django_db
+def test_transcript_edits_by_status_under_prescreen(user, platform, django_capture_on_commit_callbacks):
+    """Drafts change at once (the prescreen at publish reads them); posts being reviewed or scheduled
+    take no edit (409); a newer edit replaces the held one, whose files are deleted."""
+    platform(moderation_mode="ai_prescreen")
+    post = PostFactory(author=user, type="audio", body="")
+    parent, transcript = _ready_transcript(post, cues=CUES)
+    url = f"/api/v1/content/media/{parent.pk}/transcript"
+    r = client_for(user).patch(url, {"text": "one\ntwo"}, format="json")
+    assert r.status_code == 200 and r.json()["text"] == "one\ntwo" and r.json()["pending_edit"] is None
+    for status in ("pending_review", "scheduled"):
+        Post.objects.filter(pk=post.pk).update(status=status)
+        r = client_for(user).patch(url, {"text": "three\nfour"}, format="json")
+        assert r.status_code == 409 and r.json()["code"] == "invalid_transition", r.content
+        assert "once it is published" in r.json()["detail"]
+    Post.objects.filter(pk=post.pk).update(status="published")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client_for(user).patch(url, {"text": "five\nsix"}, format="json").status_code == 202
+    # Until the AI has scored it (no worker runs here), every read path gives the cleared text.
+    assert client_for(None).get(url).json()["text"] == "one\ntwo"
+    assert client_for(None).get(url).json()["pending_edit"] is None
+    assert "one" in _public_captions(post) and "five" not in _public_captions(post)
+    assert client_for(user).get(url).json()["pending_edit"]["text"] == "five\nsix"
+    admin_view = client_for(user).get(f"/api/v1/content/media/{parent.pk}").json()
+    assert "five" not in _body(client_for(None).get(urlsplit(admin_view["captions"]).path)).decode()
+    transcript.refresh_from_db()
+    first = transcript.metadata["pending_edit"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client_for(user).patch(url, {"text": "seven\neight"}, format="json").status_code == 202
+    transcript.refresh_from_db()
+    second = transcript.metadata["pending_edit"]
+    assert second["edit"] == first["edit"] + 1 and [c[2] for c in second["segments"]] == ["seven", "eight"]
+    assert not any(storage.exists(v["key"]) for v in first["variants"].values())
+    assert all(storage.exists(v["key"]) for v in second["variants"].values())
+    assert [c[2] for c in transcript.metadata["segments"]] == ["one", "two"]  # the public text
 
 
 @pytest.mark.django_db
