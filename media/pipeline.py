@@ -7,7 +7,6 @@ change applies. The reaper for what a killed worker leaves behind is
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import shutil
 from pathlib import Path
@@ -94,8 +93,8 @@ def run(media_id: str, *, kind: str) -> None:
             return
         _perceptual_blocklist(claim, result, out_dir, steps)
         variants = _store_outputs(claim, result, steps)
-        if kind == MediaKind.TRANSCRIPT and "captions" in variants:
-            result.metadata["hls_subtitles"] = _hls_subtitles(claim, result, steps)
+        # A transcript's captions go into its video's HLS tree, and a video's new tree gets its ready
+        # transcript's captions again: both in ``complete``, under the video's row lock.
         processing.complete(claim, result, variants, steps)
     except ProcessingError as exc:
         if processing.fail(claim, exc, steps, retryable=exc.retryable):
@@ -279,35 +278,3 @@ def _store_outputs(claim: processing.Claim, result: ProcessorResult, steps: Step
             }
         s.output = {"stored": sorted(variants)}
     return variants
-
-
-def _hls_subtitles(claim: processing.Claim, result: ProcessorResult, steps: StepLog) -> dict | None:
-    """When the transcript's video has an HLS tree (``variants.hls``), put the captions in it as a
-    subtitle rendition: ``subs/<lang>.vtt`` and its playlist under the same signed folder, and an
-    ``#EXT-X-MEDIA:TYPE=SUBTITLES`` entry in the master playlist. Returns what was written, or None."""
-    import posixpath
-
-    from media.models import Media
-    from media.speech import captions
-
-    parent = Media.objects.filter(pk=claim.media.parent_id).first()
-    hls = (parent.variants or {}).get("hls") if parent else None
-    if not isinstance(hls, dict) or not hls.get("key"):
-        return None
-    captions_file = next(v.path for v in result.variants if v.name == "captions")
-    language = result.metadata.get("language") or "en"
-    folder = posixpath.dirname(hls["key"])
-    with steps.step("hls_subtitles", folder=folder) as s:
-        vtt_key, playlist_key = f"{folder}/subs/{language}.vtt", f"{folder}/subs/{language}.m3u8"
-        storage.save(vtt_key, captions_file, "text/vtt")
-        playlist = captions.subtitle_playlist(
-            duration=parent.duration_seconds or result.duration_seconds or 0.0, vtt_name=f"{language}.vtt"
-        )
-        storage.save(playlist_key, io.BytesIO(playlist.encode()), "application/vnd.apple.mpegurl")
-        with storage.open_read(hls["key"]) as fh:
-            master = fh.read().decode("utf-8")
-        name = {"en": "English"}.get(language, language)
-        master = captions.with_subtitles(master, uri=f"subs/{language}.m3u8", language=language, name=name)
-        storage.save(hls["key"], io.BytesIO(master.encode()), "application/vnd.apple.mpegurl")
-        s.output = {"vtt": vtt_key, "playlist": playlist_key}
-    return {"vtt_key": vtt_key, "playlist_key": playlist_key, "master_key": hls["key"]}

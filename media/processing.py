@@ -12,7 +12,10 @@ The post's side of each change goes through content's transitions (``content.ser
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import posixpath
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -437,6 +440,12 @@ def complete(claim: Claim, result: ProcessorResult, variants: dict[str, dict], s
         media.blurhash = result.blurhash or ""
         if result.mime_type:
             media.mime_type = result.mime_type
+        if media.kind == MediaKind.TRANSCRIPT and "captions" in variants:
+            result.metadata["hls_subtitles"] = _subtitles_into_parent(
+                media, variants["captions"], result, steps
+            )
+        elif isinstance(variants.get("hls"), dict):
+            variants = _with_transcript_subtitles(media, variants, result, steps)
         media.metadata = {**media.metadata, **result.metadata}
         media.variants = variants
         media.attempt_token = None
@@ -559,6 +568,138 @@ def _start_transcript(media: Media) -> None:
         metadata={"speech_provider": speech.provider_name()},
     )
     dispatch(transcript)  # the event-trigger toggle applies as to any medium (else the sweep sends it)
+
+
+# --- the transcript's captions as a subtitle rendition of the video's HLS tree ----------------------------
+#
+# Writing ``subs/<lang>.vtt`` and ``subs/<lang>.m3u8`` and rewriting the master playlist changes objects
+# whose sha256 the video's row records (``variants.hls.sha256`` and ``variants.hls.files``: the ETags
+# ``/m/h/…`` answers with). So every such rewrite happens here, under the video's row lock, and records
+# the new sha256s in the same transaction: two writers of one tree (the speech step finishing, and a new
+# processing attempt of the video rewriting the tree) take turns, and the one that comes second finds the
+# other's work (a ready transcript, or the new tree) and puts the subtitles in again.
+
+HLS_MIME = "application/vnd.apple.mpegurl"
+SUBTITLE_NAMES = {"en": "English"}
+
+
+def _subtitles_into_parent(
+    transcript: Media, captions: dict, result: ProcessorResult, steps: StepLog
+) -> dict | None:
+    """The speech step finished (its row is locked by ``complete``): put its ``captions`` into the
+    parent video's HLS tree. Returns what was written, or None when the parent has no HLS tree."""
+    language = captions.get("language") or result.metadata.get("language") or "en"
+    return _put_subtitles(transcript.parent_id, captions, language, result.duration_seconds, steps)
+
+
+def refresh_hls_subtitles(*, transcript_id: UUID | str) -> dict | None:
+    """Put a ready transcript's current captions into its video's HLS tree again, e.g. after its owner
+    corrected them (the edit stores them under new keys; the tree's copy is rewritten in place, and its
+    new sha256s recorded). Run it after the change commits. Returns what was written, or None when
+    there is nothing to do (no such ready transcript, no captions, no HLS tree)."""
+    with transaction.atomic():
+        transcript = Media.objects.filter(
+            pk=transcript_id, kind=MediaKind.TRANSCRIPT, processing_status=ProcessingStatus.READY
+        ).first()
+        captions = (transcript.variants or {}).get("captions") if transcript else None
+        if not isinstance(captions, dict) or not captions.get("key") or not transcript.parent_id:
+            return None
+        language = captions.get("language") or transcript.metadata.get("language") or "en"
+        return _put_subtitles(transcript.parent_id, captions, language, None, StepLog())
+
+
+def _put_subtitles(
+    parent_id: UUID | str, captions: dict, language: str, duration: float | None, steps: StepLog
+) -> dict | None:
+    """Under the parent's row lock (inside the caller's transaction): write the subtitle rendition
+    into the parent's current HLS tree and record the master's and the subs files' new sha256s."""
+    parent = lock_rows(Media.objects.filter(pk=parent_id)).first()
+    hls = (parent.variants or {}).get("hls") if parent else None
+    if not isinstance(hls, dict) or not hls.get("key"):
+        return None
+    hls_after = _write_subtitles(hls, captions, language, parent.duration_seconds or duration, steps)
+    parent.variants = {**parent.variants, "hls": hls_after}
+    parent.save(update_fields=["variants", "updated_at"])
+    return _subtitle_keys(hls, language)
+
+
+def _with_transcript_subtitles(
+    media: Media, variants: dict[str, dict], result: ProcessorResult, steps: StepLog
+) -> dict[str, dict]:
+    """A new attempt of a video (its row locked by ``complete``) stored a new HLS tree: when the video
+    already has a ready transcript with captions, copy them into the new tree (no new transcription)
+    and return ``variants`` with what that wrote recorded. A failure here leaves the new tree as the
+    processor wrote it (the master is rewritten last) and the video ready without subtitles."""
+    transcript = (
+        Media.objects.attached()
+        .filter(parent=media, kind=MediaKind.TRANSCRIPT, processing_status=ProcessingStatus.READY)
+        .order_by("-created_at")
+        .first()
+    )
+    captions = (transcript.variants or {}).get("captions") if transcript else None
+    if not isinstance(captions, dict) or not captions.get("key"):
+        return variants
+    language = captions.get("language") or transcript.metadata.get("language") or "en"
+    try:
+        hls = _write_subtitles(variants["hls"], captions, language, result.duration_seconds, steps)
+    except Exception:
+        logger.exception(
+            "media %s: the transcript's subtitles could not be put in the new HLS tree", media.pk
+        )
+        return variants
+    return {**variants, "hls": hls}
+
+
+def _subtitle_keys(hls: dict, language: str) -> dict:
+    folder = posixpath.dirname(hls["key"])
+    return {
+        "vtt_key": f"{folder}/subs/{language}.vtt",
+        "playlist_key": f"{folder}/subs/{language}.m3u8",
+        "master_key": hls["key"],
+    }
+
+
+def _write_subtitles(
+    hls: dict, captions: dict, language: str, duration: float | None, steps: StepLog
+) -> dict:
+    """Copy the WebVTT at ``captions["key"]`` into the tree of ``hls`` (``variants.hls``) as
+    ``subs/<lang>.vtt`` with its playlist, then rewrite the master with the ``#EXT-X-MEDIA:TYPE=SUBTITLES``
+    entry (last, so it never names a missing file). Returns ``hls`` with the master's new sha256 and
+    size and the subs files' {size_bytes, sha256} in ``files``: the caller saves it under the row lock."""
+    from media.speech import captions as webvtt
+
+    keys = _subtitle_keys(hls, language)
+    folder = posixpath.dirname(hls["key"])
+    with steps.step("hls_subtitles", folder=folder, captions=captions["key"]) as s:
+        with storage.open_read(captions["key"]) as fh:
+            vtt = fh.read()
+        playlist = webvtt.subtitle_playlist(duration=duration or 0.0, vtt_name=f"{language}.vtt").encode()
+        with storage.open_read(hls["key"]) as fh:
+            master = fh.read().decode("utf-8")
+        master = webvtt.with_subtitles(
+            master,
+            uri=f"subs/{language}.m3u8",
+            language=language,
+            name=SUBTITLE_NAMES.get(language, language),
+        ).encode()
+        files = {
+            name: entry for name, entry in (hls.get("files") or {}).items() if not name.startswith("subs/")
+        }
+        for key, body, mime in (
+            (keys["vtt_key"], vtt, "text/vtt"),
+            (keys["playlist_key"], playlist, HLS_MIME),
+        ):
+            storage.save(key, io.BytesIO(body), mime)
+            files[key[len(folder) + 1 :]] = {
+                "size_bytes": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+            }
+        storage.save(hls["key"], io.BytesIO(master), HLS_MIME)
+        s.output = {"vtt": keys["vtt_key"], "playlist": keys["playlist_key"]}
+    updated = {**hls, "sha256": hashlib.sha256(master).hexdigest(), "size_bytes": len(master), "files": files}
+    if "total_bytes" in hls:
+        updated["total_bytes"] = len(master) + sum(int(f.get("size_bytes") or 0) for f in files.values())
+    return updated
 
 
 def fail(claim: Claim, exc: BaseException, steps: StepLog, *, retryable: bool, message: str = "") -> bool:

@@ -4,12 +4,14 @@ published post's prescreen scores again."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import subprocess
 from urllib.parse import urlsplit
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from content.models import Post
 from media import processing, storage
@@ -18,6 +20,7 @@ from media.speech import captions
 from moderation.models import AiReview
 from tests.conftest import client_for
 from tests.factories import PostFactory, UserFactory
+from tests.media.helpers import upload_file
 from tests.media.speech_audio import CLEAN, have_espeak, speech_file
 
 needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng and ffmpeg are needed")
@@ -120,14 +123,95 @@ def test_speech_step_adds_a_subtitle_rendition_to_the_hls_tree(broker, worker, s
     assert set(probe.stdout.split()) == {"webvtt"}  # the program's stream and the stream itself
 
 
-def _ready_transcript(post, *, cues):
+def _run(broker, worker, actor: str, media_id) -> None:
+    broker.get_actor(actor).send(str(media_id))
+    for queue in ("media.video", "media.speech"):
+        broker.join(queue, fail_fast=False)
+    worker.join()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@needs_espeak
+@pytest.mark.django_db(transaction=True)
+def test_subtitles_survive_reprocessing_and_the_master_etag_follows_its_bytes(
+    broker, worker, settings, platform, tmp_path
+):
+    """A video processed by the worker (its HLS tree with every file's sha256 recorded), then its
+    transcript (which rewrites the master), then a new processing attempt of the video (which writes
+    a new tree): the master keeps the subtitle rendition, and its ETag is always its bytes' sha256."""
+    settings.SPEECH_PROVIDER = "pocketsphinx"
+    platform(processor_event_trigger_media_enabled=False)  # this test sends each step itself
+    owner = UserFactory()
+    post = PostFactory(author=owner, type="video", body="")
+    clip = tmp_path / "clip.mp4"
+    speech_file(CLEAN[:1], clip, video=True)
+    r = client_for(owner).post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file("clip.mp4", clip.read_bytes())},
+        format="multipart",
+    )
+    assert r.status_code == 201, r.content
+    video = Media.objects.get(pk=r.json()["id"])
+    _run(broker, worker, "process_video_media", video.pk)
+    video.refresh_from_db()
+    assert video.processing_status == ProcessingStatus.READY, video.processing_error
+    Post.objects.filter(pk=post.pk).update(status="published", published_at=timezone.now())
+    url = urlsplit(client_for(None).get(f"/api/v1/content/media/{video.pk}").json()["variants"]["hls"]["url"])
+    base = url.path.rsplit("/", 1)[0]
+    before = client_for(None).get(url.path)
+    etag_before = before["ETag"]
+    assert etag_before == f'"{video.variants["hls"]["sha256"]}"' == f'"{_sha(_body(before))}"'
+    assert b"TYPE=SUBTITLES" not in _body(before)
+
+    def served_as_recorded() -> bytes:
+        """The master and subs files are served with the sha256 recorded on the row, which is the
+        sha256 of the bytes served; a client holding an older ETag gets the new bytes (200)."""
+        video.refresh_from_db()
+        hls = video.variants["hls"]
+        body = _body(client_for(None).get(url.path))
+        assert '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs"' in body.decode()
+        r = client_for(None).get(url.path, HTTP_IF_NONE_MATCH=etag_before)
+        assert r.status_code == 200 and _body(r) == body
+        assert r["ETag"] == f'"{_sha(body)}"' == f'"{hls["sha256"]}"' and hls["size_bytes"] == len(body)
+        assert client_for(None).get(url.path, HTTP_IF_NONE_MATCH=r["ETag"]).status_code == 304
+        for name in ("subs/en.vtt", "subs/en.m3u8"):
+            sub = client_for(None).get(f"{base}/{name}")
+            data = _body(sub)
+            assert sub.status_code == 200 and sub["ETag"] == f'"{_sha(data)}"', name
+            assert hls["files"][name] == {"size_bytes": len(data), "sha256": _sha(data)}, name
+        return body
+
+    transcript = Media.objects.get(parent=video, kind="transcript")
+    _run(broker, worker, "process_transcript_media", transcript.pk)
+    transcript.refresh_from_db()
+    assert transcript.processing_status == ProcessingStatus.READY, transcript.processing_error
+    first = served_as_recorded()
+    vtt = _body(client_for(None).get(f"{base}/subs/en.vtt"))
+    assert vtt == storage.open_read(transcript.variants["captions"]["key"]).read()
+
+    # A new attempt rewrites the tree: the subtitles come back (a copy of the captions, no new transcript).
+    Media.objects.filter(pk=video.pk).update(processing_status="pending", attempt_token=None)
+    storage.delete(f"{storage.media_prefix(owner.pk, video.pk)}hls/subs/en.vtt")  # the new tree has none
+    _run(broker, worker, "process_video_media", video.pk)
+    video.refresh_from_db()
+    assert video.processing_status == ProcessingStatus.READY, video.processing_error
+    assert Media.objects.filter(parent=video, kind="transcript").count() == 1
+    assert not Media.objects.filter(parent=video, kind="transcript", processing_status="pending").exists()
+    assert served_as_recorded() == first
+    assert _body(client_for(None).get(f"{base}/subs/en.vtt")) == vtt
+
+
+def _ready_transcript(post, *, cues, kind="audio"):
     parent = Media.objects.create(
         post=post,
         owner=post.author,
-        kind="audio",
+        kind=kind,
         processing_status="ready",
         original_key="k",
-        mime_type="audio/mp4",
+        mime_type="audio/mp4" if kind == "audio" else "video/mp4",
     )
     transcript = Media.objects.create(
         post=post,
@@ -149,6 +233,47 @@ def _ready_transcript(post, *, cues):
 
 
 CUES = [(0.5, 2.0, "the wether is sonny", 0.4), (3.0, 5.5, "we are going to the park", 0.7)]
+
+
+@pytest.mark.django_db
+def test_refreshed_subtitles_are_recorded_with_the_master_they_rewrite(user):
+    """The captions changed (an owner's correction stores them under new keys): putting them into the
+    video's HLS tree again rewrites subs/en.vtt and the master in place, and records their new sha256s,
+    so a client holding the old ETag gets the new bytes and the new ETag."""
+    post = PostFactory(author=user, type="video", body="", published=True)
+    video, transcript = _ready_transcript(post, cues=CUES, kind="video")
+    master = b"#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=320x240\n360p.m3u8\n"
+    key = storage.media_key(user.pk, video.pk, "hls/master", ".m3u8")
+    storage.save(key, io.BytesIO(master), "application/vnd.apple.mpegurl")
+    video.variants = {"hls": {"key": key, "sha256": _sha(master), "size_bytes": len(master), "files": {}}}
+    video.save(update_fields=["variants"])
+    assert processing.refresh_hls_subtitles(transcript_id=video.pk) is None  # not a transcript
+    url = urlsplit(client_for(None).get(f"/api/v1/content/media/{video.pk}").json()["variants"]["hls"]["url"])
+    base = url.path.rsplit("/", 1)[0]
+    master_etag, vtt_etag = f'"{_sha(master)}"', '"none yet"'
+    for edit, text in enumerate(("the weather is sunny", "the weather is sunny today")):
+        vtt = captions.render_webvtt([captions.Segment(0.5, 2.0, text, 1.0)], language="en").encode()
+        vtt_key = storage.media_key(user.pk, transcript.pk, f"captions-{edit}", ".vtt")
+        storage.save(vtt_key, io.BytesIO(vtt), "text/vtt")
+        transcript.variants = {"captions": {"key": vtt_key, "mime_type": "text/vtt", "language": "en"}}
+        transcript.save(update_fields=["variants"])
+        written = processing.refresh_hls_subtitles(transcript_id=transcript.pk)
+        assert written["vtt_key"] == key.replace("master.m3u8", "subs/en.vtt")
+        video.refresh_from_db()
+        hls = video.variants["hls"]
+        assert hls["files"]["subs/en.vtt"] == {"size_bytes": len(vtt), "sha256": _sha(vtt)}
+        r = client_for(None).get(url.path, HTTP_IF_NONE_MATCH=master_etag)
+        if edit == 0:  # the master gained the rendition: new bytes, new ETag
+            body = _body(r)
+            assert r.status_code == 200 and b"TYPE=SUBTITLES" in body
+            master_etag = r["ETag"]
+            assert master_etag == f'"{_sha(body)}"' == f'"{hls["sha256"]}"'
+        else:  # it already names it: the same bytes, still fresh
+            assert r.status_code == 304 and r["ETag"] == master_etag == f'"{hls["sha256"]}"'
+        sub = client_for(None).get(f"{base}/subs/en.vtt", HTTP_IF_NONE_MATCH=vtt_etag)
+        assert sub.status_code == 200 and _body(sub) == vtt and sub["ETag"] == f'"{_sha(vtt)}"'
+        vtt_etag = sub["ETag"]
+        assert client_for(None).get(f"{base}/subs/en.vtt", HTTP_IF_NONE_MATCH=vtt_etag).status_code == 304
 
 
 @pytest.mark.django_db
