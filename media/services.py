@@ -1158,6 +1158,8 @@ def _apply_transcript_edit(media: Media, edit: dict) -> None:
     }
     media.save(update_fields=["variants", "original_key", "metadata", "updated_at"])
     _delete_unused_transcript_files(media, before)
+    # The video's HLS tree carries its own copy of the captions (a subtitle rendition): rewrite it too.
+    transaction.on_commit(lambda: processing.refresh_hls_subtitles(transcript_id=media.pk), robust=True)
 
 
 def _transcript_keys(media: Media, *, live: bool = True, held: bool = True) -> set[str]:

@@ -505,8 +505,9 @@ def _media_keys(media: Media) -> set[str]:
 # --- serving bytes: ranges, validators, cache policy (DESIGN.md §8) ----------------------------------------
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+HLS_PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 _HLS_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
+    ".m3u8": HLS_PLAYLIST_TYPE,
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
     ".m4a": "audio/mp4",
@@ -566,6 +567,14 @@ def _object_sha256(key: str, info: storage.ObjectInfo, known: str) -> str:
     return sha
 
 
+def _cache_control(*, public: bool, revalidate: bool, expires: int) -> str:
+    if not public:
+        return "private, no-store"
+    if revalidate:
+        return "public, no-cache"
+    return f"public, max-age={max(0, expires - int(time.time()))}, immutable"
+
+
 def serve_object(
     request: HttpRequest,
     *,
@@ -575,13 +584,16 @@ def serve_object(
     public: bool,
     expires: int,
     sha256: str = "",
+    revalidate: bool = False,
 ) -> HttpResponse:
     """A GET/HEAD answer for one stored object with everything browsers, players and CDNs use:
     ``Accept-Ranges``, a single ``Range`` → 206 (read at that offset, streamed) or 416 with
     ``Content-Range: bytes */size``; strong ``ETag`` (the bytes' sha256), ``Last-Modified``,
     ``If-None-Match`` / ``If-Modified-Since`` → 304, ``If-Range``; and the cache policy: ``public``
-    objects get ``max-age`` = the seconds the URL has left and ``immutable``, others
-    ``private, no-store``. Raises Http404 when the object is missing."""
+    objects get ``max-age`` = the seconds the URL has left and ``immutable`` (``revalidate``: objects
+    rewritten in place, such as HLS playlists, get ``no-cache`` instead, so caches ask again with the
+    ETag; RFC 9111 §5.2.2.4), others ``private, no-store``. Raises Http404 when the object is
+    missing."""
     try:
         info = storage.stat(key)
     except FileNotFoundError:
@@ -594,11 +606,7 @@ def serve_object(
         "Accept-Ranges": "bytes",
         "ETag": etag,
         "Last-Modified": last_modified,
-        "Cache-Control": (
-            f"public, max-age={max(0, expires - int(time.time()))}, immutable"
-            if public
-            else "private, no-store"
-        ),
+        "Cache-Control": _cache_control(public=public, revalidate=revalidate, expires=expires),
         "X-Content-Type-Options": "nosniff",
     }
 
@@ -779,6 +787,9 @@ def media_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
         public=_publicly_served(media, private_object=False),
         expires=signed.expires,
         sha256=_hls_file_sha256(media, key[len(folder) + 1 :]),
+        # Playlists change in place (the transcript's subtitle rendition joins the master, a corrected
+        # transcript rewrites the subtitles): caches must revalidate them (ETag = the recorded sha256).
+        revalidate=mime == HLS_PLAYLIST_TYPE or key.endswith(".vtt"),
     )
 
 

@@ -277,6 +277,56 @@ def test_refreshed_subtitles_are_recorded_with_the_master_they_rewrite(user):
 
 
 @pytest.mark.django_db
+def test_the_hls_subtitles_follow_a_transcript_edit_only_once_it_is_cleared(
+    user, platform, django_capture_on_commit_callbacks
+):
+    """The HLS tree's copy of the captions (subs/en.vtt) is what hls.js players show: an applied edit
+    rewrites it, a held one leaves the cleared text there until the AI clears it. Playlists and the
+    subtitles are served ``no-cache`` (rewritten in place), segments stay ``immutable``."""
+    from media.services import transcript_edit_cleared
+
+    platform(moderation_mode="reactive_only", trust_min_account_age_days=0, trust_min_approved_posts=0)
+    post = PostFactory(author=user, type="video", body="", published=True)
+    video, transcript = _ready_transcript(post, cues=CUES, kind="video")
+    master = b"#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=320x240\n360p.m3u8\n"
+    key = storage.media_key(user.pk, video.pk, "hls/master", ".m3u8")
+    storage.save(key, io.BytesIO(master), "application/vnd.apple.mpegurl")
+    video.variants = {"hls": {"key": key, "sha256": _sha(master), "size_bytes": len(master), "files": {}}}
+    video.save(update_fields=["variants"])
+    Media.objects.filter(pk=transcript.pk).update(
+        variants={"captions": {**transcript.variants["captions"], "language": "en"}}
+    )
+    processing.refresh_hls_subtitles(transcript_id=transcript.pk)
+    url = urlsplit(client_for(None).get(f"/api/v1/content/media/{video.pk}").json()["variants"]["hls"]["url"])
+    base = url.path.rsplit("/", 1)[0]
+
+    def tree_subtitles() -> str:
+        r = client_for(None).get(f"{base}/subs/en.vtt")
+        assert r.status_code == 200 and r["Cache-Control"] == "public, no-cache"
+        return _body(r).decode()
+
+    assert client_for(None).get(url.path)["Cache-Control"] == "public, no-cache"
+    assert "the wether is sonny" in tree_subtitles()
+    edit_url = f"/api/v1/content/media/{video.pk}/transcript"
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client_for(user).patch(edit_url, {"text": "The weather is sunny.\nWe walk."}, format="json")
+    assert r.status_code == 200
+    assert "The weather is sunny." in tree_subtitles() and "sonny" not in tree_subtitles()
+
+    platform(moderation_mode="ai_prescreen")
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client_for(user).patch(edit_url, {"text": "Held line one.\nHeld line two."}, format="json")
+    assert r.status_code == 202
+    assert "Held line one." not in tree_subtitles() and "The weather is sunny." in tree_subtitles()
+    transcript.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert transcript_edit_cleared(
+            media_id=transcript.pk, edit=transcript.metadata["pending_edit"]["edit"]
+        )
+    assert "Held line one." in tree_subtitles()
+
+
+@pytest.mark.django_db
 def test_owner_corrects_the_transcript_and_keeps_the_timings(
     user, other_user, platform, django_capture_on_commit_callbacks
 ):
@@ -395,7 +445,7 @@ def test_an_edited_transcript_of_a_published_post_waits_for_the_prescreen(
     html = (
         login(moderator).get(reverse("admin:moderation_reviewqueue_change", args=[post.pk])).content.decode()
     )
-    assert "the creator&#x27;s edit, waiting" in html or "the creator's edit, waiting" in html
+    assert "edit, not yet public: approving the post publishes it" in html
     assert "stupid" in html.split('class="pf-cue pf-flagged"')[1].split("</li>")[0]
     post_approve(post_id=post.pk, moderator=moderator, reason="Rude but allowed")
     transcript.refresh_from_db()

@@ -76,10 +76,17 @@ def _clean_video_post(tmp_path: Path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_clean_video_captions_play_in_the_admin_player(live_server, tmp_path):
+@pytest.mark.parametrize("blurred", [False, True], ids=["clear", "blurred"])
+def test_clean_video_captions_play_in_the_admin_player(live_server, tmp_path, blurred):
+    """``blurred``: a sensitive post's media is blurred until clicked; a click on a cue's time is a
+    request to play from there, so that one click both reveals and seeks."""
+    from content.models import Post
+
     moderator = make_moderator(username="mod")
     post, segments = _clean_video_post(tmp_path)
     assert segments, "the processor heard the clean sentences"
+    if blurred:
+        Post.objects.filter(pk=post.pk).update(sensitive=True)
     url = f"{live_server.url}/admin/moderation/reviewqueue/{post.pk}/change/"
 
     from playwright.sync_api import sync_playwright
@@ -111,9 +118,10 @@ def test_clean_video_captions_play_in_the_admin_player(live_server, tmp_path):
                 arg=float(rows[1]),
             )
             flagged = page.eval_on_selector_all(".pf-transcript .pf-flagged", "els => els.length")
+            still_blurred = page.eval_on_selector_all(".pf-media.pf-blur", "els => els.length")
         finally:
             browser.close()
     assert track["kind"] == "captions" and track["mode"] == "showing"
     assert [round(c[0], 2) for c in track["cues"]] == [round(s[0], 2) for s in segments]
     assert [c[2] for c in track["cues"]] == [s[2] for s in segments]
-    assert len(rows) == len(segments) >= 2 and flagged == 0
+    assert len(rows) == len(segments) >= 2 and flagged == 0 and still_blurred == 0

@@ -27,15 +27,17 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 });
 
-// Flagged or sensitive media is blurred until clicked (DESIGN.md §11): the first click only reveals.
+// Flagged or sensitive media is blurred until clicked (DESIGN.md §11): the first click only reveals,
+// except a click on a transcript cue's time, which asks to play from there: it reveals and seeks.
 document.addEventListener(
   "click",
   (event) => {
     const box = event.target.closest && event.target.closest(".pf-blur");
     if (!box) return;
+    box.classList.remove("pf-blur");
+    if (event.target.closest(".pf-seek")) return;
     event.preventDefault();
     event.stopPropagation();
-    box.classList.remove("pf-blur");
   },
   true,
 );
