@@ -235,11 +235,8 @@ def _ready_transcript(post, *, cues, kind="audio"):
 CUES = [(0.5, 2.0, "the wether is sonny", 0.4), (3.0, 5.5, "we are going to the park", 0.7)]
 
 
-@pytest.mark.django_db
-def test_refreshed_subtitles_are_recorded_with_the_master_they_rewrite(user):
-    """The captions changed (an owner's correction stores them under new keys): putting them into the
-    video's HLS tree again rewrites subs/en.vtt and the master in place, and records their new sha256s,
-    so a client holding the old ETag gets the new bytes and the new ETag."""
+def _published_video_with_hls(user):
+    """A published video post with a ready transcript and a one-rung HLS tree (its master recorded)."""
     post = PostFactory(author=user, type="video", body="", published=True)
     video, transcript = _ready_transcript(post, cues=CUES, kind="video")
     master = b"#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=320x240\n360p.m3u8\n"
@@ -247,6 +244,15 @@ def test_refreshed_subtitles_are_recorded_with_the_master_they_rewrite(user):
     storage.save(key, io.BytesIO(master), "application/vnd.apple.mpegurl")
     video.variants = {"hls": {"key": key, "sha256": _sha(master), "size_bytes": len(master), "files": {}}}
     video.save(update_fields=["variants"])
+    return post, video, transcript, key, master
+
+
+@pytest.mark.django_db
+def test_refreshed_subtitles_are_recorded_with_the_master_they_rewrite(user):
+    """The captions changed (an owner's correction stores them under new keys): putting them into the
+    video's HLS tree again rewrites subs/en.vtt and the master in place, and records their new sha256s,
+    so a client holding the old ETag gets the new bytes and the new ETag."""
+    post, video, transcript, key, master = _published_video_with_hls(user)
     assert processing.refresh_hls_subtitles(transcript_id=video.pk) is None  # not a transcript
     url = urlsplit(client_for(None).get(f"/api/v1/content/media/{video.pk}").json()["variants"]["hls"]["url"])
     base = url.path.rsplit("/", 1)[0]
@@ -286,13 +292,7 @@ def test_the_hls_subtitles_follow_a_transcript_edit_only_once_it_is_cleared(
     from media.services import transcript_edit_cleared
 
     platform(moderation_mode="reactive_only", trust_min_account_age_days=0, trust_min_approved_posts=0)
-    post = PostFactory(author=user, type="video", body="", published=True)
-    video, transcript = _ready_transcript(post, cues=CUES, kind="video")
-    master = b"#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=320x240\n360p.m3u8\n"
-    key = storage.media_key(user.pk, video.pk, "hls/master", ".m3u8")
-    storage.save(key, io.BytesIO(master), "application/vnd.apple.mpegurl")
-    video.variants = {"hls": {"key": key, "sha256": _sha(master), "size_bytes": len(master), "files": {}}}
-    video.save(update_fields=["variants"])
+    post, video, transcript, key, master = _published_video_with_hls(user)
     Media.objects.filter(pk=transcript.pk).update(
         variants={"captions": {**transcript.variants["captions"], "language": "en"}}
     )
