@@ -193,3 +193,36 @@ def test_sqlite_database_url_keeps_the_embedded_lock_options(tmp_path):
         timeout=120,
     )
     assert "'transaction_mode': 'IMMEDIATE'" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a scheduled post is prescreened at once; an edit of its transcript after the AI cleared it "
+    "is neither refused nor scored again, so unscreened text goes public at publish_at",
+)
+@pytest.mark.django_db
+def test_transcript_edit_of_a_cleared_scheduled_post_is_screened(
+    broker, platform, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.conftest import queued
+
+    platform(moderation_mode="ai_prescreen")
+    owner = UserFactory()
+    post = PostFactory(author=owner, type="audio", body="")
+    parent, _ = _ready_transcript(post, cues=[(0.5, 2.0, "hello there", 1.0)])
+    Post.objects.filter(pk=post.pk).update(
+        status="scheduled", moderation_state="clean", scheduled_at=timezone.now() + timedelta(hours=1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client_for(owner).patch(
+            f"/api/v1/content/media/{parent.pk}/transcript",
+            {"text": "you are so dumb and stupid\nshut up you idiot"},
+            format="json",
+        )
+    post.refresh_from_db()
+    rescreened = [m.actor_name for m in queued(broker, "moderation")]
+    assert r.status_code == 409 or rescreened or post.status != "scheduled", (r.status_code, post.status)
