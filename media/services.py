@@ -1151,6 +1151,9 @@ def _apply_transcript_edit(media: Media, edit: dict) -> None:
     metadata = {k: v for k, v in media.metadata.items() if k != "pending_edit"}
     media.metadata = {
         **metadata,
+        # What the recogniser heard is kept: the prescreen scores it as well as the creator's text,
+        # so an edit cannot hide what was said (moderation.review), and moderators still see it.
+        "speech_segments": metadata.get("speech_segments") or metadata.get("segments") or [],
         "segments": edit["segments"],
         "edits": edit["edit"],
         "edited_at": timezone.now().isoformat(),

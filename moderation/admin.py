@@ -48,6 +48,7 @@ from moderation.models import (
     ReviewQueue,
 )
 from moderation.platform import get_platform_settings, invalidate_platform_settings
+from moderation.review import HEARD_SUFFIX
 from moderation.selectors import (
     QUEUE_ITEM_KINDS,
     QUEUE_ORDERING,
@@ -192,26 +193,37 @@ def transcript_item(transcript: Media, cue_scores: dict, request) -> dict:
     threshold = get_platform_settings().ai_review_threshold
     pending = transcript.metadata.get("pending_edit") or {}
     segments = pending.get("segments") if pending else transcript.metadata.get("segments")
-    cues = []
-    for index, (start, end, text, *_) in enumerate(segments or []):
-        score = cue_scores.get((str(transcript.pk), index))
-        minutes, seconds = divmod(int(start), 60)
-        cues.append(
-            {
-                "start": round(float(start), 3),
-                "end": round(float(end), 3),
-                "label": f"{minutes}:{seconds:02d}",
-                "text": text,
-                "score": score,
-                "flagged": score is not None and score >= threshold,
-            }
-        )
+
+    def rows(segments, scores_id: str) -> list[dict]:
+        cues = []
+        for index, (start, end, text, *_) in enumerate(segments or []):
+            score = cue_scores.get((scores_id, index))
+            minutes, seconds = divmod(int(start), 60)
+            cues.append(
+                {
+                    "start": round(float(start), 3),
+                    "end": round(float(end), 3),
+                    "label": f"{minutes}:{seconds:02d}",
+                    "text": text,
+                    "score": score,
+                    "flagged": score is not None and score >= threshold,
+                }
+            )
+        return cues
+
+    cues = rows(segments, str(transcript.pk))
+    # What the recogniser heard, when the creator's text differs from it (the prescreen scores both).
+    heard_segments = transcript.metadata.get("speech_segments") or []
+    heard = rows(heard_segments, f"{transcript.pk}{HEARD_SUFFIX}")
+    if [c["text"] for c in heard] == [c["text"] for c in cues]:
+        heard = []
     return {
         "transcript": transcript,
         "captions": variant_url(transcript, "captions", request),
         "captions_language": transcript.metadata.get("language") or "en",
         "cues": cues,
-        "flagged_cues": sum(1 for cue in cues if cue["flagged"]),
+        "heard_cues": heard,
+        "flagged_cues": sum(1 for cue in cues + heard if cue["flagged"]),
         "pending_edit": bool(pending),
     }
 

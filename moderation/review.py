@@ -42,6 +42,7 @@ class TranscriptPending(Exception):
     """A transcript of the post's media is still being made: the verdict waits for it (issue 17)."""
 
 
+HEARD_SUFFIX = ":heard"  # transcript cue scores of what the recogniser heard, before the creator's edits
 TRANSCRIPT_POLL_SECONDS = 60  # the safety-net re-check; a finished transcript sends the review at once
 
 
@@ -63,6 +64,11 @@ def _transcripts(media_qs) -> list[TranscriptInput]:
         cues = [(float(c[0]), float(c[1]), str(c[2])) for c in t.metadata.get("segments") or []]
         if cues:
             found.append(TranscriptInput(media_id=str(t.pk), cues=cues))
+        # What the recogniser heard before the creator's edits: an edit fixes captions, it does not
+        # hide what was said (scored under "<id>:heard", which the review page shows beside the text).
+        heard = [(float(c[0]), float(c[1]), str(c[2])) for c in t.metadata.get("speech_segments") or []]
+        if heard and [c[2] for c in heard] != [c[2] for c in cues]:
+            found.append(TranscriptInput(media_id=f"{t.pk}{HEARD_SUFFIX}", cues=heard))
     return found
 
 

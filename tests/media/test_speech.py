@@ -238,6 +238,43 @@ def test_abusive_voice_note_is_held_and_clean_one_published(broker, worker, spee
 
 @needs_espeak
 @pytest.mark.django_db(transaction=True)
+def test_editing_a_drafts_transcript_does_not_hide_what_was_said(broker, worker, speech_e2e, tmp_path):
+    """A creator replaces an abusive voice note's transcript with harmless text before publishing:
+    the prescreen still hears the speech (what the recogniser heard is kept and scored), and the
+    review page shows it beside the creator's text with the abusive passage flagged."""
+    from django.urls import reverse
+
+    from tests.moderation.test_admin import login, make_moderator
+
+    user = UserFactory()
+    speech_file([CLEAN[0], ABUSIVE[0]], tmp_path / "rude.m4a")
+    post = PostFactory(author=user, type="audio", title="My voice note", body="")
+    r = client_for(user).post(
+        f"/api/v1/content/posts/{post.pk}/media",
+        {"file": upload_file("rude.m4a", (tmp_path / "rude.m4a").read_bytes())},
+        format="multipart",
+    )
+    assert r.status_code == 201, r.content
+    _drain(broker, worker)
+    transcript = Media.objects.get(post=post, kind="transcript")
+    lines = len(transcript.metadata["segments"])
+    r = client_for(user).patch(
+        f"/api/v1/content/media/{transcript.pk}/transcript",
+        {"text": "\n".join(["What a lovely day."] * lines)},
+        format="json",
+    )
+    assert r.status_code == 200, r.content
+    assert client_for(user).post(f"/api/v1/content/posts/{post.pk}/publish").status_code in (200, 202)
+    _drain(broker, worker)
+    post.refresh_from_db()
+    assert post.status in ("pending_review", "quarantined"), AiReview.objects.filter(post=post).values()
+    html = login(make_moderator()).get(reverse("admin:moderation_reviewqueue_change", args=[post.pk]))
+    heard = html.content.decode().split("What the recogniser heard")[1]
+    assert "stupid" in heard.split('class="pf-cue pf-flagged"')[1].split("</li>")[0]
+
+
+@needs_espeak
+@pytest.mark.django_db(transaction=True)
 def test_failed_transcript_sends_the_post_to_a_human(broker, worker, speech_e2e, settings, tmp_path):
     settings.SPEECH_PROVIDER = "faster-whisper"  # no SPEECH_MODEL_PATH: the transcript fails for good
     settings.SPEECH_MODEL_PATH = ""
