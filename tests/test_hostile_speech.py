@@ -168,11 +168,6 @@ def test_public_transcript_text_variant_url_is_served(user, django_capture_on_co
     assert client_for(None).get(urlsplit(url).path).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DATABASE_URL=sqlite:///… loses the embedded default's SQLite OPTIONS (timeout, IMMEDIATE "
-    "transactions, WAL): with the in-process worker, requests fail with 500 'database is locked'",
-)
 def test_sqlite_database_url_keeps_the_embedded_lock_options(tmp_path):
     import os
     import subprocess
