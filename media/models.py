@@ -202,6 +202,20 @@ class Media(models.Model):
             return None
         return {"x": self.focus_x, "y": self.focus_y}
 
+    def variant_with_key(self, key: str) -> dict | None:
+        """The named variant stored under ``key``, or None."""
+        return next(
+            (v for v in (self.variants or {}).values() if isinstance(v, dict) and v.get("key") == key),
+            None,
+        )
+
+    def is_private_original(self, key: str) -> bool:
+        """Whether ``key`` is the uploaded original, served only to the owner and staff (it may carry
+        EXIF/GPS). A key that is also a named variant is that variant, public by the post's
+        visibility: a transcript stores its plain text under its ``original_key`` and publishes the
+        same object as its ``text`` variant."""
+        return key == self.original_key and self.variant_with_key(key) is None
+
 
 class RunResult(models.TextChoices):
     RUNNING = "running", "Running"

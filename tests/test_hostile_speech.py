@@ -144,14 +144,10 @@ def test_transcript_rescore_does_not_consume_a_pending_revisions_review(
     assert waiting_for_ai(post, post.revision)  # the edit (with its new audio) still needs its prescreen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the transcript's `text` variant has the same key as its original_key, so media_file treats "
-    "it as a private original: the public media JSON of a published transcript advertises a URL "
-    "that is 404 for everyone but the owner",
-)
 @pytest.mark.django_db
-def test_public_transcript_text_variant_url_is_served(user, django_capture_on_commit_callbacks):
+def test_public_transcript_text_variant_url_is_served(user, platform, django_capture_on_commit_callbacks):
+    # Not prescreened, so the edit applies at once (a prescreened one is held until the AI clears it).
+    platform(moderation_mode="reactive_only", trust_min_account_age_days=0, trust_min_approved_posts=0)
     post = PostFactory(author=user, type="audio", body="", published=True)
     parent, transcript = _ready_transcript(post, cues=[(0.5, 2.0, "hello there", 1.0)])
     with django_capture_on_commit_callbacks(execute=True):
@@ -164,11 +160,6 @@ def test_public_transcript_text_variant_url_is_served(user, django_capture_on_co
     assert client_for(None).get(urlsplit(url).path).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DATABASE_URL=sqlite:///… loses the embedded default's SQLite OPTIONS (timeout, IMMEDIATE "
-    "transactions, WAL): with the in-process worker, requests fail with 500 'database is locked'",
-)
 def test_sqlite_database_url_keeps_the_embedded_lock_options(tmp_path):
     import os
     import subprocess

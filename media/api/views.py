@@ -706,8 +706,9 @@ def _served_media(media_id) -> Media:
 def media_file(request: HttpRequest, token: str) -> HttpResponse:
     """Serve stored bytes behind a signed, expiring URL. What the URL says is checked against the
     row now: the key must be canonical and one of the medium's current keys; media of a post that is
-    not published, and every original (it may carry EXIF/GPS), are served only to the owner and
-    staff, authenticated by session or token on this request. Ranges and validators: ``serve_object``."""
+    not published, and every original (it may carry EXIF/GPS; a key that is also a named variant is
+    that variant: ``Media.is_private_original``), are served only to the owner and staff,
+    authenticated by session or token on this request. Ranges and validators: ``serve_object``."""
     signed = storage.verify_url_token(token)
     if signed is None:
         return JsonResponse(
@@ -718,20 +719,10 @@ def media_file(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404
     if signed.key not in _media_keys(media):
         raise Http404  # a key of an older generation (rotated since) or of nothing at all
-    is_original = signed.key == media.original_key
+    is_original = media.is_private_original(signed.key)
     if not _viewer_may_read(request, media, private_object=is_original):
         raise Http404
-    if is_original:
-        sha = media.sha256
-    else:
-        sha = next(
-            (
-                v.get("sha256", "")
-                for v in media.variants.values()
-                if isinstance(v, dict) and v.get("key") == signed.key
-            ),
-            "",
-        )
+    sha = media.sha256 if is_original else (media.variant_with_key(signed.key) or {}).get("sha256", "")
     return serve_object(
         request,
         key=signed.key,
