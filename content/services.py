@@ -17,7 +17,7 @@ from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from config.errors import (
@@ -952,16 +952,27 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
     return post
 
 
+def awaits_ai_review() -> Q:
+    """Posts whose current ``revision`` may wait for the prescreen: a first publish or a scheduled
+    post ``under_review``, or a published post whose pending edit (numbered ``revision``) waits.
+    Whether the AI already judged it is ``moderation.services.waiting_for_ai``'s to say."""
+    return Q(
+        status__in=[PostStatus.PENDING_REVIEW, PostStatus.SCHEDULED],
+        moderation_state=ModerationState.UNDER_REVIEW,
+    ) | Q(
+        status=PostStatus.PUBLISHED,
+        pending_revision__status=RevisionStatus.PENDING,
+        pending_revision__number=F("revision"),
+    )
+
+
 def post_transcript_settled(*, post_id: UUID | str) -> None:
-    """A transcript of the post's media finished (ready or failed). A post whose prescreen waits for
-    it (``pending_review``/``under_review``) gets its AI review sent now rather than at the next
-    safety-net look; the review itself checks the revision and ignores duplicates (issue 17)."""
-    post = Post.objects.filter(pk=post_id, deleted_at__isnull=True).first()
-    if (
-        post is not None
-        and post.status == PostStatus.PENDING_REVIEW
-        and post.moderation_state == ModerationState.UNDER_REVIEW
-    ):
+    """A transcript of the post's media finished (ready or failed). A post whose prescreen may wait
+    for it (``awaits_ai_review``: a first publish, a scheduled post, or a pending edit of a published
+    post) gets its AI review sent now rather than at the next safety-net look; the review itself
+    checks the revision and ignores duplicates (issue 17)."""
+    post = Post.objects.filter(awaits_ai_review(), pk=post_id, deleted_at__isnull=True).first()
+    if post is not None:
         send_on_commit("review_post", str(post.pk), post.revision)
 
 

@@ -11,9 +11,10 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from config.queueing import send_on_commit
-from content.models import ModerationState, Post, PostStatus, RevisionStatus
-from content.services import post_media_settled
+from content.models import Post, PostStatus
+from content.services import awaits_ai_review, post_media_settled
 from media.models import Media
+from moderation import policy
 
 
 @dataclass
@@ -29,8 +30,6 @@ def sweep_stuck_posts(
     is unfinished (the settle step failed), and posts waiting for an AI review that was never
     queued. Settle the first, queue the review of the second (unless ``dry_run``); at most ``limit``
     of each. Returns their ids."""
-    from moderation.models import AiReview
-
     report = PostSweepReport()
     cutoff = timezone.now() - timedelta(minutes=grace_minutes)
     unfinished = Media.objects.unfinished().filter(post=models.OuterRef("pk"))
@@ -41,18 +40,12 @@ def sweep_stuck_posts(
         report.settled.append(str(post_id))
         if not dry_run:
             post_media_settled(post_id=post_id)
-    reviewed = AiReview.objects.filter(post=models.OuterRef("pk"), post_revision=models.OuterRef("revision"))
+    reviewed = policy.revision_reviews().filter(
+        post=models.OuterRef("pk"), post_revision=models.OuterRef("revision")
+    )
     waiting = Post.objects.filter(
-        models.Q(
-            status__in=[PostStatus.PENDING_REVIEW, PostStatus.SCHEDULED],
-            moderation_state=ModerationState.UNDER_REVIEW,
-        )
-        # An edit of a published post whose review message was lost (its media all processed).
-        | models.Q(
-            status=PostStatus.PUBLISHED,
-            pending_revision__status=RevisionStatus.PENDING,
-            pending_revision__number=models.F("revision"),
-        ),
+        # Includes an edit of a published post whose review message was lost (its media all processed).
+        awaits_ai_review(),
         deleted_at__isnull=True,
         submitted_at__lt=cutoff,
     ).filter(~models.Exists(reviewed), ~models.Exists(unfinished))

@@ -19,6 +19,7 @@ from content.models import Post, PostStatus, Report, ReportStatus
 from moderation.models import (
     AccountStanding,
     AccountStatus,
+    AiReview,
     Decision,
     ModerationAction,
     ModerationDecision,
@@ -45,6 +46,27 @@ DECISION_FOR_BAND = {
 BAND_FOR_DECISION = {decision: band for band, decision in DECISION_FOR_BAND.items()}
 AI_VERDICTS = tuple(DECISION_FOR_BAND.values())  # the AiReview decisions that are a verdict on a revision
 SCORED_BANDS = tuple(DECISION_FOR_BAND)
+
+# ``AiReview.raw["rescore"]`` of a score of a held transcript edit (``ai_transcript_rescore_apply``),
+# and ``raw["held_post"]`` when that score sent the post to a human.
+TRANSCRIPT_RESCORE = "transcript_edit"
+
+
+def revision_reviews() -> QuerySet[AiReview]:
+    """The AI reviews that speak for the post revision they name (``AiReview.post_revision``): the
+    sweep (any of them) and ``waiting_for_ai`` (``revision_verdicts``) read these. A transcript
+    rescore is recorded under ``post.revision`` but judges one held transcript edit, not that
+    revision, which may be an edit still waiting for its own prescreen: it counts only when it sent
+    the post to a human (``raw.held_post``), because then the whole post, with any pending revision,
+    waits for that human and not for the AI."""
+    return AiReview.objects.filter(~Q(raw__has_key="rescore") | Q(raw__held_post=True))
+
+
+def revision_verdicts() -> QuerySet[AiReview]:
+    """The reviews after which a revision no longer waits for the AI: a verdict on it
+    (``AI_VERDICTS``) or a transcript rescore that sent the post to a human."""
+    return revision_reviews().filter(Q(decision__in=AI_VERDICTS) | Q(raw__held_post=True))
+
 
 # Decisions the creator must be told the reason for (DESIGN.md §10: notifications carry it).
 REASON_REQUIRED = frozenset({ModerationAction.REJECT})

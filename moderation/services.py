@@ -111,12 +111,7 @@ def waiting_for_ai(post: Post, revision: int) -> bool:
         waiting = bool(_waiting_revision(post, revision))
     else:
         waiting = False
-    return (
-        waiting
-        and not AiReview.objects.filter(
-            post=post, post_revision=revision, decision__in=policy.AI_VERDICTS
-        ).exists()
-    )
+    return waiting and not policy.revision_verdicts().filter(post=post, post_revision=revision).exists()
 
 
 @transaction.atomic
@@ -659,6 +654,13 @@ def post_release_claim(*, post_id: UUID | str, moderator: AbstractBaseUser) -> N
 # --- an edited transcript of a published post (issue 17) -------------------------------------------------
 
 
+def _transcript_edit_held(media_id: UUID | str, edit: int) -> bool:
+    """Whether ``edit`` is still the held edit of the transcript ``media_id``."""
+    media = Media.objects.filter(pk=media_id).only("metadata").first()
+    pending = (media.metadata.get("pending_edit") or {}) if media else {}
+    return bool(pending) and int(pending.get("edit") or 0) == int(edit)
+
+
 @transaction.atomic
 def ai_transcript_rescore_apply(
     *,
@@ -684,19 +686,37 @@ def ai_transcript_rescore_apply(
     ``pending_review`` for a human, the revoke band quarantines it (``flagged``), and either way its
     media URLs are revoked and the edit stays held until a moderator approves the post
     (``post_approve`` applies it). A provider ``error`` is recorded; when ``final`` the post goes to a
-    human (fail closed). A post no longer published at ``revision`` records a ``stale`` row and
-    changes nothing. Raises ``NotFound`` only when the post row is gone."""
+    human (fail closed). A post no longer published, or an edit no longer held (replaced, applied,
+    approved), records a ``stale`` row and changes nothing; a later edit of the post (a higher
+    ``revision``) does not: the transcript edit is still held and still needs this score. Raises
+    ``NotFound`` only when the post row is gone.
+
+    The row is recorded under the post's ``revision`` (``revision`` when stale), which may be a
+    pending edit of the post still waiting for its own prescreen, and marked ``raw.rescore``: it is
+    no verdict on that revision unless it sent the post to a human (``raw.held_post``;
+    ``policy.revision_reviews``)."""
     post = post_lock(post_id=post_id, include_deleted=True)
-    current = post.deleted_at is None and post.revision == revision and post.status == PostStatus.PUBLISHED
+    current = (
+        post.deleted_at is None
+        and post.status == PostStatus.PUBLISHED
+        and revision <= post.revision
+        and (media_id is None or edit is None or _transcript_edit_held(media_id, edit))
+    )
     if error:
         decision = Decision.ERROR
     elif not current:
         decision = Decision.STALE
     else:
         decision = policy.decision_for(float(overall))
+    hold = current and (decision in (Decision.REVIEW, Decision.QUARANTINE) or bool(error and final))
+    raw = {**(raw or {}), "final": final} if error else dict(raw or {})
+    raw["rescore"] = policy.TRANSCRIPT_RESCORE
+    if hold:
+        raw["held_post"] = True
     review = AiReview.objects.create(
         post=post,
-        post_revision=revision,
+        # A hold speaks for the post as it is now, a pending edit of it included.
+        post_revision=post.revision if current else revision,
         provider=provider,
         model=model,
         scores=scores or {},
@@ -706,12 +726,11 @@ def ai_transcript_rescore_apply(
         error=error[:2000],
         duration_ms=duration_ms,
         attempt=attempt,
-        raw={**(raw or {}), "final": final} if error else (raw or {}),
+        raw=raw,
     )
-    hold = decision in (Decision.REVIEW, Decision.QUARANTINE) or (error and final)
     if current and decision == Decision.PUBLISH and media_id is not None and edit is not None:
         transcript_edit_cleared(media_id=media_id, edit=edit)
-    if current and hold:
+    if hold:
         post.status = PostStatus.QUARANTINED if decision == Decision.QUARANTINE else PostStatus.PENDING_REVIEW
         post.moderation_state = (
             ModerationState.FLAGGED if decision == Decision.QUARANTINE else ModerationState.UNDER_REVIEW

@@ -104,12 +104,6 @@ def test_edit_during_review_keeps_what_the_ai_scored(user, django_capture_on_com
     assert r.status_code == 409 or ("you are so dumb" in kept and storage.exists(old_key))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rescore_transcript records its verdict under post.revision, which is the number of a "
-    "pending edit: waiting_for_ai then says the edit was judged, so review_post and the sweep skip it "
-    "and the revision stays pending forever",
-)
 @pytest.mark.django_db
 def test_transcript_rescore_does_not_consume_a_pending_revisions_review(
     stub_ai, platform, django_capture_on_commit_callbacks
@@ -133,7 +127,7 @@ def test_transcript_rescore_does_not_consume_a_pending_revisions_review(
             {"text": "hello friends\nnice garden"},
             format="json",
         )
-    assert r.status_code == 200, r.content
+    assert r.status_code == 202, r.content  # held for the prescreen
     transcript = Media.objects.get(parent=added, kind="transcript")
     transcript_rescore(
         post_id=str(post.pk), media_id=str(transcript.pk), revision=post.revision, max_retries=0
@@ -142,6 +136,38 @@ def test_transcript_rescore_does_not_consume_a_pending_revisions_review(
     post.refresh_from_db()
     assert post.pending_revision is not None and post.pending_revision.status == "pending"
     assert waiting_for_ai(post, post.revision)  # the edit (with its new audio) still needs its prescreen
+
+
+@pytest.mark.django_db
+def test_a_rescore_that_holds_the_post_keeps_the_pending_revision_for_the_human(
+    stub_ai, platform, django_capture_on_commit_callbacks
+):
+    """The counterpart: an abusive edit, held before the post's next edit opened a revision, is still
+    scored (not stale) and sends the post to a human; the AI then must not clear the post over them."""
+    from moderation.review import review_post_revision, transcript_rescore
+
+    platform(moderation_mode="ai_prescreen")
+    owner = UserFactory()
+    post = PostFactory(author=owner, type="audio", body="", published=True)
+    first, transcript = _ready_transcript(post, cues=[(0.5, 2.0, "hello", 1.0)])
+    Media.objects.filter(pk=first.pk).update(is_primary=True)
+    with django_capture_on_commit_callbacks(execute=False):
+        r = client_for(owner).patch(
+            f"/api/v1/content/media/{first.pk}/transcript", {"text": "you are dumb [ai:0.99]"}, format="json"
+        )
+    assert r.status_code == 202, r.content
+    sent_at = Post.objects.get(pk=post.pk).revision
+    added, _ = _ready_transcript(post, cues=[(0.5, 2.0, "nice garden", 1.0)])
+    Media.objects.filter(pk=added.pk).update(is_primary=False)
+    with django_capture_on_commit_callbacks(execute=False):
+        content_services.post_edit(post_id=post.pk, actor=owner, attach_media_ids=[added.pk])
+    transcript_rescore(post_id=str(post.pk), media_id=str(transcript.pk), revision=sent_at, max_retries=0)
+    post.refresh_from_db()
+    assert post.status in ("pending_review", "quarantined") and post.pending_revision is not None
+    assert not waiting_for_ai(post, post.revision)
+    review_post_revision(post_id=str(post.pk), revision=post.revision, max_retries=0)
+    post.refresh_from_db()
+    assert post.status in ("pending_review", "quarantined") and post.pending_revision is not None
 
 
 @pytest.mark.django_db

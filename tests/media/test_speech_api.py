@@ -491,6 +491,47 @@ def test_transcript_edits_by_status_under_prescreen(user, platform, django_captu
 
 
 @pytest.mark.django_db
+def test_a_finished_transcript_sends_the_review_of_a_pending_edit_at_once(
+    broker, stub_ai, platform, django_capture_on_commit_callbacks
+):
+    """An audio added to a published post opens a revision whose prescreen waits for the audio's
+    transcript: when that transcript finishes, the review is queued at once (not at the next poll),
+    and it clears the revision while the public kept the previous one."""
+    from content import services as content_services
+    from moderation.review import review_post_revision
+    from tests.conftest import queued
+
+    platform(moderation_mode="ai_prescreen")
+    owner = UserFactory()
+    post = PostFactory(author=owner, type="audio", body="", published=True)
+    first, _ = _ready_transcript(post, cues=CUES)
+    added, transcript = _ready_transcript(post, cues=[(0.5, 2.0, "nice garden", 0.9)])
+    Media.objects.filter(pk=first.pk).update(is_primary=True)
+    Media.objects.filter(pk=added.pk).update(is_primary=False)
+    Media.objects.filter(pk=transcript.pk).update(processing_status="processing")
+    with django_capture_on_commit_callbacks(execute=False):  # its first review_post is lost
+        revision = content_services.post_edit(post_id=post.pk, actor=owner, attach_media_ids=[added.pk])
+    broker.flush_all()
+    with django_capture_on_commit_callbacks(execute=True):  # a published post without an edit: nothing
+        content_services.post_transcript_settled(post_id=PostFactory(author=owner, published=True).pk)
+    assert queued(broker, "moderation") == []
+
+    Media.objects.filter(pk=transcript.pk).update(processing_status="ready")
+    transcript.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        processing._settle_on_commit(transcript)
+    assert [(m.actor_name, m.args) for m in queued(broker, "moderation")] == [
+        ("review_post", (str(post.pk), revision.number))
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        review_post_revision(post_id=str(post.pk), revision=revision.number, max_retries=0)
+    post.refresh_from_db()
+    revision.refresh_from_db()
+    assert post.status == "published" and post.pending_revision is None
+    assert revision.status == "cleared" and post.public_revision_id == revision.pk
+
+
+@pytest.mark.django_db
 def test_the_sweep_requeues_a_lost_transcript_on_the_speech_queue(broker, django_capture_on_commit_callbacks):
     from tests.conftest import queued
 
