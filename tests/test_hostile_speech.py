@@ -1,4 +1,4 @@
-"""Hostile findings against transcripts and captions (issue 17), each a strict xfail until fixed.
+"""Hostile findings against transcripts and captions (issue 17): each test failed before its fix.
 
 Modelled on tests/media/test_speech_api.py; the stub AI scores the text it is given, so a
 ``[ai:0.99]`` marker in the machine transcript stands for abusive speech."""
