@@ -952,6 +952,20 @@ def post_media_settled(*, post_id: UUID | str) -> Post | None:
     return post
 
 
+@transaction.atomic
+def post_transcript_edited(*, post_id: UUID | str) -> None:
+    """A creator's correction of a transcript of the post's media became public (``media.services``
+    applies it): a published post shows it was edited (``edited_at``), as for any edit after publish
+    (DESIGN.md §9). Other statuses and deleted posts: nothing."""
+    post = Post.objects.filter(pk=post_id, deleted_at__isnull=True, status=PostStatus.PUBLISHED).first()
+    if post is None:
+        return
+    post = post_lock(post_id=post.pk)
+    if post.status == PostStatus.PUBLISHED:
+        post.edited_at = timezone.now()
+        post.save(update_fields=["edited_at", "updated_at"])
+
+
 def awaits_ai_review() -> Q:
     """Posts whose current ``revision`` may wait for the prescreen: a first publish or a scheduled
     post ``under_review``, or a published post whose pending edit (numbered ``revision``) waits.

@@ -41,7 +41,13 @@ from config.errors import (
 )
 from config.locking import lock_rows
 from content.models import Post, PostStatus, PostType
-from content.services import post_edit, post_lock, post_media_attached, post_media_detached
+from content.services import (
+    post_edit,
+    post_lock,
+    post_media_attached,
+    post_media_detached,
+    post_transcript_edited,
+)
 from media import processing, storage
 from media.models import Media, MediaKind, Upload, UploadState
 from media.processors.base import UnsupportedMedia
@@ -1163,6 +1169,9 @@ def _apply_transcript_edit(media: Media, edit: dict) -> None:
     _delete_unused_transcript_files(media, before)
     # The video's HLS tree carries its own copy of the captions (a subtitle rendition): rewrite it too.
     transaction.on_commit(lambda: processing.refresh_hls_subtitles(transcript_id=media.pk), robust=True)
+    if media.post_id:  # after commit: the post is locked after, never while, its media row is
+        post_id = media.post_id
+        transaction.on_commit(lambda: post_transcript_edited(post_id=post_id), robust=True)
 
 
 def _transcript_keys(media: Media, *, live: bool = True, held: bool = True) -> set[str]:

@@ -428,6 +428,7 @@ def test_an_edited_transcript_of_a_published_post_waits_for_the_prescreen(
     if status == "published":
         assert post.status == "published" and review.decision == "publish"
         assert "pending_edit" not in transcript.metadata and transcript.metadata["edits"] == 1
+        assert post.edited_at is not None  # shown as edited, as any edit after publish
         assert client_for(None).get(url).json()["text"] == text
         assert "The weather is sunny." in _public_captions(post)
         return
