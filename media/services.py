@@ -1205,14 +1205,19 @@ def transcript_edit_cleared(*, media_id: UUID | str, edit: int) -> bool:
 
 
 @transaction.atomic
-def transcript_edits_approved(*, post_id: UUID | str) -> list[str]:
-    """A moderator approved the post: every held transcript edit of it (the text the review page
-    showed them) replaces its public captions and text. Returns the transcript ids changed."""
+def transcript_edits_approved(*, post_id: UUID | str, edits: dict[str, int] | None = None) -> list[str]:
+    """The post went public by a decision that saw its held transcript edits: a moderator's (the
+    review page shows them; while a post waits for a human its transcript takes no edit) or the AI's
+    verdict, which passes ``edits`` ({transcript id: held edit number} it scored) so that only those,
+    and no newer edit, are applied. Each replaces its public captions and text. Returns the
+    transcript ids changed."""
     changed = []
     for media in lock_rows(Media.objects.attached(), of=("self",)).filter(
         post_id=post_id, kind=MediaKind.TRANSCRIPT
     ):
         pending = media.metadata.get("pending_edit")
+        if pending and edits is not None and edits.get(str(media.pk)) != int(pending.get("edit") or 0):
+            continue
         if pending:
             _apply_transcript_edit(media, pending)
             changed.append(str(media.pk))

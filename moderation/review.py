@@ -46,7 +46,7 @@ HEARD_SUFFIX = ":heard"  # transcript cue scores of what the recogniser heard, b
 TRANSCRIPT_POLL_SECONDS = 60  # the safety-net re-check; a finished transcript sends the review at once
 
 
-def _transcripts(media_qs) -> list[TranscriptInput]:
+def _transcripts(media_qs, held_edits: dict[str, int] | None = None) -> list[TranscriptInput]:
     """The cues of every transcript among ``media_qs`` (the reviewed revision's media and what derives
     from them). Raises ``TranscriptPending`` while one is being made, and a non-retryable
     ``ProviderError`` when one failed: the speech was never screened, so a human decides (fail
@@ -61,7 +61,13 @@ def _transcripts(media_qs) -> list[TranscriptInput]:
                 "its speech could not be screened.",
                 retryable=False,
             )
-        cues = [(float(c[0]), float(c[1]), str(c[2])) for c in t.metadata.get("segments") or []]
+        # A held edit of the creator's (media.services.transcript_edit) is what goes public with this
+        # verdict (moderation.services applies it when the post is published), so it is what is scored.
+        pending = t.metadata.get("pending_edit") or {}
+        if pending and held_edits is not None:
+            held_edits[str(t.pk)] = int(pending.get("edit") or 0)  # the verdict applies this one only
+        shown = pending.get("segments") or t.metadata.get("segments")
+        cues = [(float(c[0]), float(c[1]), str(c[2])) for c in shown or []]
         if cues:
             found.append(TranscriptInput(media_id=str(t.pk), cues=cues))
         # What the recogniser heard before the creator's edits: an edit fixes captions, it does not
@@ -94,7 +100,7 @@ def build_input(post: Post, workdir: Path, revision: int | None = None) -> Revie
     if hasattr(post, "poll"):
         text += "\n" + post.poll.question + "\n" + "\n".join(o.text for o in post.poll.options.all())
     item = ReviewInput(text=text, hints={"post_id": str(post.pk)})
-    item.transcripts = _transcripts(media_qs)
+    item.transcripts = _transcripts(media_qs, item.hints.setdefault("transcript_edits", {}))
     unfinished = media_qs.exclude(processing_status=ProcessingStatus.READY).exclude(kind=MediaKind.TRANSCRIPT)
     if unfinished.exists():  # never judge a post by part of its media (fail closed: retried, then a human)
         raise ProviderError(f"{unfinished.count()} media of this post are not processed yet")
@@ -168,6 +174,7 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
         return
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    held_edits = item.hints.get("transcript_edits") or {}
     ai_verdict_apply(
         post_id=post_id,
         revision=revision,
@@ -178,7 +185,7 @@ def review_post_revision(*, post_id: str, revision: int, max_retries: int) -> No
         labels=result.labels,
         duration_ms=(time.perf_counter() - started) * 1000,
         attempt=attempt,
-        raw=result.raw,
+        raw={**result.raw, "transcript_edits": held_edits} if held_edits else result.raw,
     )
 
 

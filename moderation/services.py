@@ -204,6 +204,9 @@ def ai_verdict_apply(
             revision_hold(post, pending)
             post.save(update_fields=["submitted_at", "updated_at"])
         notification, reason = NotificationType.POST_HELD, held
+    if decision == Decision.PUBLISH and post.status == PostStatus.PUBLISHED:
+        # The held transcript edits this verdict scored (moderation.review), and no newer one.
+        transcript_edits_approved(post_id=post.pk, edits=(raw or {}).get("transcript_edits") or {})
     post_transitioned(post, notification=notification, reason=reason, data={"ai_review_id": review.pk})
     return review
 
@@ -805,6 +808,7 @@ def post_mark_sensitive(
     post.spoiler_text = spoiler_text or post.spoiler_text
     post.published_at = post.published_at or timezone.now()
     post.save(update_fields=list(dict.fromkeys(fields)))
+    transcript_edits_approved(post_id=post.pk)  # the held transcript edits the review page showed
     _record(post, moderator, ModerationAction.MARK_SENSITIVE, reason, before)
     post_transitioned(post, notification=NotificationType.POST_MARKED_SENSITIVE, reason=reason)
     return post
@@ -837,6 +841,7 @@ def reports_dismiss(*, post_id: UUID | str, moderator: AbstractBaseUser, note: s
         post.status = PostStatus.PUBLISHED
         post.moderation_state = held.from_moderation_state or ModerationState.APPROVED
         post.save(update_fields=["status", "moderation_state", "updated_at"])
+        transcript_edits_approved(post_id=post.pk)  # the held transcript edits the review page showed
     _record(post, moderator, ModerationAction.DISMISS_REPORTS, note, before)
     return post
 
@@ -1102,6 +1107,7 @@ def appeal_decide(*, appeal_id: int, moderator: AbstractBaseUser, grant: bool, r
                 .first()
             )
         fields = revision_make_public(post, revision) if revision is not None else []
+        transcript_edits_approved(post_id=post.pk)  # the held transcript edits the moderator saw
         post.status = PostStatus.PUBLISHED
         post.moderation_state = ModerationState.APPROVED
         post.published_at = post.published_at or timezone.now()

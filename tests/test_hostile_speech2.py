@@ -1,5 +1,5 @@
-"""Hostile findings against held transcript edits (issue 17, second round), each a strict xfail until
-fixed.
+"""Hostile findings against held transcript edits (issue 17, second round): each test failed before
+its fix.
 
 Modelled on tests/test_hostile_speech.py and tests/media/test_speech_api.py; the stub AI scores the
 text it is given, so a ``[ai:0.99]`` marker stands for abusive speech."""
@@ -28,11 +28,6 @@ def _hold_an_edit(owner, post, parent, django_capture_on_commit_callbacks) -> No
     assert r.status_code == 202, r.content
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the media JSON's metadata is the transcript's raw metadata: metadata.pending_edit.segments "
-    "(the held, unscreened text) is served to everyone in the post, the feed and GET media/{id}",
-)
 @pytest.mark.django_db
 def test_a_held_transcript_edit_is_in_no_public_json(platform, django_capture_on_commit_callbacks):
     platform(moderation_mode="ai_prescreen")
@@ -56,12 +51,6 @@ def test_a_held_transcript_edit_is_in_no_public_json(platform, django_capture_on
     assert not leaks, leaks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rescore_transcript carries the post.revision of the moment of the transcript edit; an edit "
-    "of the post's text before it runs bumps post.revision, so the verdict is 'stale' and the held "
-    "transcript edit is never scored, never queued for a human and never applied (held forever)",
-)
 @pytest.mark.django_db(transaction=True)
 def test_a_post_edit_after_a_transcript_edit_does_not_orphan_the_held_edit(
     broker, stub_ai, platform, request
@@ -89,12 +78,6 @@ def test_a_post_edit_after_a_transcript_edit_does_not_orphan_the_held_edit(
     assert post.status in ("pending_review", "quarantined"), (post.status, rescores)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a held transcript edit survives unpublish and republish: the publish prescreen reads the "
-    "public cues (not pending_edit), the stale re-score changes nothing, so the post is public again "
-    "with an unscored edit held forever",
-)
 @pytest.mark.django_db(transaction=True)
 def test_unpublish_and_republish_does_not_orphan_the_held_edit(broker, stub_ai, platform, request):
     platform(moderation_mode="ai_prescreen")
@@ -118,11 +101,6 @@ def test_unpublish_and_republish_does_not_orphan_the_held_edit(broker, stub_ai, 
     assert post.status != "published" or "pending_edit" not in transcript.metadata, post.status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="post_mark_sensitive publishes a post held for a transcript edit without applying the edit "
-    "the review page showed (only post_approve calls transcript_edits_approved): it stays held forever",
-)
 @pytest.mark.django_db
 def test_mark_sensitive_decides_the_held_transcript_edit(
     stub_ai, platform, django_capture_on_commit_callbacks

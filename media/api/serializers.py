@@ -221,6 +221,10 @@ class MediaSerializer(serializers.ModelSerializer):
         meta.pop("blocked_match", None)
         if not _viewer_is_owner(media, self.context.get("request")):
             meta.pop("blocked_media", None)
+            # A transcript's held edit is not cleared yet, and what the recogniser heard before the
+            # creator corrected it is for the prescreen and moderators: neither is anyone else's.
+            meta.pop("pending_edit", None)
+            meta.pop("speech_segments", None)
         data["metadata"] = meta
         return data
 

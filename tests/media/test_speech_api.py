@@ -547,3 +547,30 @@ def test_the_sweep_requeues_a_lost_transcript_on_the_speech_queue(broker, django
     assert [(m.actor_name, m.args) for m in queued(broker, "media.speech")] == [
         ("process_transcript_media", (str(transcript.pk),))
     ]
+
+
+@pytest.mark.django_db
+def test_a_verdict_applies_only_the_held_edit_it_scored(user, platform, django_capture_on_commit_callbacks):
+    """The creator edits the transcript again while the AI is scoring the post: the verdict carries
+    the held edit numbers it scored, and a newer edit stays held (its own re-score decides)."""
+    from media.services import transcript_edits_approved
+
+    platform(moderation_mode="ai_prescreen")
+    post = PostFactory(author=user, type="audio", body="", published=True)
+    parent, transcript = _ready_transcript(post, cues=CUES)
+    url = f"/api/v1/content/media/{parent.pk}/transcript"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client_for(user).patch(url, {"text": "one\ntwo"}, format="json").status_code == 202
+    transcript.refresh_from_db()
+    scored = {str(transcript.pk): transcript.metadata["pending_edit"]["edit"]}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client_for(user).patch(url, {"text": "three\nfour"}, format="json").status_code == 202
+    assert transcript_edits_approved(post_id=post.pk, edits=scored) == []
+    transcript.refresh_from_db()
+    assert [c[2] for c in transcript.metadata["pending_edit"]["segments"]] == ["three", "four"]
+    assert [c[2] for c in transcript.metadata["segments"]] == [c[2] for c in CUES]
+    newest = {str(transcript.pk): transcript.metadata["pending_edit"]["edit"]}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert transcript_edits_approved(post_id=post.pk, edits=newest) == [str(transcript.pk)]
+    transcript.refresh_from_db()
+    assert [c[2] for c in transcript.metadata["segments"]] == ["three", "four"]
