@@ -21,7 +21,7 @@ from content.api.serializers import PostSerializer
 from content.models import PostStatus
 from content.services import is_owner_or_staff
 from media import storage
-from media.api.views import _HLS_TYPES, _allow_methods, _request_user, serve_object
+from media.api.serving import HLS_TYPES, allow_methods, request_user, serve_object
 from media.live import services
 from media.live.models import LiveStream
 from media.live.providers import LiveProviderError
@@ -100,7 +100,7 @@ class MuxWebhookView(APIView):
 
 @csrf_exempt  # GET and HEAD only: any other method is a JSON 405, not a CSRF page
 @extend_schema(exclude=True)
-@_allow_methods("GET", "HEAD")
+@allow_methods("GET", "HEAD")
 def live_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
     """Serve one object of a stream's live HLS tree under ``/m/l/<token>/<path>``: the token grants
     the folder that is the stream's current ``hls_folder``; the stream's post must be visible to the
@@ -119,10 +119,10 @@ def live_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
     if stream is None or stream.post.deleted_at is not None or stream.hls_folder != signed.folder:
         raise Http404
     published = stream.post.status == PostStatus.PUBLISHED
-    if not published and not is_owner_or_staff(_request_user(request), stream.owner_id):
+    if not published and not is_owner_or_staff(request_user(request), stream.owner_id):
         raise Http404
     ext = posixpath.splitext(key)[1].lower()
-    mime = _HLS_TYPES.get(ext)
+    mime = HLS_TYPES.get(ext)
     if mime is None:
         raise Http404
     return serve_object(
@@ -176,7 +176,7 @@ video{width:100%;background:#000}</style></head><body>
 
 
 @extend_schema(exclude=True)
-@_allow_methods("GET", "HEAD")
+@allow_methods("GET", "HEAD")
 def watch_page(request: HttpRequest, post_id) -> HttpResponse:
     """A minimal player page for a livestream post (``/watch/<post id>``): it reads the Post JSON with
     the viewer's own session (so it shows exactly what the API would show them) and plays the live

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import re
-import time
-from functools import wraps
 
-from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.core.cache import cache
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
-    HttpResponseNotModified,
     JsonResponse,
-    StreamingHttpResponse,
 )
-from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -31,8 +22,7 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from config.api import error_body, error_responses
-from config.authentication import TokenAuthentication
-from config.errors import AccountSuspended, FileTooLarge, NotFound, ServiceError
+from config.errors import FileTooLarge, NotFound, ServiceError
 from config.parsers import JSONParser
 from content.selectors import can_view_media, media_in_public_revision
 from content.services import is_owner_or_staff, is_suspended
@@ -52,28 +42,16 @@ from media.api.serializers import (
     UploadStatusSerializer,
     UploadTargetSerializer,
 )
+from media.api.serving import (
+    HLS_PLAYLIST_TYPE,
+    HLS_TYPES,
+    allow_methods,
+    request_user,
+    serve_object,
+)
 from media.models import Media
 
 logger = logging.getLogger(__name__)
-
-
-def _allow_methods(*methods: str):
-    """``require_http_methods``, but the 405 is JSON with a ``code`` like every other API error."""
-
-    def decorator(view):
-        @wraps(view)
-        def inner(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if request.method not in methods:
-                response = JsonResponse(
-                    error_body("method_not_allowed", f'Method "{request.method}" not allowed.'), status=405
-                )
-                response["Allow"] = ", ".join(methods)
-                return response
-            return view(request, *args, **kwargs)
-
-        return inner
-
-    return decorator
 
 
 class UploadsPerHour(UserRateThrottle):
@@ -193,7 +171,7 @@ def _content_length(request: HttpRequest) -> int | None:
 
 
 @csrf_exempt
-@_allow_methods("PUT")
+@allow_methods("PUT")
 def upload_part_data(request: HttpRequest, upload_id, part_number: int) -> HttpResponse:
     """The local storage's part target: the signature in the URL is the credential; the body is
     streamed to the part's file, never read whole into memory. Answers the part's ETag."""
@@ -217,7 +195,7 @@ def upload_part_data(request: HttpRequest, upload_id, part_number: int) -> HttpR
 
 
 @csrf_exempt
-@_allow_methods("PUT", "POST")
+@allow_methods("PUT", "POST")
 def upload_data(request: HttpRequest, upload_id) -> HttpResponse:
     """The local storage's upload target. The signature in the URL is the credential; the body is
     streamed to storage and never read whole into memory."""
@@ -485,191 +463,10 @@ class MediaRetryView(APIView):
         return Response(MediaSerializer(media, context={"request": request}).data, status=202)
 
 
-def _request_user(request: HttpRequest):
-    """Session user, or the user of an ``Authorization: Token`` header."""
-    if request.user.is_authenticated:
-        return request.user
-    try:
-        result = TokenAuthentication().authenticate(request)
-    except (AuthenticationFailed, AccountSuspended):
-        return None
-    return result[0] if result else None
-
-
 def _media_keys(media: Media) -> set[str]:
     keys = {media.original_key}
     keys |= {v["key"] for v in (media.variants or {}).values() if isinstance(v, dict) and v.get("key")}
     return keys
-
-
-# --- serving bytes: ranges, validators, cache policy (DESIGN.md §8) ----------------------------------------
-
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-HLS_PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-_HLS_TYPES = {
-    ".m3u8": HLS_PLAYLIST_TYPE,
-    ".m4s": "video/iso.segment",
-    ".mp4": "video/mp4",
-    ".m4a": "audio/mp4",
-    ".ts": "video/mp2t",
-    ".vtt": "text/vtt",
-}
-
-
-def _byte_range(header: str, size: int) -> tuple[int, int] | None | bool:
-    """The (start, end inclusive) of a single ``Range: bytes=…`` (RFC 9110 §14.1.2), None when the
-    header is absent, malformed or asks for several ranges (then the whole object is sent), False
-    when it is unsatisfiable (416)."""
-    match = _RANGE.match(header.strip()) if header else None
-    if match is None:
-        return None
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:  # suffix: the last N bytes
-        n = int(last)
-        if n == 0 or size == 0:
-            return False
-        return max(0, size - n), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
-        return None  # invalid: ignored
-    if start >= size:
-        return False
-    return start, min(end, size - 1)
-
-
-def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
-    """Whether an If-None-Match (weak comparison) / If-Range (strong) list names ``etag``."""
-    for tag in (t.strip() for t in header.split(",")):
-        if tag == "*":
-            return True
-        if tag.startswith("W/"):
-            if not weak:
-                continue
-            tag = tag[2:]
-        if tag == etag:
-            return True
-    return False
-
-
-def _object_sha256(key: str, info: storage.ObjectInfo, known: str) -> str:
-    """The stored bytes' sha256: the one recorded when they were written, else computed once and
-    cached (rows older than the recording, HLS segments) under the object's size and mtime."""
-    if known:
-        return known
-    cache_key = f"media-sha256:{key}:{info.size}:{info.modified.timestamp():.0f}"
-    sha = cache.get(cache_key)
-    if not sha:
-        sha = storage.sha256_of(key)
-        cache.set(cache_key, sha, 30 * 24 * 3600)
-    return sha
-
-
-def _cache_control(*, public: bool, revalidate: bool, expires: int) -> str:
-    if not public:
-        return "private, no-store"
-    if revalidate:
-        return "public, no-cache"
-    return f"public, max-age={max(0, expires - int(time.time()))}, immutable"
-
-
-def serve_object(
-    request: HttpRequest,
-    *,
-    key: str,
-    mime_type: str,
-    filename: str,
-    public: bool,
-    expires: int,
-    sha256: str = "",
-    revalidate: bool = False,
-) -> HttpResponse:
-    """A GET/HEAD answer for one stored object with everything browsers, players and CDNs use:
-    ``Accept-Ranges``, a single ``Range`` → 206 (read at that offset, streamed) or 416 with
-    ``Content-Range: bytes */size``; strong ``ETag`` (the bytes' sha256), ``Last-Modified``,
-    ``If-None-Match`` / ``If-Modified-Since`` → 304, ``If-Range``; and the cache policy: ``public``
-    objects get ``max-age`` = the seconds the URL has left and ``immutable`` (``revalidate``: objects
-    rewritten in place, such as HLS playlists, get ``no-cache`` instead, so caches ask again with the
-    ETag; RFC 9111 §5.2.2.4), others ``private, no-store``. Raises Http404 when the object is
-    missing."""
-    try:
-        info = storage.stat(key)
-    except FileNotFoundError:
-        raise Http404 from None
-    except (OSError, BotoCoreError, ClientError):
-        return _storage_unavailable(key)
-    etag = f'"{_object_sha256(key, info, sha256)}"'
-    last_modified = http_date(int(info.modified.timestamp()))
-    headers = {
-        "Accept-Ranges": "bytes",
-        "ETag": etag,
-        "Last-Modified": last_modified,
-        "Cache-Control": _cache_control(public=public, revalidate=revalidate, expires=expires),
-        "X-Content-Type-Options": "nosniff",
-    }
-
-    def finish(response: HttpResponse) -> HttpResponse:
-        for name, value in headers.items():
-            response[name] = value
-        return response
-
-    if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
-    if if_none_match is not None:
-        if _etag_matches(if_none_match, etag, weak=True):
-            return finish(HttpResponseNotModified())
-    else:
-        since = parse_http_date_safe(request.META.get("HTTP_IF_MODIFIED_SINCE") or "")
-        if since is not None and int(info.modified.timestamp()) <= since:
-            return finish(HttpResponseNotModified())
-
-    size = info.size
-    wanted = _byte_range(request.META.get("HTTP_RANGE", ""), size) if request.method == "GET" else None
-    if_range = request.META.get("HTTP_IF_RANGE")
-    if wanted is not None and if_range:
-        if if_range.startswith('"') or if_range.startswith("W/"):
-            fresh = _etag_matches(if_range, etag, weak=False)
-        else:
-            fresh = if_range.strip() == last_modified
-        if not fresh:
-            wanted = None  # the client's copy is stale: send the whole new object
-    if wanted is False:
-        response = JsonResponse(
-            error_body("range_not_satisfiable", f"The range is outside the object ({size} bytes)."),
-            status=416,
-        )
-        response["Content-Range"] = f"bytes */{size}"
-        return finish(response)
-    start, end = wanted if wanted else (0, size - 1)
-    length = end - start + 1 if size else 0
-    if request.method == "HEAD":
-        response = HttpResponse(content_type=mime_type)
-    else:
-        try:
-            chunks = storage.iter_range(key, start, length)  # S3 sends its ranged GET here
-        except FileNotFoundError:
-            raise Http404 from None
-        except (OSError, BotoCoreError, ClientError):
-            return _storage_unavailable(key)
-        response = StreamingHttpResponse(chunks, content_type=mime_type)
-    response["Content-Length"] = str(length)
-    if wanted:
-        response.status_code = 206
-        response["Content-Range"] = f"bytes {start}-{end}/{size}"
-    response["Content-Disposition"] = content_disposition_header(as_attachment=False, filename=filename)
-    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    return finish(response)
-
-
-def _storage_unavailable(key: str) -> JsonResponse:
-    """The storage is down or refusing (S3 unreachable, a 5xx, a disk error): 503, the client may retry."""
-    logger.exception("media: storage read failed for %s", key)
-    response = JsonResponse(
-        error_body("storage_unavailable", "Media storage is unavailable; try again shortly."), status=503
-    )
-    response["Retry-After"] = "30"
-    return response
 
 
 def _publicly_served(media: Media, *, private_object: bool) -> bool:
@@ -690,7 +487,7 @@ def _viewer_may_read(request: HttpRequest, media: Media, *, private_object: bool
     authenticated by session or token on this request."""
     if _publicly_served(media, private_object=private_object):
         return True
-    return is_owner_or_staff(_request_user(request), media.owner_id)
+    return is_owner_or_staff(request_user(request), media.owner_id)
 
 
 def _served_media(media_id) -> Media:
@@ -702,7 +499,7 @@ def _served_media(media_id) -> Media:
 
 @csrf_exempt  # GET and HEAD only: any other method is a JSON 405, not a CSRF page
 @extend_schema(exclude=True)
-@_allow_methods("GET", "HEAD")
+@allow_methods("GET", "HEAD")
 def media_file(request: HttpRequest, token: str) -> HttpResponse:
     """Serve stored bytes behind a signed, expiring URL. What the URL says is checked against the
     row now: the key must be canonical and one of the medium's current keys; media of a post that is
@@ -744,7 +541,7 @@ def hls_folder(media: Media) -> str | None:
 
 @csrf_exempt  # GET and HEAD only: any other method is a JSON 405, not a CSRF page
 @extend_schema(exclude=True)
-@_allow_methods("GET", "HEAD")
+@allow_methods("GET", "HEAD")
 def media_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
     """Serve one object of a signed folder (an HLS master playlist, its variant playlists, init
     segments and fMP4 segments) under ``/m/h/<token>/<path>``. The token grants the folder that is
@@ -767,7 +564,7 @@ def media_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
         raise Http404
     if not _viewer_may_read(request, media, private_object=False):
         raise Http404
-    mime = _HLS_TYPES.get(posixpath.splitext(key)[1].lower())
+    mime = HLS_TYPES.get(posixpath.splitext(key)[1].lower())
     if mime is None:
         raise Http404
     return serve_object(
