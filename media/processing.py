@@ -598,8 +598,12 @@ def refresh_hls_subtitles(*, transcript_id: UUID | str) -> dict | None:
     new sha256s recorded). Run it after the change commits. Returns what was written, or None when
     there is nothing to do (no such ready transcript, no captions, no HLS tree)."""
     with transaction.atomic():
-        transcript = Media.objects.filter(
-            pk=transcript_id, kind=MediaKind.TRANSCRIPT, processing_status=ProcessingStatus.READY
+        # The transcript's row lock first (then the video's, as the speech step's ``complete`` takes
+        # them): two corrections in quick succession write the tree one after the other, the newest last.
+        transcript = lock_rows(
+            Media.objects.filter(
+                pk=transcript_id, kind=MediaKind.TRANSCRIPT, processing_status=ProcessingStatus.READY
+            )
         ).first()
         captions = (transcript.variants or {}).get("captions") if transcript else None
         if not isinstance(captions, dict) or not captions.get("key") or not transcript.parent_id:
