@@ -957,10 +957,10 @@ def post_transcript_edited(*, post_id: UUID | str) -> None:
     """A creator's correction of a transcript of the post's media became public (``media.services``
     applies it): a published post shows it was edited (``edited_at``), as for any edit after publish
     (DESIGN.md §9). Other statuses and deleted posts: nothing."""
-    post = Post.objects.filter(pk=post_id, deleted_at__isnull=True, status=PostStatus.PUBLISHED).first()
-    if post is None:
+    try:
+        post = post_lock(post_id=post_id)
+    except NotFound:
         return
-    post = post_lock(post_id=post.pk)
     if post.status == PostStatus.PUBLISHED:
         post.edited_at = timezone.now()
         post.save(update_fields=["edited_at", "updated_at"])

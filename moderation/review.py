@@ -67,15 +67,21 @@ def _transcripts(media_qs, held_edits: dict[str, int] | None = None) -> list[Tra
         if pending and held_edits is not None:
             held_edits[str(t.pk)] = int(pending.get("edit") or 0)  # the verdict applies this one only
         shown = pending.get("segments") or t.metadata.get("segments")
-        cues = [(float(c[0]), float(c[1]), str(c[2])) for c in shown or []]
+        cues = _cues(shown)
         if cues:
             found.append(TranscriptInput(media_id=str(t.pk), cues=cues))
         # What the recogniser heard before the creator's edits: an edit fixes captions, it does not
         # hide what was said (scored under "<id>:heard", which the review page shows beside the text).
-        heard = [(float(c[0]), float(c[1]), str(c[2])) for c in t.metadata.get("speech_segments") or []]
+        heard = _cues(t.metadata.get("speech_segments"))
         if heard and [c[2] for c in heard] != [c[2] for c in cues]:
             found.append(TranscriptInput(media_id=f"{t.pk}{HEARD_SUFFIX}", cues=heard))
     return found
+
+
+def _cues(segments: list | None) -> list[tuple[float, float, str]]:
+    """A transcript's stored segments ([start, end, text, confidence] rows) as the (start s, end s,
+    text) cues a provider scores."""
+    return [(float(c[0]), float(c[1]), str(c[2])) for c in segments or []]
 
 
 def _pick(variants: dict, names: tuple[str, ...]) -> dict | None:
@@ -226,7 +232,7 @@ def transcript_rescore(
     edit = int(pending["edit"])
     message = CurrentMessage.get_current_message()
     attempt = (message.options.get("retries", 0) if message else 0) + 1
-    cues = [(float(c[0]), float(c[1]), str(c[2])) for c in pending.get("segments") or []]
+    cues = _cues(pending.get("segments"))
     spoken = TranscriptInput(media_id=str(transcript.pk), cues=cues)
     item = ReviewInput(text="", transcripts=[spoken], hints={"post_id": post_id})
     provider = get_provider()
@@ -261,7 +267,7 @@ def transcript_rescore(
         scores=result.scores,
         overall=float(result.overall),
         labels=result.labels,
-        raw={**result.raw, "rescore": "transcript_edit"},
+        raw=result.raw,
         duration_ms=(time.perf_counter() - started) * 1000,
         attempt=attempt,
     )

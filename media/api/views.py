@@ -366,8 +366,13 @@ class QuotaView(APIView):
         return Response(services.user_quota(request.user))
 
 
+def _cue_rows(segments: list | None) -> list[dict]:
+    """Stored transcript segments ([start, end, text, confidence]) as the API's cues {start, end, text}."""
+    return [{"start": c[0], "end": c[1], "text": c[2]} for c in segments or []]
+
+
 def _transcript_data(request, transcript: Media, post) -> dict:
-    cues = [{"start": c[0], "end": c[1], "text": c[2]} for c in transcript.metadata.get("segments") or []]
+    cues = _cue_rows(transcript.metadata.get("segments"))
     transcript.post = post
     return {
         "id": transcript.pk,
@@ -389,7 +394,7 @@ def _pending_edit(request, transcript: Media) -> dict | None:
     pending = transcript.metadata.get("pending_edit")
     if not pending or not request.user.is_authenticated or request.user.pk != transcript.owner_id:
         return None
-    cues = [{"start": c[0], "end": c[1], "text": c[2]} for c in pending.get("segments") or []]
+    cues = _cue_rows(pending.get("segments"))
     return {
         "text": "\n".join(c["text"] for c in cues),
         "cues": cues,
