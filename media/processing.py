@@ -44,6 +44,7 @@ from media.middleware import current_job, peak_memory_kb
 from media.models import Media, MediaKind, ProcessingStatus, ProcessorRun, RunResult
 from media.processors import get_processor, has_processor
 from media.processors.base import ProcessingError, ProcessorResult, StepLog
+from media.processors.video import HLS_MIME
 
 logger = logging.getLogger("postflow.media.processing")
 
@@ -579,7 +580,6 @@ def _start_transcript(media: Media) -> None:
 # processing attempt of the video rewriting the tree) take turns, and the one that comes second finds the
 # other's work (a ready transcript, or the new tree) and puts the subtitles in again.
 
-HLS_MIME = "application/vnd.apple.mpegurl"
 SUBTITLE_NAMES = {"en": "English"}
 
 
@@ -605,10 +605,10 @@ def refresh_hls_subtitles(*, transcript_id: UUID | str) -> dict | None:
                 pk=transcript_id, kind=MediaKind.TRANSCRIPT, processing_status=ProcessingStatus.READY
             )
         ).first()
-        captions = (transcript.variants or {}).get("captions") if transcript else None
-        if not isinstance(captions, dict) or not captions.get("key") or not transcript.parent_id:
+        found = _captions_of(transcript)
+        if found is None or not transcript.parent_id:
             return None
-        language = captions.get("language") or transcript.metadata.get("language") or "en"
+        captions, language = found
         return _put_subtitles(transcript.parent_id, captions, language, None, StepLog())
 
 
@@ -640,10 +640,10 @@ def _with_transcript_subtitles(
         .order_by("-created_at")
         .first()
     )
-    captions = (transcript.variants or {}).get("captions") if transcript else None
-    if not isinstance(captions, dict) or not captions.get("key"):
+    found = _captions_of(transcript)
+    if found is None:
         return variants
-    language = captions.get("language") or transcript.metadata.get("language") or "en"
+    captions, language = found
     try:
         hls = _write_subtitles(variants["hls"], captions, language, result.duration_seconds, steps)
     except Exception:
@@ -652,6 +652,14 @@ def _with_transcript_subtitles(
         )
         return variants
     return {**variants, "hls": hls}
+
+
+def _captions_of(transcript: Media | None) -> tuple[dict, str] | None:
+    """A ready transcript's ``captions`` variant and its language, or None when it has none."""
+    captions = (transcript.variants or {}).get("captions") if transcript else None
+    if not isinstance(captions, dict) or not captions.get("key"):
+        return None
+    return captions, captions.get("language") or transcript.metadata.get("language") or "en"
 
 
 def _subtitle_keys(hls: dict, language: str) -> dict:

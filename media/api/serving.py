@@ -26,6 +26,7 @@ from config.api import error_body
 from config.authentication import TokenAuthentication
 from config.errors import AccountSuspended
 from media import storage
+from media.processors.video import HLS_MIME
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,8 @@ def request_user(request: HttpRequest):
 # --- serving bytes: ranges, validators, cache policy (DESIGN.md §8) ----------------------------------------
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-HLS_PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 HLS_TYPES = {
-    ".m3u8": HLS_PLAYLIST_TYPE,
+    ".m3u8": HLS_MIME,
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
     ".m4a": "audio/mp4",

@@ -43,7 +43,7 @@ from media.api.serializers import (
     UploadTargetSerializer,
 )
 from media.api.serving import (
-    HLS_PLAYLIST_TYPE,
+    HLS_MIME,
     HLS_TYPES,
     allow_methods,
     request_user,
@@ -582,7 +582,7 @@ def media_tree(request: HttpRequest, token: str, path: str) -> HttpResponse:
         sha256=_hls_file_sha256(media, key[len(folder) + 1 :]),
         # Playlists change in place (the transcript's subtitle rendition joins the master, a corrected
         # transcript rewrites the subtitles): caches must revalidate them (ETag = the recorded sha256).
-        revalidate=mime == HLS_PLAYLIST_TYPE or key.endswith(".vtt"),
+        revalidate=mime == HLS_MIME or key.endswith(".vtt"),
     )
 
 

@@ -43,6 +43,7 @@ from media import storage
 from media.live import services
 from media.live.models import LiveIngest, LiveStatus, LiveStream
 from media.live.providers.local import INGEST_NAME, PLAYLIST
+from media.processors.video import HLS_MIME
 
 logger = logging.getLogger("postflow.live.ingest")
 
@@ -52,7 +53,6 @@ HEARTBEAT_SECONDS = 5.0
 SYNC_SECONDS = 0.25
 STOP_CHECK_SECONDS = 1.0
 SEGMENT_MIME = "video/mp2t"
-PLAYLIST_MIME = "application/vnd.apple.mpegurl"
 RECORDING = "recording.ts"
 _SEGMENT_LINE = re.compile(r"^[A-Za-z0-9_.-]+\.ts$")
 
@@ -244,7 +244,7 @@ class Session(threading.Thread):
             self.segment_times.setdefault(name, time.monotonic())
             storage.save(f"{self.folder}/{name}", path, SEGMENT_MIME)
             self.uploaded.add(name)
-        storage.save(f"{self.folder}/{PLAYLIST}", playlist, PLAYLIST_MIME)
+        storage.save(f"{self.folder}/{PLAYLIST}", playlist, HLS_MIME)
         if new:
             if self.first_segment_at is None:
                 self.first_segment_at = time.monotonic()
@@ -296,7 +296,7 @@ def _final_playlist(workdir: Path) -> None:
             storage.save(f"{folder}/{name}", path, SEGMENT_MIME)
     if "#EXT-X-ENDLIST" not in text:
         playlist.write_text(text.rstrip("\n") + "\n#EXT-X-ENDLIST\n")
-    storage.save(f"{folder}/{PLAYLIST}", playlist, PLAYLIST_MIME)
+    storage.save(f"{folder}/{PLAYLIST}", playlist, HLS_MIME)
 
 
 class Ingest:
