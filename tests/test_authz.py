@@ -749,6 +749,49 @@ def _byte_urls(client, media_id) -> list[str]:
     return [urlsplit(u).path + ("?" + urlsplit(u).query if urlsplit(u).query else "") for u in urls if u]
 
 
+def test_a_held_transcript_edit_is_invisible_on_every_read_path(
+    user, other_user, bare_staff, platform, django_capture_on_commit_callbacks
+):
+    """The owner corrects the transcript of a published audio post in ai_prescreen mode: until the AI
+    clears the edit (no worker runs here), nobody but the owner sees its text on any read path: post
+    detail, feed (all, ?author=), the audio's and the transcript's media JSON, the transcript by either
+    id, the revisions, and the bytes of every captions and text URL they are given (issue 17)."""
+    from tests.media.test_speech_api import _ready_transcript
+
+    platform(moderation_mode="ai_prescreen")
+    post = PostFactory(author=user, type=PostType.AUDIO, body="", published=True)
+    parent, transcript = _ready_transcript(post, cues=[(0.5, 2.0, "hello there", 0.9)])
+    owner = client_for(user)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = owner.patch(
+            f"/api/v1/content/media/{parent.pk}/transcript", {"text": f"{SECRET} words"}, format="json"
+        )
+    assert r.status_code == 202, r.content
+    assert SECRET in owner.get(f"/api/v1/content/media/{parent.pk}/transcript").json()["pending_edit"]["text"]
+    paths = [
+        _post_path(post),
+        "/api/v1/content/posts",
+        f"/api/v1/content/posts?author={user.username}",
+        f"/api/v1/content/media/{parent.pk}",
+        f"/api/v1/content/media/{transcript.pk}",
+        f"/api/v1/content/media/{parent.pk}/transcript",
+        f"/api/v1/content/media/{transcript.pk}/transcript",
+        f"{_post_path(post)}/revisions",
+    ]
+    for who in (other_user, bare_staff, None):
+        c = client_for(who)
+        for path in paths:
+            resp = c.get(path)
+            assert resp.status_code == 200, (who, path, resp.status_code)
+            assert SECRET not in resp.content.decode(), (who, path)
+        captions = c.get(f"/api/v1/content/media/{parent.pk}").json()["captions"]
+        urls = [urlsplit(captions).path + "?" + urlsplit(captions).query, *_byte_urls(c, transcript.pk)]
+        for url in urls:
+            resp = c.get(url)
+            body = b"".join(resp.streaming_content) if resp.streaming else resp.content
+            assert resp.status_code == 200 and SECRET.encode() not in body, (who, url)
+
+
 def test_a_pending_revision_is_invisible_on_every_read_path(
     user, other_user, moderator, bare_staff, platform
 ):
